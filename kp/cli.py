@@ -1,0 +1,164 @@
+"""`kp`: command-line tool for the local stack and admin tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kp import local
+from kp.stack import StackError, kafka_libs
+
+app = typer.Typer(help="Kommunal-Pulse command-line tool.", no_args_is_help=True)
+stack_app = typer.Typer(help="Run the whole system locally (real Kafka and PostgreSQL, no Docker).")
+app.add_typer(stack_app, name="stack")
+
+RUN_DIR = Path(os.environ.get("KP_RUN_DIR", ".run"))
+
+
+def _echo_urls(stack: local.LocalStack) -> None:
+    typer.echo("")
+    typer.echo("Kommunal-Pulse is running:")
+    typer.echo(f"  Kafka bootstrap     {stack.kafka_bootstrap}")
+    typer.echo(f"  PostgreSQL          {stack.database_url}")
+    for name, sp in stack.services.items():
+        typer.echo(f"  {name:<10} {sp.url}   docs {sp.url}/docs   metrics {sp.url}/metrics")
+        if name in ("aggregator", "workflow"):
+            typer.echo(f"  {'':<10} AsyncAPI {sp.url}/asyncapi.json")
+    if "publisher" in stack.services:
+        pub = stack.services["publisher"].url
+        typer.echo(f"  Open data API       {pub}/v1/kpis")
+    typer.echo("Press Ctrl-C to stop.")
+
+
+@stack_app.command("up")
+def stack_up(
+    simulate: Annotated[bool, typer.Option(help="Start the demo traffic simulator.")] = True,
+    rate: Annotated[float, typer.Option(help="Simulated events per second.")] = 50.0,
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 1,
+    detach: Annotated[bool, typer.Option(help="Leave the stack running in the background.")] = False,
+) -> None:
+    """Start Kafka, PostgreSQL, migrations, topics, the four services and (optionally) demo traffic."""
+    stack = local.LocalStack.from_env(RUN_DIR, fixed_ports=True)
+    try:
+        stack.start_infra()
+        stack.start_services()
+    except StackError as exc:
+        stack.stop()
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    _echo_urls(stack)
+    if detach:
+        typer.echo("Detached; stop with `kp stack down`.")
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        if simulate:
+            from kp import simulator
+
+            async def traffic() -> None:
+                task = asyncio.create_task(simulator.run(stack.services["ingest"].url, rate, seed, None))
+                stopped = asyncio.create_task(asyncio.to_thread(stop.wait))
+                await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                task.cancel()
+                stop.set()
+
+            asyncio.run(traffic())
+        else:
+            stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        typer.echo("Stopping ...")
+        stack.stop()
+        typer.echo("Stopped; data kept in " + str(RUN_DIR))
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop a stack left running with `kp stack up --detach`."""
+    stopped = local.stop_from_state(RUN_DIR)
+    typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Show what runs and whether each service is ready."""
+    import httpx
+
+    state = local.read_state(RUN_DIR)
+    if state is None:
+        typer.echo("not running")
+        raise typer.Exit(1)
+    typer.echo(f"kafka      {state['kafka_bootstrap']}")
+    typer.echo(f"postgres   {state['database_url']}")
+    services = state.get("services") or {}
+    assert isinstance(services, dict)
+    for name, info in services.items():
+        try:
+            ready = httpx.get(info["url"] + "/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            ready = False
+        typer.echo(f"{name:<10} {info['url']}  {'ready' if ready else 'NOT READY'}")
+
+
+@stack_app.command("fetch")
+def stack_fetch() -> None:
+    """Resolve the Kafka jars from Maven Central into the cache (done automatically on first start)."""
+    typer.echo(str(kafka_libs()))
+
+
+def _urls() -> tuple[str, str]:
+    state = local.read_state(RUN_DIR) or {}
+    kafka = os.environ.get("KP_KAFKA_BOOTSTRAP") or str(state.get("kafka_bootstrap") or "")
+    db = os.environ.get("KP_DATABASE_URL") or str(state.get("database_url") or "")
+    if not kafka or not db:
+        typer.echo("no stack: run `kp stack up` or set KP_KAFKA_BOOTSTRAP and KP_DATABASE_URL", err=True)
+        raise typer.Exit(1)
+    return kafka, db
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending database migrations."""
+    from shared.db import migrate as run_migrations
+
+    _, db = _urls()
+    applied = asyncio.run(run_migrations(db))
+    typer.echo("applied: " + (", ".join(applied) if applied else "nothing pending"))
+
+
+@app.command()
+def topics() -> None:
+    """Create the project's Kafka topics (explicit partitions) if missing."""
+    from shared.kafka import ALL_TOPICS, ensure_topics
+
+    kafka, _ = _urls()
+    created = asyncio.run(ensure_topics(kafka))
+    for t in ALL_TOPICS:
+        typer.echo(f"{t.name:<28} partitions={t.partitions}  {'created' if t.name in created else 'exists'}")
+
+
+@app.command()
+def simulate(
+    rate: Annotated[float, typer.Option(help="Events per second.")] = 50.0,
+    seed: Annotated[int, typer.Option(help="Seed; the same seed sends the same events.")] = 1,
+    duration: Annotated[float | None, typer.Option(help="Seconds to run; default until Ctrl-C.")] = None,
+    ingest_url: Annotated[str, typer.Option(help="Ingest base URL.")] = "http://127.0.0.1:8001",
+    api_key: Annotated[str | None, typer.Option(envvar="KP_SIMULATOR_API_KEY", help="Ingest API key.")] = None,
+) -> None:
+    """Send realistic demo traffic for the six cities to ingest."""
+    from kp import simulator
+
+    accepted = asyncio.run(simulator.run(ingest_url, rate, seed, duration, api_key))
+    typer.echo(f"accepted {accepted} events")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,186 @@
+"""The whole system on one machine: infrastructure, migrations, topics and the four services as processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from kp.stack import KafkaNode, PostgresNode, StackError, _pid_alive, _stop_pid, free_port, port_is_free
+from shared.db import migrate
+from shared.kafka import ensure_topics
+
+SERVICES = ("ingest", "aggregator", "publisher", "workflow")
+DEFAULT_PORTS = {"ingest": 8001, "aggregator": 8002, "publisher": 8003, "workflow": 8004}
+
+
+@dataclass
+class ServiceProcess:
+    """One service started as `python -m services.<name>` with its environment."""
+
+    name: str
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        env = dict(os.environ, **self.env, KP_PORT=str(self.port))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", f"services.{self.name}"], env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise StackError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                r = httpx.get(f"{self.url}/readyz", timeout=2)
+                if r.status_code == 200:
+                    return
+                last = r.text
+            except httpx.HTTPError as exc:
+                last = str(exc)
+            time.sleep(0.2)
+        raise StackError(f"{self.name} not ready after {timeout:.0f}s: {last}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Graceful stop (SIGTERM: drain, commit, close), SIGKILL only after the timeout."""
+        if self.proc is None:
+            return
+        _stop_pid(self.proc.pid, timeout)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        self.proc = None
+
+    def kill(self) -> None:
+        """kill -9, for fault tests."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@dataclass
+class LocalStack:
+    """Kafka + PostgreSQL (own or given by KP_KAFKA_BOOTSTRAP / KP_DATABASE_URL) plus the services."""
+
+    run_dir: Path
+    kafka_bootstrap: str | None = None
+    database_url: str | None = None
+    fixed_ports: bool = False
+    kafka: KafkaNode | None = None
+    postgres: PostgresNode | None = None
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, run_dir: Path, fixed_ports: bool = False) -> LocalStack:
+        return cls(run_dir=run_dir, kafka_bootstrap=os.environ.get("KP_KAFKA_BOOTSTRAP") or None,
+                   database_url=os.environ.get("KP_DATABASE_URL") or None, fixed_ports=fixed_ports)
+
+    def start_infra(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.run_dir, 0o755)
+        if self.database_url is None:
+            self.postgres = PostgresNode(self.run_dir / "postgres")
+            self.postgres.start()
+            self.database_url = self.postgres.url
+        if self.kafka_bootstrap is None:
+            self.kafka = KafkaNode(self.run_dir / "kafka")
+            self.kafka.start()
+            self.kafka_bootstrap = self.kafka.bootstrap
+        asyncio.run(self.prepare())
+        self._write_state()
+
+    async def prepare(self) -> None:
+        """Migrations, then topics; both idempotent."""
+        assert self.database_url
+        assert self.kafka_bootstrap
+        await migrate(self.database_url)
+        await ensure_topics(self.kafka_bootstrap)
+
+    @property
+    def env(self) -> dict[str, str]:
+        assert self.database_url
+        assert self.kafka_bootstrap
+        return {"KP_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "KP_DATABASE_URL": self.database_url}
+
+    def service(self, name: str, extra_env: dict[str, str] | None = None, port: int | None = None) -> ServiceProcess:
+        if port is None:
+            wanted = DEFAULT_PORTS[name]
+            port = wanted if self.fixed_ports and port_is_free(wanted) else free_port()
+        sp = ServiceProcess(name, port, {**self.env, **(extra_env or {})}, self.run_dir / "logs" / f"{name}.log")
+        return sp
+
+    def start_services(self, names: tuple[str, ...] = SERVICES, extra_env: dict[str, str] | None = None) -> None:
+        for name in names:
+            sp = self.service(name, extra_env)
+            sp.start()
+            self.services[name] = sp
+        for sp in self.services.values():
+            sp.wait_ready()
+        self._write_state()
+
+    def stop(self) -> None:
+        for sp in reversed(list(self.services.values())):
+            sp.stop()
+        self.services.clear()
+        if self.kafka is not None:
+            self.kafka.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+        (self.run_dir / "stack.json").unlink(missing_ok=True)
+
+    def _write_state(self) -> None:
+        state = {
+            "kafka_bootstrap": self.kafka_bootstrap, "database_url": self.database_url,
+            "kafka_pid": self.kafka.proc.pid if self.kafka and self.kafka.proc else None,
+            "postgres_dir": str(self.postgres.root) if self.postgres else None,
+            "services": {n: {"url": s.url, "pid": s.proc.pid if s.proc else None} for n, s in self.services.items()},
+        }
+        (self.run_dir / "stack.json").write_text(json.dumps(state, indent=2))
+
+
+def read_state(run_dir: Path) -> dict[str, object] | None:
+    path = run_dir / "stack.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def stop_from_state(run_dir: Path) -> list[str]:
+    """Stop a stack started in the background by another process (`kp stack down`)."""
+    state = read_state(run_dir)
+    stopped: list[str] = []
+    if state is None:
+        return stopped
+    services = state.get("services") or {}
+    assert isinstance(services, dict)
+    for name, info in services.items():
+        pid = info.get("pid")
+        if pid and _pid_alive(pid):
+            _stop_pid(pid)
+            stopped.append(name)
+    if state.get("kafka_pid"):
+        KafkaNode(run_dir / "kafka").stop()
+        stopped.append("kafka")
+    if state.get("postgres_dir"):
+        PostgresNode(Path(str(state["postgres_dir"]))).stop()
+        stopped.append("postgres")
+    (run_dir / "stack.json").unlink(missing_ok=True)
+    return stopped

@@ -1,0 +1,121 @@
+"""Demo traffic: realistic, seeded usage sessions for the six member cities, sent to ingest over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from shared.reference import municipalities, services
+
+# Shares are illustrative demo assumptions, not measurements.
+AUTH_MIX = [("bundid_basis", "substantiell", 0.55), ("eid", "hoch", 0.25), ("elster", "substantiell", 0.15),
+            ("eu_id", "hoch", 0.03), ("other", "niedrig", 0.02)]
+PAYMENT_MIX = [("epaybl", 0.2), ("kreditkarte", 0.3), ("paypal", 0.25), ("sepa_lastschrift", 0.2),
+               ("rechnung", 0.05)]
+STEP_NAMES = ["Start", "Angaben zur Person", "Anschrift", "Nachweise", "Zahlung", "Zusammenfassung"]
+DEVICES = [("desktop", 0.55), ("mobile", 0.38), ("tablet", 0.07)]
+STARS = [(5, 0.45), (4, 0.3), (3, 0.12), (2, 0.07), (1, 0.06)]
+
+
+def _pick(rng: random.Random, options: list[tuple[Any, float]]) -> Any:
+    return rng.choices([o[0] for o in options], weights=[o[1] for o in options])[0]
+
+
+@dataclass
+class Simulator:
+    """Generates complete sessions; the same seed yields the same events (ids included)."""
+
+    seed: int = 1
+    source: str = "kp-simulator"
+    now: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self._ids = random.Random(self.seed ^ 0x5EED)
+
+    def _id(self) -> str:
+        return str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
+
+    def session(self) -> list[dict[str, Any]]:
+        """One citizen session: start, steps, maybe auth/payment, then submit or abandon, maybe feedback."""
+        rng = self.rng
+        weights = [m.population for m in municipalities()]
+        muni = rng.choices(municipalities(), weights=weights)[0]
+        svc = rng.choice(services())
+        session = f"s{self._id().replace('-', '')[:20]}"
+        start = (self.now or datetime.now(UTC)) - timedelta(seconds=rng.randint(0, 600))
+        device = _pick(rng, DEVICES)
+        base = {"source": self.source, "municipality": muni.ags, "service": svc.leika_key, "session": session}
+        t = start
+        out: list[dict[str, Any]] = []
+
+        def ev(kind: str, data: dict[str, Any]) -> None:
+            out.append({"id": self._id(), "type": kind, "time": t.isoformat(), "data": data, **base})
+
+        ev("usage.page.viewed", {"page": f"/leistungen/{svc.leika_key}", "device": device,
+                                 "referrer": rng.choice(["search", "portal", "direct", "other"])})
+        ev("usage.session.started", {"channel": "web" if rng.random() < 0.9 else "app", "device": device})
+        steps = rng.randint(4, len(STEP_NAMES))
+        # Each step has a chance to lose the citizen; payment and evidence upload lose the most.
+        drop = {1: 0.06, 2: 0.05, 3: 0.12, 4: 0.15, 5: 0.04, 6: 0.03}
+        completed = 0
+        for step in range(1, steps + 1):
+            if rng.random() < drop[step]:
+                break
+            t += timedelta(seconds=rng.randint(20, 240))
+            ev("usage.step.completed", {"step": step, "step_name": STEP_NAMES[step - 1]})
+            completed = step
+            if step == 2:
+                method, level = _pick(rng, [((m, lv), w) for m, lv, w in AUTH_MIX])
+                ev("usage.auth.completed", {"method": method, "level": level})
+            if step == 5:
+                ev("usage.payment.completed", {"method": _pick(rng, PAYMENT_MIX),
+                                               "amount_cents": rng.choice([1000, 1250, 2880, 3700, 6000])})
+        if completed == steps:
+            t += timedelta(seconds=rng.randint(5, 60))
+            ev("usage.session.submitted", {"duration_s": int((t - start).total_seconds())})
+            if rng.random() < 0.3:
+                ev("usage.feedback.given", {"stars": _pick(rng, STARS)})
+        else:
+            t += timedelta(seconds=rng.randint(60, 900))
+            ev("usage.session.abandoned", {"last_step": completed})
+        return out
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        while True:
+            yield from self.session()
+
+
+async def run(ingest_url: str, rate: float, seed: int, duration_s: float | None, api_key: str | None = None,
+              batch_size: int = 50) -> int:
+    """Send events at about `rate` per second; return how many were accepted."""
+    sim = Simulator(seed=seed)
+    stream = sim.events()
+    accepted = 0
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx.AsyncClient(base_url=ingest_url, timeout=30, headers=headers) as client:
+        while duration_s is None or loop.time() - started < duration_s:
+            batch = [next(stream) for _ in range(batch_size)]
+            for attempt in range(10):
+                try:
+                    resp = await client.post("/v1/events", json=batch)
+                except httpx.HTTPError:
+                    await asyncio.sleep(min(2**attempt * 0.2, 5))
+                    continue
+                if resp.status_code in (429, 503):
+                    await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
+                    continue
+                resp.raise_for_status()
+                accepted += len(resp.json()["accepted"])
+                break
+            await asyncio.sleep(batch_size / rate)
+    return accepted

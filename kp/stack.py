@@ -1,0 +1,340 @@
+"""Local infrastructure without Docker: a real single-node Kafka (KRaft) and a project-local PostgreSQL.
+
+Kafka's jars are resolved from Maven Central with `mvn dependency:copy-dependencies` into a user cache;
+PostgreSQL uses the distribution's server binaries (`initdb`, `pg_ctl`) with a cluster under the run folder.
+Both pick free loopback ports and remember them, so a second start reuses data and, where possible, ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KAFKA_VERSION = "4.1.1"
+HERE = Path(__file__).resolve().parent
+
+
+class StackError(RuntimeError):
+    """Raised when a local component cannot be provisioned or started."""
+
+
+def cache_dir() -> Path:
+    """Folder for downloaded artefacts shared by all checkouts of the user."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kommunal-pulse"
+
+
+def free_port() -> int:
+    """Ask the kernel for a free loopback port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"process exited with code {proc.returncode} before port {port} opened")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise StackError(f"port {port} did not open within {timeout:.0f}s")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_pid(pid: int, timeout: float = 20.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid_alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    if _pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------------------------- Kafka
+
+
+def kafka_libs() -> Path:
+    """Return the folder with the Kafka broker jars, resolving them from Maven Central on first use."""
+    target = cache_dir() / f"kafka-{KAFKA_VERSION}" / "libs"
+    marker = target / ".complete"
+    if marker.exists():
+        return target
+    if shutil.which("mvn") is None:
+        raise StackError("Maven (mvn) is needed to fetch Apache Kafka; install it (Debian: apt-get install maven)")
+    if shutil.which("java") is None:
+        raise StackError("Java 17+ is needed to run Apache Kafka; install it (Debian: apt-get install openjdk-17-jre)")
+    tmp = target.with_name(f"libs.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [
+        "mvn", "-q", "-B", "-f", str(HERE / "kafka" / "pom.xml"),
+        "dependency:copy-dependencies", f"-DoutputDirectory={tmp}", "-DincludeScope=runtime",
+        f"-Dkafka.version={KAFKA_VERSION}",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise StackError(f"resolving Kafka {KAFKA_VERSION} with Maven failed:\n{result.stdout}\n{result.stderr}")
+    tmp.joinpath(".complete").touch()
+    with contextlib.suppress(OSError):
+        tmp.rename(target)  # another process may have won the race; its copy is as good
+    shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+@dataclass
+class KafkaNode:
+    """A single-node KRaft broker+controller with its data under `root`."""
+
+    root: Path
+    port: int = 0
+    controller_port: int = 0
+    heap: str = "512m"
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.root = self.root.resolve()
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _properties(self) -> str:
+        return "\n".join([
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"log.dirs={self.root / 'data'}",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=6",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=false",
+            "num.partitions=1",
+            "log.retention.hours=168",
+            "",
+        ])
+
+    def start(self, timeout: float = 90.0) -> None:
+        libs = kafka_libs()
+        self.root.mkdir(parents=True, exist_ok=True)
+        state_file = self.root / "ports.json"
+        if state_file.exists() and not self.port:
+            saved = json.loads(state_file.read_text())
+            if port_is_free(saved["port"]) and port_is_free(saved["controller_port"]):
+                self.port, self.controller_port = saved["port"], saved["controller_port"]
+        self.port = self.port or free_port()
+        self.controller_port = self.controller_port or free_port()
+        state_file.write_text(json.dumps({"port": self.port, "controller_port": self.controller_port}))
+        props = self.root / "server.properties"
+        props.write_text(self._properties())
+        classpath = f"{libs}/*"
+        java = shutil.which("java") or "java"
+        if not (self.root / "data" / "meta.properties").exists():
+            cluster_id = base64_uuid()
+            fmt = subprocess.run(
+                [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+                capture_output=True, text=True, check=False,
+            )
+            if fmt.returncode != 0:
+                raise StackError(f"formatting Kafka storage failed:\n{fmt.stdout}\n{fmt.stderr}")
+        log = open(self.root / "kafka.log", "ab")  # noqa: SIM115 - handed to the child process
+        self.proc = subprocess.Popen(
+            [
+                java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
+                f"-Dlog4j2.configurationFile={HERE / 'kafka' / 'log4j2.yaml'}",
+                "-cp", classpath, "kafka.Kafka", str(props),
+            ],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        (self.root / "kafka.pid").write_text(str(self.proc.pid))
+        try:
+            wait_for_port(self.port, timeout, self.proc)
+        except StackError as exc:
+            tail = (self.root / "kafka.log").read_text(errors="replace")[-3000:]
+            self.stop()
+            raise StackError(f"Kafka did not start: {exc}\n{tail}") from exc
+
+    def stop(self) -> None:
+        pid_file = self.root / "kafka.pid"
+        if self.proc is not None:
+            _stop_pid(self.proc.pid)
+            with contextlib.suppress(Exception):
+                self.proc.wait(timeout=5)
+            self.proc = None
+        elif pid_file.exists():
+            _stop_pid(int(pid_file.read_text()))
+        pid_file.unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        """Hard stop (SIGKILL), for fault tests."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+def base64_uuid() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+# ---------------------------------------------------------------------------------------- PostgreSQL
+
+
+def pg_bindir() -> Path:
+    """Locate the PostgreSQL server binaries (Debian keeps them off PATH)."""
+    override = os.environ.get("KP_PG_BINDIR")
+    candidates = [override] if override else []
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_pg_version_key, reverse=True)
+    found = shutil.which("initdb")
+    if found:
+        candidates.append(str(Path(found).parent))
+    for c in candidates:
+        if c and (Path(c) / "initdb").exists() and (Path(c) / "pg_ctl").exists():
+            return Path(c)
+    raise StackError(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found. Install them with `make setup` "
+        "(Debian: apt-get install postgresql), or set KP_DATABASE_URL to an existing server."
+    )
+
+
+def _pg_version_key(path: str) -> int:
+    with contextlib.suppress(ValueError):
+        return int(Path(path).parent.name)
+    return 0
+
+
+@dataclass
+class PostgresNode:
+    """A PostgreSQL cluster under `root`, listening on loopback only."""
+
+    root: Path
+    port: int = 0
+    user: str = "kp"
+    database: str = "kommunal_pulse"
+
+    def __post_init__(self) -> None:
+        self.root = self.root.resolve()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
+
+    def _run(self, args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, LC_ALL="C.UTF-8", LANG="C.UTF-8")
+        cmd = args
+        if os.geteuid() == 0:
+            # PostgreSQL refuses to run as root; run its binaries as an unprivileged user.
+            cmd = ["runuser", "-u", _pg_os_user(), "--", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, **kw)  # type: ignore[call-overload, no-any-return]
+
+    def start(self, timeout: float = 60.0) -> None:
+        bindir = pg_bindir()
+        data = self.root / "data"
+        sockets = self.root / "sock"
+        self.root.mkdir(parents=True, exist_ok=True)
+        sockets.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            owner = _pg_os_user()
+            shutil.chown(self.root, owner, owner)
+            shutil.chown(sockets, owner, owner)
+        state_file = self.root / "port"
+        if state_file.exists() and not self.port and port_is_free(int(state_file.read_text())):
+            self.port = int(state_file.read_text())
+        self.port = self.port or free_port()
+        state_file.write_text(str(self.port))
+        if not (data / "PG_VERSION").exists():
+            res = self._run([
+                str(bindir / "initdb"), "-D", str(data), "-U", self.user, "-A", "trust",
+                "-E", "UTF8", "--locale=C.UTF-8", "--no-sync",
+            ])
+            if res.returncode != 0:
+                raise StackError(f"initdb failed:\n{res.stdout}\n{res.stderr}")
+        opts = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {sockets} -c fsync=on "
+            "-c max_connections=200 -c shared_buffers=128MB"
+        )
+        res = self._run([
+            str(bindir / "pg_ctl"), "-D", str(data), "-l", str(self.root / "postgres.log"),
+            "-o", opts, "-w", "-t", str(int(timeout)), "start",
+        ])
+        if res.returncode != 0:
+            log = (self.root / "postgres.log")
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise StackError(f"PostgreSQL did not start:\n{res.stdout}\n{res.stderr}\n{tail}")
+        self._ensure_database(bindir)
+
+    def _ensure_database(self, bindir: Path) -> None:
+        psql = bindir / "psql"
+        if not psql.exists():
+            psql = Path(shutil.which("psql") or "psql")
+        check = self._run([
+            str(psql), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", "postgres", "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'",
+        ])
+        if check.stdout.strip() != "1":
+            res = self._run([
+                str(psql), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", "postgres",
+                "-c", f'CREATE DATABASE "{self.database}"',
+            ])
+            if res.returncode != 0:
+                raise StackError(f"creating database failed: {res.stderr}")
+
+    def stop(self, mode: str = "fast") -> None:
+        data = self.root / "data"
+        if not (data / "postmaster.pid").exists():
+            return
+        self._run([str(pg_bindir() / "pg_ctl"), "-D", str(data), "-m", mode, "-w", "stop"])
+
+
+def _pg_os_user() -> str:
+    """Unprivileged OS user that owns the cluster when we run as root."""
+    import pwd
+
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(name)
+            return name
+    raise StackError("running as root needs a 'postgres' system user to own the database cluster")

@@ -1,0 +1,37 @@
+"""Publisher service: public, read-only open-data API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from services.publisher.api import router
+from services.publisher.settings import PublisherSettings
+from shared.db import create_pool
+from shared.observability import install_ops
+
+
+def create_app(settings: PublisherSettings | None = None) -> FastAPI:
+    settings = settings or PublisherSettings()
+    registry = CollectorRegistry()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+
+    app = FastAPI(title="Kommunal-Pulse Open Data", version="1.0.0", lifespan=lifespan)
+    app.state.settings = settings
+
+    async def db_ready() -> None:
+        await app.state.pool.fetchval("SELECT 1")
+
+    install_ops(app, registry, {"postgres": db_ready})
+    app.include_router(router)
+    return app

@@ -1,0 +1,44 @@
+"""Envelope fields and constrained types shared by every event contract."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+AGS = Annotated[str, StringConstraints(pattern=r"^\d{8}$", strict=True)]
+"""Amtlicher Gemeindeschlüssel: 8 digits, kept as a string (leading zero)."""
+
+LeiKaKey = Annotated[str, StringConstraints(pattern=r"^\d{14}$", strict=True)]
+"""Leistungsschlüssel of the LeiKa catalogue: 14 digits."""
+
+Source = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", strict=True)]
+"""Identifier of the emitting platform, e.g. `civento-offenbach`."""
+
+Pseudonym = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{8,64}$", strict=True)]
+"""Opaque identifier chosen by the platform; never derived from a person."""
+
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=120, strict=True)]
+
+
+class Contract(BaseModel):
+    """Base for every contract model: closed, immutable, strictly typed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class Envelope(Contract):
+    """Fields every event carries (CloudEvents-compatible names where they fit)."""
+
+    id: UUID = Field(description="Client-chosen event id; the idempotency key.")
+    schema_version: Annotated[int, Field(ge=1, le=1, strict=True)] = 1
+    source: Source
+    time: AwareDatetime = Field(description="When it happened, RFC 3339 with offset.")
+    municipality: AGS
+    service: LeiKaKey
+
+    @property
+    def kafka_key(self) -> bytes:
+        """Partition key: keeps one municipality's service stream (and so each session) ordered."""
+        return f"{self.municipality}:{self.service}".encode()

@@ -1,0 +1,136 @@
+"""Usage events v1: what online-service platforms report about citizens' use of a service."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints, TypeAdapter
+
+from shared.events.base import Contract, Envelope, Pseudonym, ShortText
+
+Device = Literal["desktop", "mobile", "tablet", "other"]
+PagePath = Annotated[str, StringConstraints(pattern=r"^/[^?#\s]{0,199}$", strict=True)]
+Count = Annotated[int, Field(ge=0, strict=True)]
+
+
+class UsageEventBase(Envelope):
+    """Envelope of usage events: adds the session pseudonym."""
+
+    session: Pseudonym
+
+
+class PageViewedData(Contract):
+    page: PagePath
+    device: Device
+    referrer: Literal["search", "portal", "direct", "other"]
+
+
+class PageViewed(UsageEventBase):
+    """A page of an online service was viewed."""
+
+    type: Literal["usage.page.viewed"]
+    data: PageViewedData
+
+
+class SessionStartedData(Contract):
+    channel: Literal["web", "app"]
+    device: Device
+
+
+class SessionStarted(UsageEventBase):
+    """A citizen opened the online form of a service."""
+
+    type: Literal["usage.session.started"]
+    data: SessionStartedData
+
+
+class StepCompletedData(Contract):
+    step: Annotated[int, Field(ge=1, le=100, strict=True)]
+    step_name: ShortText
+
+
+class StepCompleted(UsageEventBase):
+    """A form step was completed."""
+
+    type: Literal["usage.step.completed"]
+    data: StepCompletedData
+
+
+AuthMethod = Literal["bundid_basis", "elster", "eid", "eu_id", "other"]
+TrustLevel = Literal["niedrig", "substantiell", "hoch"]
+
+
+class AuthCompletedData(Contract):
+    method: AuthMethod
+    level: TrustLevel
+
+
+class AuthCompleted(UsageEventBase):
+    """The citizen authenticated (BundID, ELSTER certificate, Online-Ausweis, EU-ID)."""
+
+    type: Literal["usage.auth.completed"]
+    data: AuthCompletedData
+
+
+PaymentMethod = Literal[
+    "epaybl", "sepa_lastschrift", "kreditkarte", "paypal", "rechnung", "giropay", "other"
+]
+
+
+class PaymentCompletedData(Contract):
+    method: PaymentMethod
+    amount_cents: Annotated[int, Field(ge=0, le=10_000_000, strict=True)]
+
+
+class PaymentCompleted(UsageEventBase):
+    """A fee was paid online."""
+
+    type: Literal["usage.payment.completed"]
+    data: PaymentCompletedData
+
+
+class SessionSubmittedData(Contract):
+    duration_s: Annotated[int, Field(ge=0, le=30 * 86400, strict=True)]
+
+
+class SessionSubmitted(UsageEventBase):
+    """The application was submitted (Abschluss)."""
+
+    type: Literal["usage.session.submitted"]
+    data: SessionSubmittedData
+
+
+class SessionAbandonedData(Contract):
+    last_step: Annotated[int, Field(ge=0, le=100, strict=True)]
+
+
+class SessionAbandoned(UsageEventBase):
+    """The session ended without submission (Nutzungsabbruch) after `last_step` completed steps."""
+
+    type: Literal["usage.session.abandoned"]
+    data: SessionAbandonedData
+
+
+class FeedbackGivenData(Contract):
+    stars: Annotated[int, Field(ge=1, le=5, strict=True)]
+    comment: Annotated[str | None, StringConstraints(max_length=500, strict=True)] = None
+
+
+class FeedbackGiven(UsageEventBase):
+    """The citizen rated the service; comments are scrubbed and never published."""
+
+    type: Literal["usage.feedback.given"]
+    data: FeedbackGivenData
+
+
+UsageEvent = Annotated[
+    PageViewed | SessionStarted | StepCompleted | AuthCompleted | PaymentCompleted | SessionSubmitted
+    | SessionAbandoned | FeedbackGiven,
+    Field(discriminator="type"),
+]
+usage_event_adapter: TypeAdapter[UsageEvent] = TypeAdapter(UsageEvent)
+
+USAGE_EVENT_TYPES: tuple[str, ...] = (
+    "usage.page.viewed", "usage.session.started", "usage.step.completed", "usage.auth.completed",
+    "usage.payment.completed", "usage.session.submitted", "usage.session.abandoned", "usage.feedback.given",
+)

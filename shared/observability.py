@@ -1,0 +1,74 @@
+"""Logging and health endpoints shared by all services."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pythonjsonlogger.json import JsonFormatter
+
+
+def setup_logging(level: str = "INFO", json_logs: bool = True) -> None:
+    """Log to stdout, one JSON object per line (or plain text for local debugging)."""
+    handler = logging.StreamHandler(sys.stdout)
+    if json_logs:
+        handler.setFormatter(
+            JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"levelname": "level"})
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+def ops_router(registry: CollectorRegistry, checks: dict[str, ReadinessCheck]) -> APIRouter:
+    """`/healthz` (process alive), `/readyz` (dependencies reachable) and `/metrics`."""
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="Readiness: Kafka and PostgreSQL reachable")
+    async def readyz() -> JSONResponse:
+        results: dict[str, str] = {}
+        ok = True
+        for name, check in checks.items():
+            try:
+                await check()
+                results[name] = "ok"
+            except Exception as exc:
+                ok = False
+                results[name] = f"error: {type(exc).__name__}"
+        body = {"status": "ok" if ok else "unavailable", "checks": results}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def install_ops(app: FastAPI, registry: CollectorRegistry, checks: dict[str, ReadinessCheck]) -> None:
+    app.include_router(ops_router(registry, checks))
+
+
+def install_asyncapi(app: FastAPI, broker: object, title: str, version: str = "1.0.0") -> None:
+    """Serve the AsyncAPI 3.0 document generated from the FastStream broker at `/asyncapi.json`."""
+    from faststream.specification import AsyncAPI
+
+    @app.get("/asyncapi.json", tags=["operations"], summary="AsyncAPI document of this service's Kafka I/O")
+    async def asyncapi() -> Response:
+        spec = AsyncAPI(broker, title=title, version=version).to_specification()  # type: ignore[arg-type]
+        return Response(spec.to_json(), media_type="application/json")

@@ -1,0 +1,100 @@
+"""HTTP in, open data out: usage events posted to ingest become KPIs in the publisher, exactly once."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from typing import Any
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from kp.local import ServiceProcess
+from tests.factories import application_submitted, usage_event
+from tests.waiting import eventually
+
+WOHNSITZ = "99115005104000"
+
+
+def _random_ags() -> str:
+    # A syntactically valid AGS no other test uses, so counts are exact for this test alone.
+    return "99" + f"{uuid.uuid4().int % 10**6:06d}"
+
+
+class TestUsageToOpenData:
+    async def test_posted_events_appear_as_kpis_once_even_when_posted_twice(
+        self, system: dict[str, ServiceProcess]
+    ) -> None:
+        ags = _random_ags()
+        batch = [usage_event("usage.session.started", municipality=ags) for _ in range(7)]
+        batch += [usage_event("usage.session.submitted", municipality=ags) for _ in range(3)]
+        batch += [usage_event("usage.session.abandoned", municipality=ags) for _ in range(2)]
+        async with httpx.AsyncClient(base_url=system["ingest"].url, timeout=30) as client:
+            for _ in range(2):  # a client retry of the same batch must not double-count
+                resp = await client.post("/v1/events", json=batch)
+                assert resp.status_code == 200, resp.text
+                assert len(resp.json()["accepted"]) == len(batch)
+
+        async def counts() -> dict[str, int]:
+            async with httpx.AsyncClient(base_url=system["publisher"].url, timeout=10) as client:
+                r = await client.get("/v1/kpis", params={"municipality": ags, "service": WOHNSITZ})
+                r.raise_for_status()
+                return {row["event_type"]: row["count"] for row in r.json()["items"]}
+
+        expected = dict(Counter(e["type"] for e in batch))
+        assert await eventually(counts, lambda c: c == expected, timeout=60) == expected
+
+    async def test_bad_events_are_rejected_with_paths_and_good_ones_accepted(
+        self, system: dict[str, ServiceProcess]
+    ) -> None:
+        good = usage_event()
+        bad = usage_event()
+        bad["municipality"] = "123"
+        async with httpx.AsyncClient(base_url=system["ingest"].url, timeout=30) as client:
+            resp = await client.post("/v1/events", json=[good, bad])
+        body: dict[str, Any] = resp.json()
+        assert body["accepted"] == [good["id"]]
+        assert body["rejected"][0]["index"] == 1
+        assert body["rejected"][0]["reasons"][0]["loc"][-1] == "municipality"
+
+
+class TestApplicationToWorkflow:
+    async def test_submitted_application_opens_case_and_is_acknowledged(
+        self, system: dict[str, ServiceProcess], kafka_bootstrap: str
+    ) -> None:
+        event = application_submitted()
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            for _ in range(2):  # duplicate delivery is ignored by the inbox
+                await producer.send_and_wait("application.events.v1", orjson.dumps(event), key=b"k")
+        finally:
+            await producer.stop()
+
+        consumer = AIOKafkaConsumer(
+            "workflow.events.v1", bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+            group_id=f"test-{uuid.uuid4().hex}",
+        )
+        await consumer.start()
+        seen: list[dict[str, Any]] = []
+        try:
+            async def mine() -> list[dict[str, Any]]:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    for r in records:
+                        payload = orjson.loads(r.value)
+                        if payload["application_id"] == event["application_id"]:
+                            seen.append(payload)
+                return seen
+
+            await eventually(mine, lambda s: {e["type"] for e in s} >= {"workflow.case.opened",
+                                                                          "workflow.step.completed"}, timeout=60)
+        finally:
+            await consumer.stop()
+        case_id = seen[0]["case_id"]
+        async with httpx.AsyncClient(base_url=system["workflow"].url, timeout=10) as client:
+            case = (await client.get(f"/v1/cases/{case_id}")).json()
+        assert case["application_id"] == event["application_id"]
+        assert case["state"] == "acknowledged"
+        assert len([e for e in seen if e["type"] == "workflow.case.opened"]) == 1

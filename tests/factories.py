@@ -1,0 +1,55 @@
+"""Builders of valid events for tests (random ids; municipalities and services from the reference data)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+OFFENBACH = "06413000"
+MARBURG = "06534014"
+WOHNSITZ_ANMELDUNG = "99115005104000"
+GEWERBE_ANMELDUNG = "99050012104000"
+
+
+def usage_event(
+    kind: str = "usage.session.started", *, municipality: str = OFFENBACH, service: str = WOHNSITZ_ANMELDUNG,
+    time: datetime | None = None, session: str | None = None, data: dict[str, Any] | None = None,
+    source: str = "test-platform", event_id: str | None = None,
+) -> dict[str, Any]:
+    defaults: dict[str, dict[str, Any]] = {
+        "usage.page.viewed": {"page": "/start", "device": "desktop", "referrer": "search"},
+        "usage.session.started": {"channel": "web", "device": "mobile"},
+        "usage.step.completed": {"step": 1, "step_name": "Start"},
+        "usage.auth.completed": {"method": "bundid_basis", "level": "substantiell"},
+        "usage.payment.completed": {"method": "paypal", "amount_cents": 1200},
+        "usage.session.submitted": {"duration_s": 300},
+        "usage.session.abandoned": {"last_step": 2},
+        "usage.feedback.given": {"stars": 4},
+    }
+    return {
+        "id": event_id or str(uuid.uuid4()),
+        "type": kind,
+        "source": source,
+        "time": (time or datetime.now(UTC)).isoformat(),
+        "municipality": municipality,
+        "service": service,
+        "session": session or f"sess{uuid.uuid4().hex[:16]}",
+        "data": data if data is not None else defaults[kind],
+    }
+
+
+def application_submitted(
+    application_id: str | None = None, *, municipality: str = OFFENBACH, service: str = WOHNSITZ_ANMELDUNG,
+    documents: list[str] | None = None, event_id: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": event_id or str(uuid.uuid4()),
+        "type": "application.submitted",
+        "source": "test-portal",
+        "time": datetime.now(UTC).isoformat(),
+        "municipality": municipality,
+        "service": service,
+        "application_id": application_id or f"APP-{uuid.uuid4().hex[:12]}",
+        "data": {"channel": "online", "documents": documents or []},
+    }
