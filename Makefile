@@ -11,11 +11,12 @@ setup: system $(VENV)/.installed
 system:
 	@bash scripts/setup-system.sh
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(wildcard package.json)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[dev]"
+	@if [ -f package.json ]; then npm install --no-audit --no-fund --silent; fi
 	@touch $@
 
 run: setup
