@@ -22,6 +22,8 @@ class KPSettings(BaseSettings):
     log_json: bool = True
     host: str = "127.0.0.1"
     port: int = 8000
+    late_horizon_days: int = 7
+    """Events older than this (by their `time`) are rejected as `too_late` by ingest and the aggregator."""
 
     @model_validator(mode="after")
     def _no_dev_defaults_in_production(self) -> KPSettings:
