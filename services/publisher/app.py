@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from services.publisher import catalog
 from services.publisher.api import router
+from services.publisher.catalog_api import router as catalog_router
 from services.publisher.settings import PublisherSettings
 from shared.db import create_pool
 from shared.observability import install_ops
@@ -34,4 +36,8 @@ def create_app(settings: PublisherSettings | None = None) -> FastAPI:
 
     install_ops(app, registry, {"postgres": db_ready})
     app.include_router(router)
+    app.state.catalog_registry = catalog.create_registry(
+        catalog.CatalogAgent(id="kommunal-pulse", name=settings.catalog_publisher_name), settings.catalog_contact_email
+    )
+    app.include_router(catalog_router)
     return app

@@ -1,0 +1,548 @@
+"""DCAT-AP.de 3.0 catalog of the published datasets, built with rdflib from plain dataset descriptors.
+
+Every dataset in the catalog is a `CatalogDataset`. Providers (`DatasetProvider`) return them; a
+`CatalogRegistry` collects them from all registered providers, and `build_graph` turns one page of them into
+an RDF graph (one `dcat:Catalog`, its datasets and distributions, Hydra paging). The KPI datasets of the
+publisher are one provider (`kpi_datasets`); other parts of the publisher register their own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Final, Literal
+from urllib.parse import quote, urlencode
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from rdflib import BNode, Graph, Namespace, URIRef
+from rdflib import Literal as RdfLiteral
+from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, XSD
+
+from services.publisher import catalog_repository
+from shared.db import Conn
+from shared.reference import Municipality, municipalities, municipality_by_ags
+
+DCATAP: Final = Namespace("http://data.europa.eu/r5r#")
+DCATDE: Final = Namespace("http://dcat-ap.de/def/dcatde/")
+HYDRA: Final = Namespace("http://www.w3.org/ns/hydra/core#")
+VCARD: Final = Namespace("http://www.w3.org/2006/vcard/ns#")
+
+EU: Final = "http://publications.europa.eu/resource/authority/"
+LICENCE_DL_BY_DE_2: Final = "http://dcat-ap.de/def/licenses/dl-by-de/2.0"
+GEOCODING: Final = "http://dcat-ap.de/def/politicalGeocoding/"
+LANGUAGE_DE: Final = EU + "language/DEU"
+AVAILABLE: Final = EU + "planned-availability/AVAILABLE"
+PUBLIC: Final = EU + "access-right/PUBLIC"
+STATISTICAL: Final = EU + "dataset-type/STATISTICAL"
+PUBLISHER_TYPE_LOCAL: Final = "http://purl.org/adms/publishertype/LocalAuthority"
+HESSEN_STATE_KEY: Final = "06"
+
+# Serialisations offered at /catalog: format name -> (media type, file suffix, rdflib format)
+RdfFormat = Literal["turtle", "xml", "json-ld"]
+FORMATS: Final[dict[RdfFormat, tuple[str, str]]] = {
+    "turtle": ("text/turtle", "ttl"),
+    "xml": ("application/rdf+xml", "rdf"),
+    "json-ld": ("application/ld+json", "jsonld"),
+}
+
+
+# --- descriptors ---------------------------------------------------------------------------------------------
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CatalogAgent(_Frozen):
+    """A publisher (foaf:Agent)."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="stable key, part of the agent's IRI")
+    name: str = Field(min_length=1, description="name in German")
+    type: str | None = Field(PUBLISHER_TYPE_LOCAL, description="ADMS publisher type IRI")
+
+
+class CatalogContact(_Frozen):
+    """A contact point (vcard:Organization); at least one of email, url, telephone."""
+
+    name: str = Field(min_length=1)
+    email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$")
+    url: str | None = Field(None, pattern=r"^https?://")
+    telephone: str | None = Field(None, pattern=r"^\+?[0-9 ()/-]+$")
+
+    @field_validator("telephone")
+    @classmethod
+    def _strip(cls, v: str | None) -> str | None:
+        return v.strip() if v else v
+
+
+class CatalogDistribution(_Frozen):
+    """One way to get the data (dcat:Distribution)."""
+
+    title: str = Field(min_length=1)
+    description: str | None = None
+    access_url: str = Field(pattern=r"^https?://")
+    download_url: str | None = Field(None, pattern=r"^https?://")
+    format: str = Field(description="EU file-type code (CSV, JSON, ...) or a full IRI")
+    media_type: str = Field(pattern=r"^[a-z]+/[A-Za-z0-9.+-]+$", description="IANA media type, e.g. text/csv")
+    license: str = LICENCE_DL_BY_DE_2
+    attribution: str | None = Field(None, description="dcatde:licenseAttributionByText")
+
+
+class CatalogDataset(_Frozen):
+    """Metadata of one dataset (dcat:Dataset) in plain form; IRIs are derived from `id` and the base URL."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="unique in the catalog, part of the dataset IRI")
+    title: str = Field(min_length=1, description="German")
+    description: str = Field(min_length=1, description="German")
+    keywords: tuple[str, ...] = ()
+    themes: tuple[str, ...] = Field((), description="EU data-theme codes, e.g. GOVE, or full IRIs")
+    publisher: CatalogAgent
+    contact_point: CatalogContact
+    spatial_ags: str | None = Field(
+        None, pattern=r"^\d{8}$", description="AGS of a municipality in the reference table; None = all of Hessen"
+    )
+    temporal_start: date | None = None
+    temporal_end: date | None = None
+    issued: datetime | None = None
+    modified: datetime | None = None
+    frequency: str | None = Field("DAILY", description="EU frequency code, e.g. DAILY, MONTHLY, or a full IRI")
+    landing_page: str | None = Field(None, pattern=r"^https?://")
+    distributions: tuple[CatalogDistribution, ...] = Field(min_length=1)
+
+    @field_validator("spatial_ags")
+    @classmethod
+    def _known_ags(cls, v: str | None) -> str | None:
+        if v is not None and v not in municipality_by_ags():
+            raise ValueError(f"unknown municipality {v}")
+        return v
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogInfo:
+    """Catalog-level metadata and where it is published."""
+
+    base_url: str
+    title: str
+    description: str
+    publisher: CatalogAgent
+    contributor_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogContext:
+    """What a provider gets: a read-only connection and the public base URL for building links."""
+
+    conn: Conn
+    base_url: str
+
+
+DatasetProvider = Callable[[CatalogContext], Awaitable[Sequence[CatalogDataset]]]
+
+
+class DuplicateDatasetError(ValueError):
+    """Two providers returned datasets with the same id."""
+
+
+class CatalogRegistry:
+    """The providers whose datasets make up the catalog, in registration order."""
+
+    def __init__(self) -> None:
+        self._providers: dict[str, DatasetProvider] = {}
+
+    def register(self, name: str, provider: DatasetProvider) -> None:
+        if name in self._providers:
+            raise ValueError(f"provider {name!r} already registered")
+        self._providers[name] = provider
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._providers)
+
+    async def collect(self, ctx: CatalogContext) -> list[CatalogDataset]:
+        """All datasets of all providers, sorted by id (stable paging)."""
+        seen: dict[str, str] = {}
+        out: list[CatalogDataset] = []
+        for name, provider in self._providers.items():
+            for d in await provider(ctx):
+                if d.id in seen:
+                    raise DuplicateDatasetError(f"dataset {d.id!r} from {name!r} and {seen[d.id]!r}")
+                seen[d.id] = name
+                out.append(d)
+        out.sort(key=lambda d: d.id)
+        return out
+
+
+# --- paging ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    number: int
+    size: int
+    total: int
+
+    @property
+    def last(self) -> int:
+        return max(1, math.ceil(self.total / self.size))
+
+    def slice(self, items: Sequence[CatalogDataset]) -> Sequence[CatalogDataset]:
+        start = (self.number - 1) * self.size
+        return items[start : start + self.size]
+
+
+# --- graph ----------------------------------------------------------------------------------------------------
+
+
+def _eu(kind: str, code: str) -> URIRef:
+    return URIRef(code if code.startswith("http") else f"{EU}{kind}/{code}")
+
+
+def _iana(media_type: str) -> URIRef:
+    return URIRef(f"https://www.iana.org/assignments/media-types/{media_type}")
+
+
+def geocoding_uri(m: Municipality | None) -> str:
+    """Political-geocoding URI of a municipality (from the reference table) or of Hessen."""
+    return m.political_geocoding_uri if m else f"{GEOCODING}stateKey/{HESSEN_STATE_KEY}"
+
+
+def geocoding_level(m: Municipality | None) -> str:
+    return f"{GEOCODING}Level/{'municipality' if m else 'state'}"
+
+
+def catalog_uri(base_url: str) -> URIRef:
+    return URIRef(f"{base_url}/catalog")
+
+
+def dataset_uri(base_url: str, dataset_id: str) -> URIRef:
+    return URIRef(f"{base_url}/catalog/datasets/{quote(dataset_id)}")
+
+
+def page_url(base_url: str, fmt: RdfFormat, number: int, size: int, default_size: int) -> str:
+    params: dict[str, int] = {"page": number}
+    if size != default_size:
+        params["page_size"] = size
+    return f"{base_url}/catalog.{FORMATS[fmt][1]}?{urlencode(params)}"
+
+
+def _bind(g: Graph) -> None:
+    for prefix, ns in (
+        ("dcat", DCAT), ("dcterms", DCTERMS), ("foaf", FOAF), ("dcatap", DCATAP), ("dcatde", DCATDE),
+        ("hydra", HYDRA), ("vcard", VCARD), ("xsd", XSD),
+    ):
+        g.bind(prefix, ns, override=True)
+
+
+def _agent(g: Graph, base_url: str, agent: CatalogAgent) -> URIRef:
+    node = URIRef(f"{base_url}/catalog/publishers/{quote(agent.id)}")
+    g.add((node, RDF.type, FOAF.Agent))
+    g.add((node, FOAF.name, RdfLiteral(agent.name, lang="de")))
+    if agent.type:
+        g.add((node, DCTERMS.type, URIRef(agent.type)))
+    return node
+
+
+def _contact(g: Graph, c: CatalogContact) -> BNode:
+    node = BNode()
+    g.add((node, RDF.type, VCARD.Organization))
+    g.add((node, VCARD.fn, RdfLiteral(c.name, lang="de")))
+    if c.email:
+        g.add((node, VCARD.hasEmail, URIRef(f"mailto:{c.email}")))
+    if c.url:
+        g.add((node, VCARD.hasURL, URIRef(c.url)))
+    if c.telephone:
+        g.add((node, VCARD.hasTelephone, URIRef("tel:" + "".join(ch for ch in c.telephone if ch in "+0123456789"))))
+    return node
+
+
+def _datetime(value: datetime) -> RdfLiteral:
+    return RdfLiteral(value.isoformat(timespec="seconds"), datatype=XSD.dateTime)
+
+
+def _dataset(g: Graph, info: CatalogInfo, d: CatalogDataset) -> URIRef:
+    base = info.base_url
+    node = dataset_uri(base, d.id)
+    g.add((node, RDF.type, DCAT.Dataset))
+    g.add((node, DCTERMS.identifier, RdfLiteral(str(node))))
+    g.add((node, DCTERMS.title, RdfLiteral(d.title, lang="de")))
+    g.add((node, DCTERMS.description, RdfLiteral(d.description, lang="de")))
+    for kw in d.keywords:
+        g.add((node, DCAT.keyword, RdfLiteral(kw, lang="de")))
+    for theme in d.themes:
+        g.add((node, DCAT.theme, _eu("data-theme", theme)))
+    g.add((node, DCTERMS.publisher, _agent(g, base, d.publisher)))
+    g.add((node, DCAT.contactPoint, _contact(g, d.contact_point)))
+    g.add((node, DCTERMS.language, URIRef(LANGUAGE_DE)))
+    g.add((node, DCTERMS.accessRights, URIRef(PUBLIC)))
+    g.add((node, DCATAP.availability, URIRef(AVAILABLE)))
+    g.add((node, DCTERMS.type, URIRef(STATISTICAL)))
+    if info.contributor_id:
+        g.add((node, DCATDE.contributorID, URIRef(info.contributor_id)))
+    m = municipality_by_ags()[d.spatial_ags] if d.spatial_ags else None
+    spatial = URIRef(geocoding_uri(m))
+    g.add((spatial, RDF.type, DCTERMS.Location))
+    g.add((node, DCTERMS.spatial, spatial))
+    g.add((node, DCATDE.politicalGeocodingLevelURI, URIRef(geocoding_level(m))))
+    if d.temporal_start or d.temporal_end:
+        period = BNode()
+        g.add((period, RDF.type, DCTERMS.PeriodOfTime))
+        if d.temporal_start:
+            g.add((period, DCAT.startDate, RdfLiteral(d.temporal_start.isoformat(), datatype=XSD.date)))
+        if d.temporal_end:
+            g.add((period, DCAT.endDate, RdfLiteral(d.temporal_end.isoformat(), datatype=XSD.date)))
+        g.add((node, DCTERMS.temporal, period))
+    if d.issued:
+        g.add((node, DCTERMS.issued, _datetime(d.issued)))
+    if d.modified:
+        g.add((node, DCTERMS.modified, _datetime(d.modified)))
+    if d.frequency:
+        g.add((node, DCTERMS.accrualPeriodicity, _eu("frequency", d.frequency)))
+    if d.landing_page:
+        g.add((node, DCAT.landingPage, URIRef(d.landing_page)))
+    for i, dist in enumerate(d.distributions, start=1):
+        g.add((node, DCAT.distribution, _distribution(g, node, i, dist)))
+    return node
+
+
+def _distribution(g: Graph, dataset: URIRef, index: int, dist: CatalogDistribution) -> URIRef:
+    node = URIRef(f"{dataset}/distributions/{index}")
+    g.add((node, RDF.type, DCAT.Distribution))
+    g.add((node, DCTERMS.title, RdfLiteral(dist.title, lang="de")))
+    if dist.description:
+        g.add((node, DCTERMS.description, RdfLiteral(dist.description, lang="de")))
+    g.add((node, DCAT.accessURL, URIRef(dist.access_url)))
+    if dist.download_url:
+        g.add((node, DCAT.downloadURL, URIRef(dist.download_url)))
+    g.add((node, DCTERMS.format, _eu("file-type", dist.format)))
+    g.add((node, DCAT.mediaType, _iana(dist.media_type)))
+    g.add((node, DCTERMS.license, URIRef(dist.license)))
+    if dist.attribution:
+        g.add((node, DCATDE.licenseAttributionByText, RdfLiteral(dist.attribution, lang="de")))
+    g.add((node, DCATAP.availability, URIRef(AVAILABLE)))
+    g.add((node, DCTERMS.language, URIRef(LANGUAGE_DE)))
+    return node
+
+
+def build_graph(
+    info: CatalogInfo, datasets: Sequence[CatalogDataset], page: Page, fmt: RdfFormat, default_page_size: int
+) -> Graph:
+    """The catalog with the datasets of one page and Hydra paging (as CKAN's DCAT harvester reads it)."""
+    g = Graph()
+    _bind(g)
+    base = info.base_url
+    cat = catalog_uri(base)
+    g.add((cat, RDF.type, DCAT.Catalog))
+    g.add((cat, DCTERMS.title, RdfLiteral(info.title, lang="de")))
+    g.add((cat, DCTERMS.description, RdfLiteral(info.description, lang="de")))
+    g.add((cat, DCTERMS.publisher, _agent(g, base, info.publisher)))
+    g.add((cat, DCTERMS.language, URIRef(LANGUAGE_DE)))
+    g.add((cat, DCTERMS.license, URIRef(LICENCE_DL_BY_DE_2)))
+    g.add((cat, DCATAP.availability, URIRef(AVAILABLE)))
+    g.add((cat, FOAF.homepage, URIRef(f"{base}/dashboard")))
+    modified = [d.modified for d in datasets if d.modified]
+    if modified:
+        g.add((cat, DCTERMS.modified, _datetime(max(modified))))
+    for d in page.slice(datasets):
+        g.add((cat, DCAT.dataset, _dataset(g, info, d)))
+
+    def url(n: int) -> RdfLiteral:
+        return RdfLiteral(page_url(base, fmt, n, page.size, default_page_size))
+
+    paging = URIRef(str(url(page.number)))
+    g.add((paging, RDF.type, HYDRA.PagedCollection))
+    g.add((paging, HYDRA.totalItems, RdfLiteral(page.total, datatype=XSD.integer)))
+    g.add((paging, HYDRA.itemsPerPage, RdfLiteral(page.size, datatype=XSD.integer)))
+    g.add((paging, HYDRA.firstPage, url(1)))
+    g.add((paging, HYDRA.lastPage, url(page.last)))
+    if page.number > 1:
+        g.add((paging, HYDRA.previousPage, url(min(page.number - 1, page.last))))
+    if page.number < page.last:
+        g.add((paging, HYDRA.nextPage, url(page.number + 1)))
+    return g
+
+
+def serialize(g: Graph, fmt: RdfFormat) -> bytes:
+    if fmt == "json-ld":
+        return g.serialize(format="json-ld", auto_compact=True, encoding="utf-8")
+    return g.serialize(format=fmt, encoding="utf-8")
+
+
+# --- the KPI datasets -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KpiFamily:
+    key: str
+    title: str
+    description: str
+    keywords: tuple[str, ...]
+    metrics: tuple[str, ...]
+
+
+KPI_FAMILIES: Final[tuple[KpiFamily, ...]] = (
+    KpiFamily(
+        "usage", "Nutzung der Online-Dienste",
+        "Gestartete, abgeschlossene und abgebrochene Vorgänge, Abschluss- und Abbruchquote, Seitenaufrufe, "
+        "Kanal und Geräteklasse je Verwaltungsleistung (LeiKa) und Tag.",
+        ("Nutzung", "Online-Dienste", "Abschlussquote", "Abbruchquote"),
+        ("page_views", "sessions_started", "sessions_submitted", "sessions_abandoned", "channel", "device"),
+    ),
+    KpiFamily(
+        "funnel", "Abbrüche nach Formularschritt",
+        "Abgeschlossene Formularschritte und Abbrüche nach dem zuletzt abgeschlossenen Schritt (Trichter) je "
+        "Verwaltungsleistung und Tag.",
+        ("Formular", "Abbruch", "Trichter"),
+        ("step_completed", "abandoned_after_step", "sessions_started"),
+    ),
+    KpiFamily(
+        "payment", "Zahlarten",
+        "Abgeschlossene Zahlungen nach Zahlart (SEPA-Lastschrift, Kreditkarte, PayPal, Rechnung, giropay) und "
+        "Summe der Beträge je Verwaltungsleistung und Tag.",
+        ("Zahlung", "ePayment", "Zahlart"),
+        ("payment", "payment_amount_cents"),
+    ),
+    KpiFamily(
+        "auth", "Authentifizierung",
+        "Anmeldungen nach Verfahren (BundID Basis, ELSTER, Online-Ausweis, EU-ID) und Vertrauensniveau je "
+        "Verwaltungsleistung und Tag.",
+        ("Authentifizierung", "BundID", "Online-Ausweis", "Vertrauensniveau"),
+        ("auth",),
+    ),
+    KpiFamily(
+        "feedback", "Zufriedenheit",
+        "Bewertungen der Online-Dienste (1 bis 5 Sterne): Anzahl, Mittelwert und Verteilung je "
+        "Verwaltungsleistung und Tag. Freitextkommentare werden nicht veröffentlicht.",
+        ("Zufriedenheit", "Bewertung", "Feedback"),
+        ("feedback",),
+    ),
+    KpiFamily(
+        "duration", "Bearbeitungszeit im Formular",
+        "Dauer vom Start bis zum Absenden eines Online-Antrags als Verteilung über feste Zeitklassen und "
+        "Perzentile je Verwaltungsleistung und Tag.",
+        ("Ausfülldauer", "Online-Antrag", "Dauer"),
+        ("duration_le", "duration_sum_s"),
+    ),
+    KpiFamily(
+        "processing", "Bearbeitungsdauer in der Verwaltung",
+        "Eröffnete und abgeschlossene Fälle, Bearbeitungsdauer (Verteilung und Perzentile) und "
+        "Fristüberschreitungen der Fachverfahren je Verwaltungsleistung und Tag.",
+        ("Bearbeitungsdauer", "Fristen", "Fachverfahren"),
+        ("cases_opened", "cases_closed", "processing_le", "processing_sum_s", "deadline_breached", "cases_parked"),
+    ),
+)
+KPI_FAMILY_BY_KEY: Final = {f.key: f for f in KPI_FAMILIES}
+COMMON_KEYWORDS: Final = ("Verwaltungsdigitalisierung", "Onlinezugangsgesetz", "OZG", "Statistik", "Hessen")
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """What the KPI table holds for one municipality (or all, None) and one family."""
+
+    first_day: date
+    last_day: date
+    modified: datetime
+
+
+CoverageReader = Callable[[Conn], Awaitable[dict[tuple[str | None, str], Coverage]]]
+
+
+def kpi_urls(base_url: str, family: str, ags: str | None) -> tuple[str, str]:
+    """JSON and CSV URLs of the open-data API for one family, optionally one municipality."""
+    params = {"municipality": ags} if ags else {}
+    query = f"?{urlencode(params)}" if params else ""
+    return f"{base_url}/v1/kpis/{family}{query}", f"{base_url}/v1/kpis/{family}.csv{query}"
+
+
+def kpi_dataset(
+    base_url: str, family: KpiFamily, m: Municipality | None, coverage: Coverage | None,
+    hessen_publisher: CatalogAgent, contact_email: str | None,
+) -> CatalogDataset:
+    where = m.name if m else "Hessen (alle teilnehmenden Kommunen)"
+    json_url, csv_url = kpi_urls(base_url, family.key, m.ags if m else None)
+    dashboard = f"{base_url}/dashboard/{m.ags}" if m else f"{base_url}/dashboard"
+    attribution = f"{m.name if m else 'Kommunal-Pulse'}, Kommunal-Pulse Open Data, dl-de/by-2-0"
+    suppression = (
+        " Kleine Fallzahlen (unter 5) werden zum Schutz der Privatsphäre unterdrückt und als solche markiert."
+    )
+    return CatalogDataset(
+        id=f"kpi-{family.key}-{m.ags if m else 'hessen'}",
+        title=f"{family.title}: {where}",
+        description=family.description + suppression,
+        keywords=(*family.keywords, *COMMON_KEYWORDS, *((m.name,) if m else ())),
+        themes=("GOVE",),
+        publisher=CatalogAgent(id=m.ags, name=m.name) if m else hessen_publisher,
+        contact_point=CatalogContact(
+            name=f"Open-Data-Ansprechstelle {m.name if m else 'Kommunal-Pulse'}", url=dashboard, email=contact_email
+        ),
+        spatial_ags=m.ags if m else None,
+        temporal_start=coverage.first_day if coverage else None,
+        temporal_end=coverage.last_day if coverage else None,
+        modified=coverage.modified if coverage else None,
+        frequency="DAILY",
+        landing_page=dashboard,
+        distributions=(
+            CatalogDistribution(
+                title=f"{family.title}: {where} (JSON)", access_url=json_url, download_url=json_url,
+                format="JSON", media_type="application/json", attribution=attribution,
+            ),
+            CatalogDistribution(
+                title=f"{family.title}: {where} (CSV)", access_url=csv_url, download_url=csv_url,
+                format="CSV", media_type="text/csv", attribution=attribution,
+            ),
+        ),
+    )
+
+
+def kpi_provider(
+    read_coverage: CoverageReader, hessen_publisher: CatalogAgent, contact_email: str | None = None
+) -> DatasetProvider:
+    """Provider of one dataset per municipality x KPI family plus one Hessen-wide dataset per family."""
+
+    async def provide(ctx: CatalogContext) -> Sequence[CatalogDataset]:
+        coverage = await read_coverage(ctx.conn)
+        out: list[CatalogDataset] = []
+        for family in KPI_FAMILIES:
+            out.append(kpi_dataset(
+                ctx.base_url, family, None, coverage.get((None, family.key)), hessen_publisher, contact_email
+            ))
+            for m in municipalities():
+                out.append(kpi_dataset(
+                    ctx.base_url, family, m, coverage.get((m.ags, family.key)), hessen_publisher, contact_email
+                ))
+        return out
+
+    return provide
+
+
+def coverage_by_family(rows: Sequence[tuple[str, str, date, date, datetime]]) -> dict[tuple[str | None, str], Coverage]:
+    """Fold (municipality, metric, first day, last day, modified) rows into coverage per municipality x family
+    and per family for all of Hessen (key None)."""
+    family_of: dict[str, list[str]] = {}
+    for f in KPI_FAMILIES:
+        for metric in f.metrics:
+            family_of.setdefault(metric, []).append(f.key)
+    out: dict[tuple[str | None, str], Coverage] = {}
+    for ags, metric, first, last, modified in rows:
+        for fam in family_of.get(metric, ()):
+            for key in ((ags.strip(), fam), (None, fam)):
+                old = out.get(key)
+                out[key] = Coverage(first, last, modified) if old is None else Coverage(
+                    min(old.first_day, first), max(old.last_day, last), max(old.modified, modified)
+                )
+    return out
+
+
+async def read_kpi_coverage(conn: Conn) -> dict[tuple[str | None, str], Coverage]:
+    rows = await catalog_repository.kpi_coverage(conn)
+    return coverage_by_family(
+        [(r["municipality"], r["metric"], r["first_day"], r["last_day"], r["modified"]) for r in rows]
+    )
+
+
+def create_registry(hessen_publisher: CatalogAgent, contact_email: str | None = None) -> CatalogRegistry:
+    """The publisher's registry with the KPI datasets; other providers are registered on top."""
+    registry = CatalogRegistry()
+    registry.register("kpi", kpi_provider(read_kpi_coverage, hessen_publisher, contact_email))
+    return registry

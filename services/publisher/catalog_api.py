@@ -1,0 +1,97 @@
+"""HTTP adapter of the DCAT-AP.de catalog: `/catalog` by content negotiation, `/catalog.{ttl,rdf,jsonld}`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from services.publisher import catalog
+from services.publisher.catalog import FORMATS, RdfFormat
+
+router = APIRouter(tags=["catalog"])
+
+SUFFIXES: dict[str, RdfFormat] = {suffix: fmt for fmt, (_, suffix) in FORMATS.items()}
+MEDIA_TYPES: dict[str, RdfFormat] = {media: fmt for fmt, (media, _) in FORMATS.items()}
+MEDIA_TYPES["application/x-turtle"] = "turtle"
+MEDIA_TYPES["application/xml"] = "xml"
+MEDIA_TYPES["application/json"] = "json-ld"
+_RDF_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {media: {} for media, _ in FORMATS.values()}, "description": "DCAT-AP.de 3.0"}
+}
+
+
+def _problem(status: int, title: str, detail: str) -> JSONResponse:
+    return JSONResponse(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail},
+        status_code=status, media_type="application/problem+json",
+    )
+
+
+def negotiate(accept: str | None) -> RdfFormat | None:
+    """Pick the serialisation for an Accept header (q-values honoured); Turtle when anything goes."""
+    if not accept:
+        return "turtle"
+    offers: list[tuple[float, int, str]] = []
+    for i, part in enumerate(accept.split(",")):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for p in params:
+            if p.startswith("q="):
+                try:
+                    q = float(p[2:])
+                except ValueError:
+                    q = 0.0
+        if q > 0:
+            offers.append((-q, i, media.lower()))
+    for _, _, media in sorted(offers):
+        if media in MEDIA_TYPES:
+            return MEDIA_TYPES[media]
+        if media in ("*/*", "text/*", "application/*", "text/html"):
+            return "turtle" if media != "application/*" else "xml"
+    return None
+
+
+async def _render(request: Request, fmt: RdfFormat, page: int, page_size: int | None) -> Response:
+    settings = request.app.state.settings
+    size = page_size or settings.catalog_page_size
+    base = settings.public_base_url.rstrip("/")
+    async with request.app.state.pool.acquire() as conn:
+        datasets = await request.app.state.catalog_registry.collect(catalog.CatalogContext(conn=conn, base_url=base))
+    p = catalog.Page(number=page, size=size, total=len(datasets))
+    if page > p.last:
+        return _problem(404, "Not Found", f"page {page} does not exist; the last page is {p.last}")
+    info = catalog.CatalogInfo(
+        base_url=base, title=settings.catalog_title, description=settings.catalog_description,
+        publisher=catalog.CatalogAgent(id="kommunal-pulse", name=settings.catalog_publisher_name),
+        contributor_id=settings.catalog_contributor_id,
+    )
+    body = catalog.serialize(catalog.build_graph(info, datasets, p, fmt, settings.catalog_page_size), fmt)
+    media = FORMATS[fmt][0]
+    return Response(
+        body, media_type=f"{media}; charset=utf-8",
+        headers={"Vary": "Accept", "Cache-Control": "public, max-age=300"},
+    )
+
+
+PageQ = Annotated[int, Query(ge=1, le=100_000, description="1-based page number (Hydra paging)")]
+SizeQ = Annotated[int | None, Query(ge=1, le=1000, description="datasets per page (default from settings)")]
+
+
+@router.get("/catalog", summary="DCAT-AP.de 3.0 catalog (Turtle, RDF/XML or JSON-LD by Accept)",
+            responses=_RDF_RESPONSES)
+async def get_catalog(request: Request, page: PageQ = 1, page_size: SizeQ = None) -> Response:
+    fmt = negotiate(request.headers.get("accept"))
+    if fmt is None:
+        return _problem(406, "Not Acceptable", "offered: " + ", ".join(m for m, _ in FORMATS.values()))
+    return await _render(request, fmt, page, page_size)
+
+
+@router.get("/catalog.{suffix}", summary="DCAT-AP.de 3.0 catalog in the format of the suffix (ttl, rdf, jsonld)",
+            responses=_RDF_RESPONSES)
+async def get_catalog_suffix(request: Request, suffix: str, page: PageQ = 1, page_size: SizeQ = None) -> Response:
+    fmt = SUFFIXES.get(suffix)
+    if fmt is None:
+        return _problem(404, "Not Found", f"unknown catalog suffix {suffix!r}; use ttl, rdf or jsonld")
+    return await _render(request, fmt, page, page_size)
