@@ -16,6 +16,8 @@ GRANULARITIES: Final = ("hour", "day", "month")
 # metric name -> what its dimension holds ('' when it has none)
 METRICS: Final[dict[str, str]] = {
     "page_views": "page path",
+    "page_views_device": "desktop | mobile | tablet | other (device class of page views)",
+    "page_views_referrer": "search | portal | direct | other",
     "sessions_started": "",
     "sessions_submitted": "",
     "sessions_abandoned": "",

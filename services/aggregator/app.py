@@ -1,16 +1,18 @@
-"""Aggregator service: FastStream consumer inside a FastAPI app (health, metrics, AsyncAPI)."""
+"""Aggregator service: FastStream consumers inside a FastAPI app (health, metrics, AsyncAPI)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
-from prometheus_client import CollectorRegistry
 
-from services.aggregator.handlers import build_router
+from services.aggregator.handlers import build_router, run_dedup_cleanup
+from services.aggregator.metrics import AggregatorMetrics
 from services.aggregator.settings import AggregatorSettings
 from shared.db import create_pool
 from shared.observability import install_asyncapi, install_ops
@@ -18,24 +20,30 @@ from shared.observability import install_asyncapi, install_ops
 
 def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
     settings = settings or AggregatorSettings()
-    registry = CollectorRegistry()
+    metrics = AggregatorMetrics.create()
     pool_holder: dict[str, asyncpg.Pool] = {}
-    broker = KafkaBroker(settings.kafka_bootstrap, client_id="kp-aggregator")
-    broker.include_router(build_router(settings, pool_holder))
+    # Rejections must be durable before offsets move on: acks from all in-sync replicas, idempotent.
+    broker = KafkaBroker(settings.kafka_bootstrap, client_id="kp-aggregator", acks="all", enable_idempotence=True)
+    broker.include_router(build_router(settings, pool_holder, metrics))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool_holder["pool"] = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
         await broker.start()
+        cleanup = asyncio.create_task(run_dedup_cleanup(settings, pool_holder, metrics))
         try:
             yield
         finally:
+            cleanup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cleanup
             await broker.stop()  # finishes the batch in flight, then leaves the group
             await pool_holder["pool"].close()
 
     app = FastAPI(title="Kommunal-Pulse Aggregator", version="1.0.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.broker = broker
+    app.state.metrics = metrics
 
     async def kafka_ready() -> None:
         if not await broker.ping(timeout=2.0):
@@ -44,6 +52,6 @@ def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
     async def db_ready() -> None:
         await pool_holder["pool"].fetchval("SELECT 1")
 
-    install_ops(app, registry, {"kafka": kafka_ready, "postgres": db_ready})
+    install_ops(app, metrics.registry, {"kafka": kafka_ready, "postgres": db_ready})
     install_asyncapi(app, broker, "Kommunal-Pulse Aggregator")
     return app

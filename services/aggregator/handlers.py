@@ -1,48 +1,233 @@
-"""Kafka adapter: a batch subscriber that applies each batch exactly once in one DB transaction."""
+"""Kafka adapters: batch subscribers that apply each batch exactly once in one PostgreSQL transaction.
+
+Per batch: validate and fold in memory, send rejections to the rejected topic (durable before anything is
+acknowledged), then one transaction inserts the event ids (only new ones count), upserts the KPI deltas and
+stores the next offsets. Kafka offsets are committed by FastStream after the handler returns, i.e. after the
+DB commit; on partition assignment the consumer seeks to the offsets stored in PostgreSQL.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from faststream.kafka import KafkaRouter
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
+from pydantic import TypeAdapter
 
 from services.aggregator import repository, service
+from services.aggregator.metrics import AggregatorMetrics
 from services.aggregator.settings import AggregatorSettings
-from shared.kafka import USAGE_EVENTS
+from shared.events import usage_event_adapter
+from shared.events.workflow import workflow_event_adapter
+from shared.rejections import Reason, rejected_payload
 
 log = logging.getLogger(__name__)
 
+Publish = Callable[[bytes, bytes], Awaitable[Any]]
 
-def build_router(settings: AggregatorSettings, pool_holder: dict[str, asyncpg.Pool]) -> KafkaRouter:
-    router = KafkaRouter()
 
-    @router.subscriber(
-        USAGE_EVENTS.name,
-        batch=True,
-        group_id=settings.consumer_group,
-        auto_offset_reset="earliest",
-        max_records=settings.max_batch_records,
-        batch_timeout_ms=settings.batch_timeout_ms,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        title="usage-events-aggregate",
-        description="Folds usage events into eGovSAD KPIs, exactly once per event id.",
+@dataclass
+class Stream:
+    """One consumed topic: how to validate and fold it, and where its position is stored."""
+
+    topic: str
+    group: str
+    adapter: TypeAdapter[Any]
+    contributions: Callable[[Any], list[service.Contribution]]
+    daily_counts: bool
+    settings: AggregatorSettings
+    pool_holder: dict[str, asyncpg.Pool]
+    metrics: AggregatorMetrics
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    subscriber: Any = None
+    failures: int = 0
+
+
+def to_records(raw: Sequence[ConsumerRecord[Any, Any]]) -> list[service.Record]:
+    return [service.Record(r.topic, r.partition, r.offset, r.value or b"", r.key) for r in raw]
+
+
+async def apply_batch(stream: Stream, records: list[service.Record], publish: Publish,
+                      now: datetime | None = None) -> None:
+    """Apply one consumed batch exactly once; raises (and so redelivers the batch) on Kafka or DB errors."""
+    m, topic, s = stream.metrics, stream.topic, stream.settings
+    now = now or datetime.now(UTC)
+    started = time.perf_counter()
+    tri = service.triage(records, stream.adapter, now, timedelta(days=s.late_horizon_days),
+                         timedelta(seconds=s.future_skew_s))
+    relevant = service.relevant(tri.events, stream.contributions)
+    m.fold_seconds.labels(topic).observe(time.perf_counter() - started)
+
+    if tri.rejections:
+        # At least once to the rejected topic, before the offsets move: a redelivered batch may repeat a
+        # rejection (its topic/partition/offset identify it), but none is ever lost.
+        await asyncio.gather(*(publish(*_rejected(r, now)) for r in tri.rejections))
+
+    committed = time.perf_counter()
+    async with stream.lock, stream.pool_holder["pool"].acquire() as conn, conn.transaction():
+        new_ids = await repository.insert_new_ids(conn, [e.id for e in relevant], [e.time for e in relevant])
+        fresh = [e for e in relevant if e.id in new_ids]
+        await repository.upsert_kpis(conn, service.fold(fresh, stream.contributions))
+        if stream.daily_counts:
+            await repository.add_counts(conn, service.fold_counts(fresh))
+        offsets = service.next_offsets(records)
+        await repository.store_offsets(conn, stream.group, offsets)
+    m.commit_seconds.labels(topic).observe(time.perf_counter() - committed)
+
+    duplicates = len(relevant) - len(fresh) + tri.in_batch_duplicates
+    m.batch_size.labels(topic).observe(len(records))
+    m.events.labels(topic, "counted").inc(len(fresh))
+    m.events.labels(topic, "duplicate").inc(duplicates)
+    m.events.labels(topic, "ignored").inc(len(tri.events) - len(relevant))
+    m.events.labels(topic, "rejected").inc(len(tri.rejections))
+    m.duplicates.labels(topic).inc(duplicates)
+    m.late_corrections.labels(topic).inc(service.late_count(fresh, now))
+    for r in tri.rejections:
+        m.rejected.labels(topic, r.reason).inc()
+    try:
+        _update_lag(stream, offsets)
+    except Exception:  # the batch is committed; a metrics problem must not redeliver it
+        log.warning("updating the lag metric failed", exc_info=True)
+
+
+def _rejected(r: service.Rejection, now: datetime) -> tuple[bytes, bytes]:
+    reason: Reason = r.reason  # type: ignore[assignment]  # triage only produces members of Reason
+    return rejected_payload(
+        reason=reason, raw=r.record.value, origin="aggregator", errors=r.errors, platform=r.source,
+        event_id=r.event_id, topic=r.record.topic, partition=r.record.partition, offset=r.record.offset, now=now,
     )
-    async def on_usage_batch(_bodies: list[Any], message: KafkaMessage) -> None:
-        records = [
-            service.Record(r.topic, r.partition, r.offset, r.value or b"") for r in message.raw_message
-        ]
-        events, invalid = service.parse(records)
-        if invalid:
-            log.warning("invalid events on topic", extra={"count": len(invalid)})
-        pool = pool_holder["pool"]
-        async with pool.acquire() as conn, conn.transaction():
-            new_ids = await repository.insert_new_ids(conn, [e.id for e in events], [e.time for e in events])
-            await repository.add_counts(conn, service.fold_counts(events, new_ids))
-            await repository.store_offsets(conn, settings.consumer_group, service.next_offsets(records))
-        # The offset is committed only after this returns (after COMMIT); an exception seeks back (redelivery).
 
+
+def _update_lag(stream: Stream, offsets: dict[tuple[str, int], int]) -> None:
+    """Lag = partition end (as last fetched) minus the stored position; observability only, never raises."""
+    consumer = getattr(stream.subscriber, "consumer", None)
+    if consumer is None:
+        return
+    for (topic, partition), nxt in offsets.items():
+        end = consumer.highwater(TopicPartition(topic, partition))
+        if end is not None:
+            stream.metrics.consumer_lag.labels(topic, str(partition)).set(max(end - nxt, 0))
+
+
+class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On assignment, resume from the offsets stored in PostgreSQL (they are never behind Kafka's)."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self.stream.lock:  # let a batch in flight commit, so the next owner starts after it
+            pass
+        for tp in revoked:
+            with contextlib.suppress(KeyError):
+                self.stream.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        consumer = self.stream.subscriber.consumer
+        for attempt in range(5):
+            try:
+                async with self.stream.pool_holder["pool"].acquire() as conn:
+                    stored = await repository.load_offsets(conn, self.stream.group, self.stream.topic)
+                break
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                # Falling back to Kafka's committed offsets is safe (they are at or before ours; the dedup
+                # table absorbs the repeat), so only retry briefly.
+                log.warning("loading stored offsets failed", extra={"attempt": attempt + 1})
+                await asyncio.sleep(0.5 * (attempt + 1))
+        else:
+            return
+        for tp in assigned:
+            if tp.partition in stored:
+                consumer.seek(tp, stored[tp.partition])
+        log.info("partitions assigned", extra={"topic": self.stream.topic,
+                                               "partitions": sorted(tp.partition for tp in assigned)})
+
+
+async def _no_decode(_msg: Any) -> None:
+    """Bodies are validated by the service from the raw bytes; skip FastStream's JSON decoding."""
+    return None
+
+
+async def _tolerant_parse(msg: tuple[ConsumerRecord[Any, Any], ...], original: Callable[..., Any]) -> Any:
+    """Foreign producers may send non-UTF-8 headers; drop them rather than block the partition."""
+    try:
+        return await original(msg)
+    except UnicodeDecodeError:
+        return await original(tuple(dataclasses.replace(r, headers=()) for r in msg))
+
+
+def build_router(settings: AggregatorSettings, pool_holder: dict[str, asyncpg.Pool],
+                 metrics: AggregatorMetrics) -> KafkaRouter:
+    router = KafkaRouter()
+    rejected = router.publisher(
+        settings.rejected_topic, title="usage-events-rejected",
+        description="Records the aggregator cannot count: invalid, too_late or from_future, with reasons.",
+    )
+
+    async def publish(key: bytes, value: bytes) -> None:
+        await rejected.publish(value, key=key, headers={"content-type": "application/json"})
+
+    def subscribe(stream: Stream, title: str, description: str) -> None:
+        async def on_batch(_body: Any, message: KafkaMessage) -> None:
+            try:
+                await apply_batch(stream, to_records(message.raw_message), publish)
+                stream.failures = 0
+            except Exception:
+                # Roll back and redeliver (NACK seeks back), after a growing pause so an outage of Kafka or
+                # PostgreSQL does not turn into a busy loop.
+                stream.failures += 1
+                stream.metrics.batch_failures.labels(stream.topic).inc()
+                log.exception("batch failed; it will be redelivered", extra={"topic": stream.topic})
+                await asyncio.sleep(min(0.1 * 2 ** stream.failures, settings.retry_backoff_max_s))
+                raise
+
+        subscriber = router.subscriber(
+            stream.topic, batch=True, group_id=stream.group, auto_offset_reset="earliest",
+            max_records=settings.max_batch_records, batch_timeout_ms=settings.batch_timeout_ms,
+            ack_policy=AckPolicy.NACK_ON_ERROR, listener=SeekToStoredOffsets(stream),
+            decoder=_no_decode, parser=_tolerant_parse, title=title, description=description,
+        )
+        subscriber(on_batch)
+        stream.subscriber = subscriber  # its `.consumer` exists once the broker has started
+
+    subscribe(
+        Stream(settings.usage_topic, settings.consumer_group, usage_event_adapter, service.usage_contributions,
+               True, settings, pool_holder, metrics),
+        "usage-events-aggregate", "Folds usage events into eGovSAD KPIs, exactly once per event id.",
+    )
+    if settings.consume_workflow:
+        subscribe(
+            Stream(settings.workflow_topic, settings.workflow_consumer_group, workflow_event_adapter,
+                   service.workflow_contributions, False, settings, pool_holder, metrics),
+            "workflow-events-aggregate", "Folds workflow events into processing-time KPIs, exactly once.",
+        )
     return router
+
+
+async def run_dedup_cleanup(settings: AggregatorSettings, pool_holder: dict[str, asyncpg.Pool],
+                            metrics: AggregatorMetrics) -> None:
+    """Periodically forget event ids older than the late horizon plus a margin (they are too_late anyway)."""
+    keep = timedelta(days=settings.late_horizon_days + settings.dedup_margin_days)
+    while True:
+        try:
+            cutoff = datetime.now(UTC) - keep
+            while True:
+                async with pool_holder["pool"].acquire() as conn:
+                    n = await repository.delete_expired_ids(conn, cutoff, settings.dedup_cleanup_chunk)
+                metrics.dedup_deleted.inc(n)
+                if n < settings.dedup_cleanup_chunk:
+                    break
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            log.warning("dedup cleanup failed; retrying at the next interval", exc_info=True)
+        await asyncio.sleep(settings.dedup_cleanup_interval_s)

@@ -6,26 +6,48 @@ from collections import Counter
 from datetime import datetime
 from uuid import UUID
 
-from services.aggregator.service import CountKey
+from services.aggregator.service import CountKey, KpiKey
 from shared.db import Conn
 
 
 async def insert_new_ids(conn: Conn, ids: list[UUID], times: list[datetime]) -> set[UUID]:
-    """Record event ids; return those not seen before."""
+    """Record event ids; return those not seen before (ids must be unique within the call)."""
+    if not ids:
+        return set()
+    # Sorted, so concurrent inserters (two instances during a rebalance) take row locks in the same order.
+    order = sorted(range(len(ids)), key=ids.__getitem__)
     rows = await conn.fetch(
         """INSERT INTO agg_processed_events (event_id, event_time)
            SELECT * FROM unnest($1::uuid[], $2::timestamptz[])
            ON CONFLICT (event_id) DO NOTHING
            RETURNING event_id""",
-        ids, times,
+        [ids[i] for i in order], [times[i] for i in order],
     )
     return {r["event_id"] for r in rows}
 
 
+async def upsert_kpis(conn: Conn, deltas: Counter[KpiKey]) -> None:
+    """Add KPI deltas to `kpi_values` in one statement."""
+    if not deltas:
+        return
+    # Primary-key order, so concurrent writers lock rows in the same order (no deadlocks).
+    keys = sorted(deltas, key=lambda k: (k[0], k[2], k[3], k[1], k[4], k[5]))
+    await conn.execute(
+        """INSERT INTO kpi_values AS k (granularity, period_start, municipality, service, metric, dimension, value)
+           SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                $7::bigint[])
+           ON CONFLICT (granularity, municipality, service, period_start, metric, dimension)
+           DO UPDATE SET value = k.value + EXCLUDED.value, updated_at = now()""",
+        [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys],
+        [k[4] for k in keys], [k[5] for k in keys], [deltas[k] for k in keys],
+    )
+
+
 async def add_counts(conn: Conn, counts: Counter[CountKey]) -> None:
+    """Add to the daily per-event-type counts (`kpi_event_counts_daily`)."""
     if not counts:
         return
-    keys = list(counts)
+    keys = sorted(counts)
     await conn.execute(
         """INSERT INTO kpi_event_counts_daily AS k (day, municipality, service, event_type, count)
            SELECT * FROM unnest($1::date[], $2::text[], $3::text[], $4::text[], $5::bigint[])
@@ -37,9 +59,10 @@ async def add_counts(conn: Conn, counts: Counter[CountKey]) -> None:
 
 
 async def store_offsets(conn: Conn, group: str, offsets: dict[tuple[str, int], int]) -> None:
+    """Remember where to resume per partition (never moves backwards)."""
     if not offsets:
         return
-    keys = list(offsets)
+    keys = sorted(offsets)
     await conn.execute(
         """INSERT INTO agg_offsets AS o (consumer_group, topic, partition, next_offset)
            SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[])
@@ -50,7 +73,18 @@ async def store_offsets(conn: Conn, group: str, offsets: dict[tuple[str, int], i
 
 
 async def load_offsets(conn: Conn, group: str, topic: str) -> dict[int, int]:
+    """Stored resume positions of a consumer group on a topic, per partition."""
     rows = await conn.fetch(
         "SELECT partition, next_offset FROM agg_offsets WHERE consumer_group = $1 AND topic = $2", group, topic
     )
     return {r["partition"]: r["next_offset"] for r in rows}
+
+
+async def delete_expired_ids(conn: Conn, older_than: datetime, limit: int) -> int:
+    """Forget up to `limit` event ids whose event time is before `older_than`; return how many."""
+    result = await conn.execute(
+        """DELETE FROM agg_processed_events WHERE event_id IN (
+               SELECT event_id FROM agg_processed_events WHERE event_time < $1 LIMIT $2)""",
+        older_than, limit,
+    )
+    return int(result.split()[-1])

@@ -1,18 +1,37 @@
-"""Aggregation logic: parse records, fold a batch into KPI deltas (pure, no I/O)."""
+"""Aggregation logic: triage records, fold a batch into KPI deltas (pure functions, no I/O)."""
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
-from datetime import date
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from typing import Any, TypeVar
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from pydantic import ValidationError
+import orjson
+from pydantic import TypeAdapter, ValidationError
 
-from shared.events import UsageEvent, usage_event_adapter
+from shared.events import UsageEvent
+from shared.events.base import Envelope
+from shared.events.usage import (
+    AuthCompleted,
+    FeedbackGiven,
+    PageViewed,
+    PaymentCompleted,
+    SessionAbandoned,
+    SessionStarted,
+    SessionSubmitted,
+    StepCompleted,
+)
+from shared.events.workflow import CaseClosed, CaseOpened, CaseParked, DeadlineBreached, WorkflowEvent
+from shared.kpis import DURATION_BUCKETS_S, PROCESSING_BUCKETS_S, bucket_label
 
 BERLIN = ZoneInfo("Europe/Berlin")
+
+E = TypeVar("E", bound=Envelope)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,48 +42,208 @@ class Record:
     partition: int
     offset: int
     value: bytes
+    key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class Invalid:
+class Rejection:
+    """A record that is not counted, with the reason for the rejected topic."""
+
     record: Record
-    reasons: list[dict[str, object]]
+    reason: str
+    errors: list[dict[str, Any]]
+    source: str | None = None
+    event_id: str | None = None
 
 
-def parse(records: list[Record]) -> tuple[list[UsageEvent], list[Invalid]]:
-    """Validate each record again: events may come straight from trusted producers, not only ingest."""
-    events: list[UsageEvent] = []
-    invalid: list[Invalid] = []
+@dataclass(slots=True)
+class Triage:
+    """A batch split into countable events (first occurrence per id) and rejections."""
+
+    events: list[Any] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    in_batch_duplicates: int = 0
+
+
+def _declared(value: bytes) -> tuple[str | None, str | None]:
+    """Best-effort `source` and `id` of a payload that failed validation (for the rejected record)."""
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    source, event_id = doc.get("source"), doc.get("id")
+    return (source if isinstance(source, str) else None), (event_id if isinstance(event_id, str) else None)
+
+
+def _errors(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
+    errors: list[dict[str, Any]] = [
+        {"type": e["type"], "loc": [str(p) for p in e["loc"]], "msg": e["msg"]}
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+    reason = "invalid_json" if errors and errors[0]["type"] == "json_invalid" else "invalid_event"
+    return reason, errors
+
+
+def triage(
+    records: Sequence[Record], adapter: TypeAdapter[Any], now: datetime, horizon: timedelta, future_skew: timedelta
+) -> Triage:
+    """Validate every record again (foreign producers may write to the topic) and apply the time window.
+
+    Invalid records, events older than the late horizon and events too far in the future become rejections;
+    the rest is returned once per event id (a producer retry inside one batch counts once).
+    """
+    out = Triage()
+    oldest, newest = now - horizon, now + future_skew
+    seen: set[UUID] = set()
     for r in records:
         try:
-            events.append(usage_event_adapter.validate_json(r.value))
+            event = adapter.validate_json(r.value)
         except ValidationError as exc:
-            reasons: list[dict[str, object]] = [
-                {"type": e["type"], "loc": [str(p) for p in e["loc"]], "msg": e["msg"]}
-                for e in exc.errors(include_url=False, include_input=False)
-            ]
-            invalid.append(Invalid(r, reasons))
-    return events, invalid
+            reason, errors = _errors(exc)
+            source, event_id = _declared(r.value)
+            out.rejections.append(Rejection(r, reason, errors, source, event_id))
+            continue
+        if event.time < oldest:
+            out.rejections.append(Rejection(r, "too_late", [{
+                "type": "too_late", "loc": ["time"],
+                "msg": f"event time is older than the late horizon ({horizon.days} days)",
+            }], event.source, str(event.id)))
+            continue
+        if event.time > newest:
+            out.rejections.append(Rejection(r, "from_future", [{
+                "type": "from_future", "loc": ["time"],
+                "msg": f"event time lies more than {int(future_skew.total_seconds())} s in the future",
+            }], event.source, str(event.id)))
+            continue
+        if event.id in seen:
+            out.in_batch_duplicates += 1
+            continue
+        seen.add(event.id)
+        out.events.append(event)
+    return out
 
 
-def berlin_day(event: UsageEvent) -> date:
+# --- periods -------------------------------------------------------------------------------------------
+
+def hour_start(t: datetime) -> datetime:
+    """Start of the Europe/Berlin hour containing `t`, as UTC (Berlin's offsets are whole hours)."""
+    return t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+@lru_cache(maxsize=4096)
+def day_start(hour: datetime) -> datetime:
+    """Midnight (Europe/Berlin) of the day containing `hour`, as UTC."""
+    local = hour.astimezone(BERLIN)
+    return datetime(local.year, local.month, local.day, tzinfo=BERLIN).astimezone(UTC)
+
+
+@lru_cache(maxsize=4096)
+def month_start(hour: datetime) -> datetime:
+    """Midnight (Europe/Berlin) of the first day of the month containing `hour`, as UTC."""
+    local = hour.astimezone(BERLIN)
+    return datetime(local.year, local.month, 1, tzinfo=BERLIN).astimezone(UTC)
+
+
+def berlin_day(event: Envelope) -> date:
     """The Europe/Berlin calendar day a KPI counts the event on."""
     return event.time.astimezone(BERLIN).date()
+
+
+# --- what each event adds ------------------------------------------------------------------------------
+
+Contribution = tuple[str, str, int]
+"""(metric, dimension, value) an event adds to its period's KPIs."""
+
+
+def usage_contributions(e: UsageEvent) -> list[Contribution]:
+    """KPI increments of one usage event (see shared/kpis.py for the vocabulary)."""
+    if isinstance(e, PageViewed):
+        d = e.data
+        return [("page_views", d.page, 1), ("page_views_device", d.device, 1), ("page_views_referrer", d.referrer, 1)]
+    if isinstance(e, SessionStarted):
+        return [("sessions_started", "", 1), ("channel", e.data.channel, 1), ("device", e.data.device, 1)]
+    if isinstance(e, StepCompleted):
+        return [("step_completed", str(e.data.step), 1)]
+    if isinstance(e, AuthCompleted):
+        return [("auth", f"{e.data.method}:{e.data.level}", 1)]
+    if isinstance(e, PaymentCompleted):
+        return [("payment", e.data.method, 1), ("payment_amount_cents", e.data.method, e.data.amount_cents)]
+    if isinstance(e, SessionSubmitted):
+        s = e.data.duration_s
+        return [("sessions_submitted", "", 1), ("duration_le", bucket_label(s, DURATION_BUCKETS_S), 1),
+                ("duration_sum_s", "", s)]
+    if isinstance(e, SessionAbandoned):
+        return [("sessions_abandoned", "", 1), ("abandoned_after_step", str(e.data.last_step), 1)]
+    if isinstance(e, FeedbackGiven):
+        return [("feedback", str(e.data.stars), 1)]
+    raise TypeError(f"no KPI mapping for {type(e).__name__}")
+
+
+def workflow_contributions(e: WorkflowEvent) -> list[Contribution]:
+    """KPI increments of one workflow event; steps and task assignments add none."""
+    if isinstance(e, CaseOpened):
+        return [("cases_opened", "", 1)]
+    if isinstance(e, CaseClosed):
+        pt = e.data.processing_time_s
+        return [("cases_closed", e.data.outcome, 1), ("processing_le", bucket_label(pt, PROCESSING_BUCKETS_S), 1),
+                ("processing_sum_s", "", pt)]
+    if isinstance(e, DeadlineBreached):
+        return [("deadline_breached", e.data.deadline, 1)]
+    if isinstance(e, CaseParked):
+        return [("cases_parked", "", 1)]
+    return []
+
+
+# --- folding -------------------------------------------------------------------------------------------
+
+KpiKey = tuple[str, datetime, str, str, str, str]
+"""(granularity, period_start, municipality, service, metric, dimension) — the row of `kpi_values`."""
+
+
+def fold(events: Iterable[E], contributions: Callable[[E], list[Contribution]]) -> Counter[KpiKey]:
+    """Sum a batch into KPI deltas for hour, day and month.
+
+    Events are folded per hour first; days and months are unions of whole hours in Europe/Berlin, so they are
+    rolled up from the (far fewer) hourly keys.
+    """
+    hourly: Counter[tuple[datetime, str, str, str, str]] = Counter()
+    for e in events:
+        h = hour_start(e.time)
+        for metric, dim, value in contributions(e):
+            hourly[(h, e.municipality, e.service, metric, dim)] += value
+    out: Counter[KpiKey] = Counter()
+    for (h, muni, svc, metric, dim), value in hourly.items():
+        out[("hour", h, muni, svc, metric, dim)] += value
+        out[("day", day_start(h), muni, svc, metric, dim)] += value
+        out[("month", month_start(h), muni, svc, metric, dim)] += value
+    return out
 
 
 CountKey = tuple[date, str, str, str]
 
 
-def fold_counts(events: list[UsageEvent], new_ids: set[UUID]) -> Counter[CountKey]:
-    """Count only events whose id is new (dedup happened in the same transaction)."""
+def fold_counts(events: Iterable[UsageEvent]) -> Counter[CountKey]:
+    """Daily counts per event type (the walking-skeleton table `kpi_event_counts_daily`)."""
     counts: Counter[CountKey] = Counter()
     for e in events:
-        if e.id in new_ids:
-            counts[(berlin_day(e), e.municipality, e.service, e.type)] += 1
+        counts[(berlin_day(e), e.municipality, e.service, e.type)] += 1
     return counts
 
 
-def next_offsets(records: list[Record]) -> dict[tuple[str, int], int]:
+def relevant(events: Iterable[E], contributions: Callable[[E], list[Contribution]]) -> list[E]:
+    """Events that change some KPI (only those need a dedup entry)."""
+    return [e for e in events if contributions(e)]
+
+
+def late_count(events: Iterable[Envelope], now: datetime) -> int:
+    """Events that correct an hour that had already ended when they were processed."""
+    current = hour_start(now)
+    return sum(1 for e in events if e.time < current)
+
+
+def next_offsets(records: Iterable[Record]) -> dict[tuple[str, int], int]:
     """Position to resume from per partition: one past the highest consumed offset."""
     result: dict[tuple[str, int], int] = {}
     for r in records:

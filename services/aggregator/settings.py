@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from shared.kafka import USAGE_EVENTS, USAGE_REJECTED, WORKFLOW_EVENTS
 from shared.settings import KPSettings
 
 
 class AggregatorSettings(KPSettings):
     port: int = 8002
     consumer_group: str = "kp-aggregator"
-    max_batch_records: int = 2000
+    workflow_consumer_group: str = "kp-aggregator-workflow"
+    usage_topic: str = USAGE_EVENTS.name
+    workflow_topic: str = WORKFLOW_EVENTS.name
+    rejected_topic: str = USAGE_REJECTED.name
+    consume_workflow: bool = True
+    max_batch_records: int = 5000
     batch_timeout_ms: int = 200
+    future_skew_s: int = 900
+    """Events whose `time` lies further ahead than this are rejected as `from_future` (platform clock wrong)."""
+    dedup_margin_days: int = 1
+    """Event ids are kept for `late_horizon_days + dedup_margin_days` after their event time."""
+    dedup_cleanup_interval_s: float = 600.0
+    dedup_cleanup_chunk: int = 50_000
+    retry_backoff_max_s: float = 5.0
