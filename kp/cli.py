@@ -12,11 +12,13 @@ from typing import Annotated
 import typer
 
 from kp import local
+from kp.apikeys import apikey_app, provision_demo_key
 from kp.stack import StackError, kafka_libs
 
 app = typer.Typer(help="Kommunal-Pulse command-line tool.", no_args_is_help=True)
 stack_app = typer.Typer(help="Run the whole system locally (real Kafka and PostgreSQL, no Docker).")
 app.add_typer(stack_app, name="stack")
+app.add_typer(apikey_app, name="apikey")
 
 RUN_DIR = Path(os.environ.get("KP_RUN_DIR", ".run"))
 
@@ -48,11 +50,14 @@ def stack_up(
     try:
         stack.start_infra()
         stack.start_services()
+        assert stack.database_url
+        demo_key = asyncio.run(provision_demo_key(stack.database_url))
     except StackError as exc:
         stack.stop()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     _echo_urls(stack)
+    typer.echo(f"Demo ingest API key (all six cities): {demo_key}")
     if detach:
         typer.echo("Detached; stop with `kp stack down`.")
         return
@@ -63,7 +68,8 @@ def stack_up(
             from kp import simulator
 
             async def traffic() -> None:
-                task = asyncio.create_task(simulator.run(stack.services["ingest"].url, rate, seed, None))
+                task = asyncio.create_task(simulator.run(stack.services["ingest"].url, rate, seed, None,
+                                                         demo_key))
                 stopped = asyncio.create_task(asyncio.to_thread(stop.wait))
                 await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
                 task.cancel()

@@ -1,51 +1,160 @@
-"""HTTP adapter: parse the request, call the service, map outcomes to status codes."""
+"""HTTP adapter: read the body, hand it to the service, render results and problems (RFC 9457)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
-import orjson
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
 
 from services.ingest import service
-from services.ingest.repository import KafkaSink
-from services.ingest.schemas import BatchResult
+from services.ingest.schemas import BatchResult, Problem
+from services.ingest.service import Item, ProblemError, Runtime
 
-router = APIRouter()
+router = APIRouter(tags=["ingest"])
+bearer = HTTPBearer(auto_error=False, description="The platform's API key: `Authorization: Bearer kpk_...`.")
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "description": text, "content": {"application/problem+json": {}}}
+    for status, text in {
+        400: "Body not parseable (invalid JSON, not an array, invalid gzip).",
+        401: "API key missing, unknown or revoked.",
+        404: "Unknown platform mapping.",
+        413: "Body or batch larger than the configured limits.",
+        415: "Unsupported Content-Type or Content-Encoding.",
+        429: "Rate limit of the API key exceeded; see `Retry-After`.",
+        503: "Kafka did not acknowledge in time; nothing of the batch is accepted. Retry after `Retry-After`.",
+    }.items()
+}
+ENCODING_HEADER = {
+    "name": "Content-Encoding", "in": "header", "required": False,
+    "schema": {"type": "string", "enum": ["gzip", "identity"]},
+    "description": "Send `gzip` for a gzip-compressed body.",
+}
 
 
-def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(
-        {"type": "about:blank", "title": title, "status": status, "detail": detail},
-        status_code=status, media_type="application/problem+json", headers=headers,
-    )
+def problem(exc: ProblemError) -> JSONResponse:
+    """Render problem details; `code` repeats the type's last segment for clients that switch on it."""
+    body = {"type": f"/problems/{exc.code.replace('_', '-')}", "title": HTTPStatus(exc.status).phrase,
+            "status": exc.status, "detail": exc.detail, "code": exc.code}
+    return JSONResponse(body, status_code=exc.status, media_type="application/problem+json", headers=exc.headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read at most `limit` bytes; a longer body is refused without buffering it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ProblemError(413, "payload_too_large", f"body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProblemError(413, "payload_too_large", f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def handle(request: Request, to_items: Callable[[Runtime, bytes], list[Item]]) -> Any:
+    """Authenticate, limit, decode, ingest; every failure becomes a problem document."""
+    rt: Runtime = request.app.state.runtime
+    caller = None
+    try:
+        caller = await rt.auth.authenticate(request.headers.get("authorization"))
+        rt.limiter.check(caller)
+        body = await read_body(request, rt.max_body_bytes)
+        body = service.decompress(body, request.headers.get("content-encoding"), rt.max_body_bytes)
+        request.app.state.metrics.body_bytes.observe(len(body))
+        items = to_items(rt, body)
+        return await service.ingest(items, caller, rt.sink, rt.policy, rt.counters)
+    except ProblemError as exc:
+        if exc.status == 401:
+            request.app.state.metrics.auth_failures.inc()
+        elif exc.status == 429 and caller is not None:
+            request.app.state.metrics.rate_limited.labels(caller.platform).inc()
+        return problem(exc)
+    except (KafkaError, TimeoutError) as exc:
+        return problem(ProblemError(503, "event_store_unavailable",
+                                    f"Kafka did not acknowledge the batch ({type(exc).__name__}); nothing was "
+                                    "accepted, retry with the same event ids",
+                                    {"Retry-After": str(rt.retry_after_s)}))
 
 
 @router.post(
     "/v1/events",
     response_model=BatchResult,
     summary="Submit a batch of usage events",
-    responses={400: {"description": "Body is not a JSON array"}, 503: {"description": "Kafka unavailable"}},
+    description=(
+        "A JSON array (`application/json`) or one event per line (`application/x-ndjson`), optionally gzip-"
+        "compressed. The answer is **200 with a per-event result list** whenever the body could be read: accepted "
+        "ids (durable in Kafka, `acks=all`) and rejected events with index, id and reasons. Rejected events are "
+        "also written to `usage.events.rejected.v1`. Retrying the same event ids is safe."
+    ),
+    responses=PROBLEM_RESPONSES,
+    dependencies=[Security(bearer)],
+    openapi_extra={
+        "parameters": [ENCODING_HEADER],
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/UsageEvent"},
+                                            "maxItems": 1000},
+                                 "examples": {"batch": {"summary": "Two events of one session", "value": [
+                                     {"id": "0b7f6c1e-3f57-4d7e-9d1c-6b0f2f3f8a10", "type": "usage.session.started",
+                                      "source": "civento-offenbach", "time": "2026-11-24T09:30:00+01:00",
+                                      "municipality": "06413000", "service": "99115005104000",
+                                      "session": "s8f2a9c0d1e", "data": {"channel": "web", "device": "mobile"}},
+                                     {"id": "5d2b3a52-7c1a-4c4e-a0a8-3cfa1f0b6f11", "type": "usage.step.completed",
+                                      "source": "civento-offenbach", "time": "2026-11-24T09:31:10+01:00",
+                                      "municipality": "06413000", "service": "99115005104000",
+                                      "session": "s8f2a9c0d1e", "data": {"step": 1, "step_name": "Start"}},
+                                 ]}}},
+            "application/x-ndjson": {"schema": {"type": "string"},
+                                     "example": '{"id": "0b7f6c1e-...", "type": "usage.session.started", ...}\n'},
+        }},
+    },
 )
 async def post_events(request: Request) -> Any:
-    settings = request.app.state.settings
-    body = await request.body()
-    if len(body) > settings.max_body_bytes:
-        return problem(413, "Payload Too Large", f"body exceeds {settings.max_body_bytes} bytes")
-    try:
-        items = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        return problem(400, "Bad Request", f"body is not valid JSON: {exc}")
-    if not isinstance(items, list):
-        return problem(400, "Bad Request", "body must be a JSON array of events")
-    if len(items) > settings.max_batch_events:
-        return problem(413, "Payload Too Large", f"batch exceeds {settings.max_batch_events} events")
-    sink: KafkaSink = request.app.state.sink
-    try:
-        result = await service.ingest(items, sink)
-    except (KafkaError, TimeoutError) as exc:
-        return problem(503, "Service Unavailable", f"event store unavailable: {type(exc).__name__}",
-                       headers={"Retry-After": "5"})
-    return result
+    return await handle(request, lambda rt, body: service.parse_items(
+        body, request.headers.get("content-type"), rt.max_batch_events))
+
+
+@router.post(
+    "/v1/platforms/{platform}/events",
+    response_model=BatchResult,
+    summary="Submit a platform's own callback payload, mapped declaratively onto usage events",
+    description=(
+        "The body is the platform's JSON (one object or an array of objects). The mapping "
+        "`services/ingest/mappings/<platform>.yaml` turns each into an event, which is then checked and "
+        "answered exactly like `/v1/events`; an object that cannot be mapped is rejected with `mapping_failed`."
+    ),
+    responses=PROBLEM_RESPONSES,
+    dependencies=[Security(bearer)],
+    openapi_extra={
+        "parameters": [ENCODING_HEADER],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}, "maxItems": 1000}]},
+            "example": {"callbackId": "c-4711", "ereignis": "PROZESS_GESTARTET", "zeitpunkt": 1795000000000,
+                        "mandant": {"ags": "06413000"}, "prozess": {"leikaSchluessel": "99115005104000"},
+                        "prozessInstanzId": "PI-20261124-0001", "client": {"geraet": "SMARTPHONE"}}}}},
+    },
+)
+async def post_platform_events(platform: str, request: Request) -> Any:
+    mapping = request.app.state.runtime.mappings.get(platform)
+
+    def to_items(rt: Runtime, body: bytes) -> list[Item]:
+        if mapping is None:
+            raise ProblemError(404, "unknown_platform", f"no mapping for platform {platform!r}")
+        document = service.parse_json_document(body, request.headers.get("content-type"))
+        return service.map_items(document, mapping, rt.max_batch_events)
+
+    return await handle(request, to_items)
+
+
+@router.get("/v1/platforms", summary="Platforms with a declarative mapping")
+async def list_platforms(request: Request) -> dict[str, list[dict[str, Any]]]:
+    mappings = request.app.state.runtime.mappings
+    return {"items": [{"platform": m.platform, "description": m.description, "event_types": m.produced_types()}
+                      for m in mappings.values()]}

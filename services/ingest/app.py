@@ -1,42 +1,127 @@
-"""Ingest service: FastAPI app with a durable Kafka producer."""
+"""Ingest service: FastAPI app with a durable Kafka producer and the API-key store in PostgreSQL."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
+from http import HTTPStatus
+from typing import Any
 
-from fastapi import FastAPI
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.ingest.api import router
+from services.ingest import repository
+from services.ingest.api import problem, router
+from services.ingest.mapping import load_mappings
+from services.ingest.metrics import IngestMetrics, RequestMetricsMiddleware
 from services.ingest.repository import KafkaSink
+from services.ingest.service import ApiKey, Authenticator, Policy, ProblemError, RateLimiter, Runtime
 from services.ingest.settings import IngestSettings
-from shared.kafka import USAGE_EVENTS, make_producer
+from shared.db import create_pool
+from shared.events import usage_event_adapter
+from shared.kafka import USAGE_EVENTS, USAGE_REJECTED, make_producer
 from shared.observability import install_ops
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
     settings = settings or IngestSettings()
     registry = CollectorRegistry()
+    metrics = IngestMetrics(registry)
+    mappings = load_mappings(settings.mappings_dir)  # invalid mapping files stop the start here
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        producer = make_producer(settings.kafka_bootstrap)
-        await producer.start()
-        app.state.sink = KafkaSink(producer, USAGE_EVENTS.name, settings.produce_timeout_s)
+        pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+        producer = make_producer(settings.kafka_bootstrap, request_timeout_ms=int(settings.produce_timeout_s * 1000))
+        try:
+            await producer.start()
+        except Exception:
+            await pool.close()
+            raise
+
+        async def lookup(key_hash: str) -> ApiKey | None:
+            async with pool.acquire() as conn:
+                return await repository.find_active_key(conn, key_hash)
+
+        app.state.pool = pool
         app.state.producer = producer
+        app.state.runtime = Runtime(
+            sink=KafkaSink(producer, USAGE_EVENTS.name, USAGE_REJECTED.name, settings.produce_timeout_s,
+                           metrics.observe_produce),
+            auth=Authenticator(lookup, settings.api_key_cache_s, settings.ingest_auth_required),
+            limiter=RateLimiter(),
+            policy=Policy(clock_skew=timedelta(seconds=settings.clock_skew_s),
+                          late_horizon=timedelta(days=settings.late_horizon_days)),
+            counters=metrics,
+            mappings=mappings,
+            max_body_bytes=settings.max_body_bytes,
+            max_batch_events=settings.max_batch_events,
+            retry_after_s=settings.retry_after_s,
+        )
         try:
             yield
         finally:
             await producer.stop()  # flushes pending sends before closing
+            await pool.close()
 
-    app = FastAPI(title="Kommunal-Pulse Ingest", version="1.0.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Kommunal-Pulse Ingest", version="1.0.0", lifespan=lifespan,
+        description="Front door for usage events of online-service platforms. Errors are RFC 9457 problem details.",
+    )
     app.state.settings = settings
     app.state.registry = registry
+    app.state.metrics = metrics
 
     async def kafka_ready() -> None:
         await app.state.producer.client.fetch_all_metadata()
 
-    install_ops(app, registry, {"kafka": kafka_ready})
+    async def db_ready() -> None:
+        async with app.state.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
+    install_ops(app, registry, {"kafka": kafka_ready, "postgres": db_ready})
     app.include_router(router)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    install_problem_handlers(app)
+    app.openapi = lambda: openapi_with_events(app)  # type: ignore[method-assign]
     return app
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Framework errors (unknown route, wrong method, bad path parameter) as problem details too."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+        response = problem(ProblemError(exc.status_code, code, str(exc.detail)))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem(ProblemError(400, "invalid_request", str(exc.errors())[:500]))
+
+    @app.exception_handler(asyncpg.PostgresError)
+    async def db_error(_request: Request, exc: asyncpg.PostgresError) -> JSONResponse:
+        return problem(ProblemError(503, "key_store_unavailable", f"API keys cannot be checked: {type(exc).__name__}",
+                                    {"Retry-After": "5"}))
+
+
+def openapi_with_events(app: FastAPI) -> dict[str, Any]:
+    """The generated document plus the usage-event contract the request bodies refer to."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    event_schema = usage_event_adapter.json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(event_schema.pop("$defs", {}))
+    components["UsageEvent"] = event_schema
+    app.openapi_schema = schema
+    return schema

@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from kp.local import ServiceProcess
 from tests.factories import application_submitted, usage_event
+from tests.ingest_keys import bearer, ingest_key
 from tests.waiting import eventually
 
 WOHNSITZ = "99115005104000"
@@ -24,13 +25,14 @@ def _random_ags() -> str:
 
 class TestUsageToOpenData:
     async def test_posted_events_appear_as_kpis_once_even_when_posted_twice(
-        self, system: dict[str, ServiceProcess]
+        self, system: dict[str, ServiceProcess], database_url: str
     ) -> None:
         ags = _random_ags()
+        key = await ingest_key(database_url, ags)
         batch = [usage_event("usage.session.started", municipality=ags) for _ in range(7)]
         batch += [usage_event("usage.session.submitted", municipality=ags) for _ in range(3)]
         batch += [usage_event("usage.session.abandoned", municipality=ags) for _ in range(2)]
-        async with httpx.AsyncClient(base_url=system["ingest"].url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=system["ingest"].url, timeout=30, headers=bearer(key)) as client:
             for _ in range(2):  # a client retry of the same batch must not double-count
                 resp = await client.post("/v1/events", json=batch)
                 assert resp.status_code == 200, resp.text
@@ -46,12 +48,13 @@ class TestUsageToOpenData:
         assert await eventually(counts, lambda c: c == expected, timeout=60) == expected
 
     async def test_bad_events_are_rejected_with_paths_and_good_ones_accepted(
-        self, system: dict[str, ServiceProcess]
+        self, system: dict[str, ServiceProcess], database_url: str
     ) -> None:
+        key = await ingest_key(database_url)
         good = usage_event()
         bad = usage_event()
         bad["municipality"] = "123"
-        async with httpx.AsyncClient(base_url=system["ingest"].url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=system["ingest"].url, timeout=30, headers=bearer(key)) as client:
             resp = await client.post("/v1/events", json=[good, bad])
         body: dict[str, Any] = resp.json()
         assert body["accepted"] == [good["id"]]

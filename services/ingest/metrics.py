@@ -1,0 +1,85 @@
+"""Prometheus metrics of the ingest service (on the app's own registry) and the request-timing middleware."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
+BYTES_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+
+
+class IngestMetrics:
+    """All `kp_ingest_*` series; names follow Prometheus conventions (`_total`, `_seconds`, `_bytes`)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter("kp_ingest_requests_total", "HTTP requests by route and status code.",
+                                ["route", "code"], registry=registry)
+        self.request_seconds = Histogram("kp_ingest_request_duration_seconds", "HTTP request latency.",
+                                         ["route"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.in_flight = Gauge("kp_ingest_requests_in_flight", "HTTP requests being served.", registry=registry)
+        self.accepted = Counter("kp_ingest_events_accepted_total", "Events durably written to Kafka.",
+                                ["platform"], registry=registry)
+        self.rejected = Counter("kp_ingest_events_rejected_total", "Events rejected (written to the rejected topic).",
+                                ["platform", "reason"], registry=registry)
+        self.batch_size = Histogram("kp_ingest_batch_size_events", "Events per submitted batch.",
+                                    buckets=BATCH_BUCKETS, registry=registry)
+        self.body_bytes = Histogram("kp_ingest_request_body_bytes", "Request body size after decompression.",
+                                    buckets=BYTES_BUCKETS, registry=registry)
+        self.produce_seconds = Histogram("kp_ingest_kafka_produce_duration_seconds",
+                                         "Time from first send to the last Kafka acknowledgement of a batch.",
+                                         buckets=LATENCY_BUCKETS, registry=registry)
+        self.produce_failures = Counter("kp_ingest_kafka_produce_failures_total",
+                                        "Batches not acknowledged by Kafka in time (answered 503).",
+                                        registry=registry)
+        self.auth_failures = Counter("kp_ingest_auth_failures_total", "Requests refused with 401.",
+                                     registry=registry)
+        self.rate_limited = Counter("kp_ingest_rate_limited_total", "Requests refused with 429, per platform.",
+                                    ["platform"], registry=registry)
+
+    def observe_batch(self, platform: str, size: int, accepted: int, rejected: Sequence[str]) -> None:
+        self.batch_size.observe(size)
+        if accepted:
+            self.accepted.labels(platform).inc(accepted)
+        for reason in rejected:
+            self.rejected.labels(platform, reason).inc()
+
+    def observe_produce(self, seconds: float, ok: bool) -> None:
+        self.produce_seconds.observe(seconds)
+        if not ok:
+            self.produce_failures.inc()
+
+
+class RequestMetricsMiddleware:
+    """Counts, times and gauges every HTTP request by its route template (never by raw path or client)."""
+
+    def __init__(self, app: ASGIApp, metrics: IngestMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = {"code": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = int(message["status"])
+            await send(message)
+
+        started = time.perf_counter()
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.in_flight.dec()
+            route: Any = scope.get("route")
+            name = getattr(route, "path", None) or "unmatched"
+            self.metrics.request_seconds.labels(name).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(name, str(status["code"])).inc()
