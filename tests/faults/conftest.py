@@ -1,0 +1,206 @@
+"""Fault injection against a stack of its own: Kafka, PostgreSQL, ingest and aggregator as processes.
+
+The module-scoped `faults` fixture owns its broker and database (under `.run/faults-<pid>`), so the tests may
+stop, kill and restart any of them without disturbing other test modules. Before each test, everything is
+brought back up. Counts are read from `kpi_values` for the test's own municipality codes only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench.load import create_api_key
+from kp.local import LocalStack, ServiceProcess
+from kp.stack import KafkaNode, PostgresNode
+from shared.kafka import USAGE_EVENTS
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+AGGREGATOR_GROUP = "kp-aggregator"
+WOHNSITZ = "99115005104000"
+# One metric per usage event type that counts each event exactly once (see services/aggregator/service.py).
+COUNTING_METRICS = ("page_views", "sessions_started", "step_completed", "auth", "payment", "sessions_submitted",
+                    "sessions_abandoned", "feedback")
+
+
+@dataclass
+class FaultStack:
+    run_dir: Path
+    kafka: KafkaNode
+    postgres: PostgresNode
+    local: LocalStack
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka.bootstrap
+
+    @property
+    def database_url(self) -> str:
+        return self.postgres.url
+
+    @property
+    def ingest(self) -> ServiceProcess:
+        return self.services["ingest"]
+
+    @property
+    def aggregator(self) -> ServiceProcess:
+        return self.services["aggregator"]
+
+    def kafka_running(self) -> bool:
+        return self.kafka.proc is not None and self.kafka.proc.poll() is None
+
+    def postgres_running(self) -> bool:
+        return (self.postgres.root / "data" / "postmaster.pid").exists()
+
+    def ensure_up(self) -> None:
+        """Bring back whatever a previous test stopped or killed; wait until every service is ready."""
+        if not self.kafka_running():
+            self.kafka.start()
+        if not self.postgres_running():
+            self.postgres.start()
+        for sp in self.services.values():
+            if sp.proc is None or sp.proc.poll() is not None:
+                sp.proc = None
+                sp.start()
+        for sp in self.services.values():
+            sp.wait_ready(timeout=90)
+
+    def restart(self, name: str) -> None:
+        sp = self.services[name]
+        sp.start()
+        sp.wait_ready(timeout=90)
+
+    def stop(self) -> None:
+        for sp in self.services.values():
+            sp.stop()
+        self.kafka.stop()
+        self.postgres.stop()
+
+
+@pytest.fixture(scope="module")
+def faults() -> Iterator[FaultStack]:
+    run_dir = ROOT / ".run" / f"faults-{os.getpid()}"
+    kafka = KafkaNode(run_dir / "kafka")
+    postgres = PostgresNode(run_dir / "postgres")
+    local = LocalStack(run_dir=run_dir)
+    fs = FaultStack(run_dir, kafka, postgres, local)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(run_dir, 0o755)
+        postgres.start()
+        kafka.start()
+        local.kafka_bootstrap, local.database_url = kafka.bootstrap, postgres.url
+        asyncio.run(local.prepare())
+        for name in ("ingest", "aggregator"):
+            fs.services[name] = local.service(name, {"KP_LOG_LEVEL": "WARNING"})
+        fs.ensure_up()
+        yield fs
+    finally:
+        fs.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def healthy(faults: FaultStack) -> FaultStack:
+    """The fault stack with every component running (a previous test may have stopped one)."""
+    faults.ensure_up()
+    return faults
+
+
+@pytest.fixture
+def own_ags() -> str:
+    """A valid 8-digit AGS no other test uses (outside the real ones), so KPI counts are this test's alone."""
+    return "98" + f"{uuid.uuid4().int % 10**6:06d}"
+
+
+@pytest.fixture
+async def api_key(healthy: FaultStack, own_ags: str) -> str:
+    key = await create_api_key(healthy.database_url, "kp-faults", [own_ags])
+    assert key is not None
+    return key
+
+
+async def counted(database_url: str, municipality: str, service: str | None = None) -> int:
+    """Events counted in the KPIs for one municipality (optionally one service), all days."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        value = await conn.fetchval(
+            """SELECT coalesce(sum(value), 0) FROM kpi_values
+               WHERE granularity = 'day' AND municipality = $1 AND ($2::text IS NULL OR service = $2)
+                 AND metric = ANY($3::text[])""",
+            municipality, service, list(COUNTING_METRICS),
+        )
+    finally:
+        await conn.close()
+    return int(value)
+
+
+async def counted_all(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        value = await conn.fetchval(
+            "SELECT coalesce(sum(value), 0) FROM kpi_values WHERE granularity = 'day' AND metric = ANY($1::text[])",
+            list(COUNTING_METRICS),
+        )
+    finally:
+        await conn.close()
+    return int(value)
+
+
+async def end_offsets(bootstrap: str, topic: str = USAGE_EVENTS.name) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    return {tp.partition: off for tp, off in ends.items()}
+
+
+async def aggregator_lag(bootstrap: str, database_url: str, topic: str = USAGE_EVENTS.name) -> int:
+    """Records on the topic the aggregator has not applied yet (its positions are stored in PostgreSQL)."""
+    ends = await end_offsets(bootstrap, topic)
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT partition, next_offset FROM agg_offsets WHERE consumer_group = $1 AND topic = $2",
+            AGGREGATOR_GROUP, topic,
+        )
+    finally:
+        await conn.close()
+    stored = {r["partition"]: r["next_offset"] for r in rows}
+    return sum(max(end - stored.get(p, 0), 0) for p, end in ends.items())
+
+
+async def read_partition(bootstrap: str, topic: str, partition: int, start: int, stop: int) -> list[Any]:
+    """The records of offsets [start, stop) of one partition."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(out) < stop - start and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=1000)
+            out += [r for r in batch.get(tp, []) if r.offset < stop]
+    finally:
+        await consumer.stop()
+    return out
