@@ -1,21 +1,249 @@
-"""HTTP adapter of the workflow service (case inspection)."""
+"""HTTP adapter of the workflow service: cases, clerk tasks, operator actions and FIT-Connect-style callbacks."""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Request
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.workflow import repository
+from services.workflow.auth import AuthError, Principal, check_platform
+from services.workflow.schemas import (
+    AuditOut,
+    CallbackAccepted,
+    CaseOut,
+    CompleteTask,
+    FitConnectCallback,
+    OperatorAction,
+    ReassignTask,
+    TaskOut,
+    TimerOut,
+)
+from services.workflow.service import Engine, NotFound, WorkflowError
+from shared.db import Conn
+from shared.events import application_event_adapter
 
+log = logging.getLogger(__name__)
 router = APIRouter()
+PROBLEM = "application/problem+json"
 
 
-@router.get("/v1/cases/{case_id}", summary="Case state")
-async def get_case(case_id: UUID, request: Request) -> dict[str, Any]:
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    """RFC 9457 problem details."""
+    body = {"type": f"https://kommunal-pulse.de/problems/{title.lower().replace(' ', '-')}", "title": title,
+            "status": status, "detail": detail, **extra}
+    headers = {"WWW-Authenticate": 'Bearer realm="kommunal-pulse"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    async def on_auth(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AuthError)
+        return problem(exc.status, "Unauthorized" if exc.status == 401 else "Forbidden", exc.detail)
+
+    async def on_not_found(_: Request, exc: Exception) -> JSONResponse:
+        return problem(404, "Not Found", f"{exc} not found")
+
+    async def on_conflict(_: Request, exc: Exception) -> JSONResponse:
+        return problem(409, "Conflict", str(exc))
+
+    async def on_invalid(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError | ValidationError)
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return problem(422, "Invalid Request", "the request does not match the schema", errors=errors)
+
+    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return problem(exc.status_code, str(exc.detail), str(exc.detail))
+
+    app.add_exception_handler(AuthError, on_auth)
+    app.add_exception_handler(NotFound, on_not_found)
+    app.add_exception_handler(WorkflowError, on_conflict)
+    app.add_exception_handler(RequestValidationError, on_invalid)
+    app.add_exception_handler(ValidationError, on_invalid)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+
+
+# --- dependencies -------------------------------------------------------------------------------------
+
+def _role(*roles: str) -> Callable[[Request, str | None], Awaitable[Principal]]:
+    async def dependency(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise AuthError(401, "bearer token required")
+        principal: Principal = await request.app.state.verifier.verify(authorization[7:].strip())
+        if not principal.roles & set(roles):
+            raise AuthError(403, f"requires role {' or '.join(roles)}")
+        if not principal.municipalities:
+            raise AuthError(403, "token grants no municipality")
+        return principal
+
+    return dependency
+
+
+Clerk = Annotated[Principal, Depends(_role("clerk", "operator"))]
+ClerkOnly = Annotated[Principal, Depends(_role("clerk"))]
+Operator = Annotated[Principal, Depends(_role("operator"))]
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+async def _case_view(conn: Conn, engine: Engine, case: dict[str, Any]) -> CaseOut:
+    timers = [TimerOut(**t) for t in await repository.timers_of(conn, case["case_id"])]
+    task = await repository.active_task(conn, case["case_id"])
+    title = None
+    if case["current_step"]:
+        try:
+            title = engine.registry.get(case["definition"], case["definition_version"]).step(case["current_step"]).title
+        except KeyError:
+            title = None
+    return CaseOut(**case, current_step_title=title, next_timer=timers[0] if timers else None, timers=timers,
+                   open_task=TaskOut(**task) if task else None)
+
+
+# --- cases --------------------------------------------------------------------------------------------
+
+@router.get("/v1/cases/{case_id}", summary="Case state: current step, next timer, attempts, last error")
+async def get_case(case_id: UUID, request: Request, who: Clerk) -> CaseOut:
     async with request.app.state.pool.acquire() as conn:
-        row = await repository.get_case(conn, case_id)
-    if row is None:
-        raise HTTPException(404, "case not found")
-    return dict(row)
+        case = await repository.get_case(conn, case_id)
+        if case is None or case["municipality"] not in who.municipalities:
+            raise NotFound("case")
+        return await _case_view(conn, _engine(request), case)
+
+
+@router.get("/v1/cases/{case_id}/audit", summary="Audit trail of a case (append-only)")
+async def get_audit(case_id: UUID, request: Request, who: Clerk) -> list[AuditOut]:
+    async with request.app.state.pool.acquire() as conn:
+        case = await repository.get_case(conn, case_id)
+        if case is None or case["municipality"] not in who.municipalities:
+            raise NotFound("case")
+        return [AuditOut(**a) for a in await repository.audit_of(conn, case_id)]
+
+
+@router.get("/v1/cases", summary="Cases of the caller's municipalities, e.g. `?state=parked`")
+async def list_cases(request: Request, who: Clerk, state: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[CaseOut]:
+    async with request.app.state.pool.acquire() as conn:
+        cases = await repository.list_cases(conn, sorted(who.municipalities), state, limit)
+        return [await _case_view(conn, _engine(request), c) for c in cases]
+
+
+@router.post("/v1/cases/{case_id}/retry", summary="Operator: run a parked step again")
+async def retry_case(case_id: UUID, body: OperatorAction, request: Request, who: Operator) -> CaseOut:
+    engine = _engine(request)
+    async with request.app.state.pool.acquire() as conn:
+        async with conn.transaction():
+            case = await engine.operator_retry(conn, case_id, f"operator:{who.actor}", body.reason,
+                                               set(who.municipalities))
+        return await _case_view(conn, engine, case)
+
+
+@router.post("/v1/cases/{case_id}/skip", summary="Operator: skip a parked step with a reason")
+async def skip_step(case_id: UUID, body: OperatorAction, request: Request, who: Operator) -> CaseOut:
+    engine = _engine(request)
+    async with request.app.state.pool.acquire() as conn:
+        async with conn.transaction():
+            case = await engine.operator_skip(conn, case_id, f"operator:{who.actor}", body.reason,
+                                              set(who.municipalities))
+        return await _case_view(conn, engine, case)
+
+
+# --- clerk tasks --------------------------------------------------------------------------------------
+
+@router.get("/v1/tasks", summary="Task list of the caller's municipalities, by queue and due date")
+async def list_tasks(request: Request, who: Clerk, queue: str | None = None,
+                     status: Annotated[list[str] | None, Query()] = None, due_before: datetime | None = None,
+                     municipality: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[TaskOut]:
+    allowed = sorted(who.municipalities)
+    if municipality is not None:
+        if municipality not in who.municipalities:
+            raise AuthError(403, f"no access to municipality {municipality}")
+        allowed = [municipality]
+    async with request.app.state.pool.acquire() as conn:
+        rows = await repository.list_tasks(conn, allowed, queue, status or ["open", "claimed"], due_before, limit)
+    return [TaskOut(**r) for r in rows]
+
+
+@router.post("/v1/tasks/{task_id}/claim", summary="Claim a task")
+async def claim_task(task_id: UUID, request: Request, who: ClerkOnly) -> TaskOut:
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        task = await _engine(request).claim_task(conn, task_id, who.actor, set(who.municipalities))
+    return TaskOut(**task)
+
+
+@router.post("/v1/tasks/{task_id}/complete", summary="Complete a claimed task with a decision")
+async def complete_task(task_id: UUID, body: CompleteTask, request: Request, who: ClerkOnly) -> CaseOut:
+    engine = _engine(request)
+    async with request.app.state.pool.acquire() as conn:
+        async with conn.transaction():
+            case = await engine.complete_task(conn, task_id, body.decision, who.actor, set(who.municipalities),
+                                              body.reason)
+        return await _case_view(conn, engine, case)
+
+
+@router.post("/v1/tasks/{task_id}/reassign", summary="Move a task to another queue or person")
+async def reassign_task(task_id: UUID, body: ReassignTask, request: Request, who: Clerk) -> TaskOut:
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        task = await _engine(request).reassign_task(conn, task_id, who.actor, set(who.municipalities), body.queue,
+                                                    body.assignee, body.reason)
+    return TaskOut(**task)
+
+
+# --- FIT-Connect-style callbacks ----------------------------------------------------------------------
+
+CALLBACK_TO_APPLICATION = {
+    "submit-submission": "application.submitted",
+    "notify-submission": "application.documents.added",
+    "reject-submission": "application.decided",
+}
+
+
+@router.post("/v1/callbacks/fit-connect", status_code=202, summary="Submission status callback (event log shape)")
+async def fit_connect_callback(body: FitConnectCallback, request: Request,
+                               authorization: Annotated[str | None, Header()] = None) -> CallbackAccepted:
+    """Turns a submission event into an application event on Kafka; answers once the broker acknowledged."""
+    settings = request.app.state.settings
+    metrics = request.app.state.metrics
+    platform_id, platform = check_platform(settings.callback_platforms, authorization)
+    if body.municipality not in platform.municipalities or (platform.service and body.service != platform.service):
+        metrics.callbacks.labels(body.event, "forbidden").inc()
+        raise AuthError(403, f"platform {platform_id} may not report for {body.municipality}/{body.service}")
+    application_id = f"fit:{body.submission_id}"
+    kind = CALLBACK_TO_APPLICATION.get(body.event)
+    if body.event == "notify-submission" and not body.documents:
+        kind = None
+    if kind is None:
+        metrics.callbacks.labels(body.event, "recorded").inc()
+        log.info("callback without application event", extra={"event": body.event, "platform": platform_id})
+        return CallbackAccepted(event=body.event, application_id=application_id, application_event_id=None,
+                                application_event_type=None)
+    payloads: dict[str, dict[str, Any]] = {
+        "application.submitted": {"channel": "fit_connect", "documents": body.documents},
+        "application.documents.added": {"documents": body.documents},
+        "application.decided": {"outcome": "rejected"},
+    }
+    data = payloads[kind]
+    event = application_event_adapter.validate_python({
+        "id": uuid.uuid5(uuid.NAMESPACE_URL, f"kp:fit-connect:{body.jti}"), "type": kind, "source": platform_id,
+        "time": datetime.fromtimestamp(body.iat, UTC), "municipality": body.municipality, "service": body.service,
+        "application_id": application_id, "data": data,
+    })
+    await request.app.state.producer.send_and_wait(
+        settings.application_topic, orjson.dumps(event.model_dump(mode="json")), key=event.kafka_key)
+    metrics.callbacks.labels(body.event, "published").inc()
+    return CallbackAccepted(event=body.event, application_id=application_id, application_event_id=event.id,
+                            application_event_type=kind)

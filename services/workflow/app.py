@@ -1,62 +1,120 @@
-"""Workflow service: FastStream consumer, outbox relay and case API in one FastAPI app."""
+"""Workflow service: FastStream consumer, engine, timers, outbox relay and the HTTP API in one FastAPI app."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
+import orjson
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
-from prometheus_client import CollectorRegistry
 
-from services.workflow.api import router
+from services.workflow import repository
+from services.workflow.adapters import Clock, EAkte, FileSystemEAkte, HttpEAkte, SystemClock
+from services.workflow.api import install_problem_handlers, router
+from services.workflow.auth import TokenVerifier
+from services.workflow.definitions import DefinitionError, Registry, load_definitions
 from services.workflow.handlers import build_router
+from services.workflow.metrics import WorkflowMetrics
 from services.workflow.relay import run_relay
+from services.workflow.service import Engine
 from services.workflow.settings import WorkflowSettings
-from shared.db import create_pool
+from services.workflow.views import views
 from shared.kafka import make_producer
 from shared.observability import install_asyncapi, install_ops
 
 
-def create_app(settings: WorkflowSettings | None = None) -> FastAPI:
+async def create_pool(settings: WorkflowSettings) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
+        server_settings={"timezone": "UTC"}, command_timeout=30, init=repository.init_connection,
+    )
+    assert pool is not None
+    return pool
+
+
+async def register_definitions(pool: asyncpg.Pool, registry: Registry) -> None:
+    """Store each definition version; refuse to start if a published version was changed in place."""
+    async with pool.acquire() as conn, conn.transaction():
+        for d in registry.all():
+            body = d.model_dump(mode="json")
+            checksum = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+            stored = await repository.register_definition(conn, d.name, d.version, d.service, checksum, body)
+            if stored != checksum:
+                raise DefinitionError(
+                    f"definition {d.name} version {d.version} differs from the version already in use; "
+                    "publish changes as a new version")
+
+
+def make_eakte(settings: WorkflowSettings) -> EAkte:
+    if settings.eakte == "http":
+        assert settings.eakte_url
+        return HttpEAkte(settings.eakte_url, settings.eakte_token)
+    return FileSystemEAkte(settings.eakte_root)
+
+
+def create_app(settings: WorkflowSettings | None = None, *, clock: Clock | None = None, eakte: EAkte | None = None,
+               registry: Registry | None = None) -> FastAPI:
     settings = settings or WorkflowSettings()
-    registry = CollectorRegistry()
-    pool_holder: dict[str, asyncpg.Pool] = {}
+    registry = registry or load_definitions(settings.definitions_dir)  # invalid definitions refuse the start
+    metrics = WorkflowMetrics()
+    engine = Engine(registry=registry, eakte=eakte or make_eakte(settings), clock=clock or SystemClock(),
+                    metrics=metrics, topic=settings.workflow_topic, retry_jitter=settings.retry_jitter)
+    holder: dict[str, Any] = {"engine": engine}
     broker = KafkaBroker(settings.kafka_bootstrap, client_id="kp-workflow")
-    broker.include_router(build_router(settings, pool_holder))
+    broker.include_router(build_router(settings, holder))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
-        pool_holder["pool"] = app.state.pool = pool
+        from services.workflow.worker import refresh_metrics, run_timers
+
+        pool = await create_pool(settings)
+        holder["pool"] = app.state.pool = pool
+        await register_definitions(pool, registry)
         producer = make_producer(settings.kafka_bootstrap)
         await producer.start()
+        app.state.producer = producer
         await broker.start()
-        relay = asyncio.create_task(run_relay(pool, producer, settings.relay_batch, settings.relay_interval_s))
+        tasks = [
+            asyncio.create_task(run_relay(pool, producer, settings.relay_batch, settings.relay_interval_s, metrics)),
+            asyncio.create_task(run_timers(pool, engine, settings.timer_batch, settings.timer_interval_s)),
+            asyncio.create_task(refresh_metrics(pool, metrics, settings.metrics_interval_s)),
+        ]
         try:
             yield
         finally:
             await broker.stop()
-            relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
             await producer.stop()
+            if isinstance(engine.eakte, HttpEAkte):
+                await engine.eakte.aclose()
             await pool.close()
 
     app = FastAPI(title="Kommunal-Pulse Workflow", version="1.0.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.engine = engine
+    app.state.metrics = metrics
+    app.state.verifier = TokenVerifier(settings)
 
     async def kafka_ready() -> None:
         if not await broker.ping(timeout=2.0):
             raise ConnectionError("kafka not reachable")
 
     async def db_ready() -> None:
-        await pool_holder["pool"].fetchval("SELECT 1")
+        await holder["pool"].fetchval("SELECT 1")
 
-    install_ops(app, registry, {"kafka": kafka_ready, "postgres": db_ready})
+    install_ops(app, metrics.registry, {"kafka": kafka_ready, "postgres": db_ready})
     install_asyncapi(app, broker, "Kommunal-Pulse Workflow")
+    install_problem_handlers(app)
     app.include_router(router)
+    app.include_router(views)
     return app

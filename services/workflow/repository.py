@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
+import orjson
 
 from shared.db import Conn
 
+CASE_COLUMNS = """case_id, application_id, municipality, service, definition, definition_version, state,
+    current_step, step_entered_at, attempts, last_error, context, event_seq, outcome, opened_at, closed_at"""
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """jsonb as Python objects (orjson) on every pooled connection."""
+    await conn.set_type_codec("jsonb", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
+                              schema="pg_catalog")
+
+
+# --- inbox and pending events --------------------------------------------------------------------------
 
 async def claim_inbox(conn: Conn, event_id: UUID) -> bool:
     """Record an incoming event id; False if it was processed before."""
@@ -17,16 +31,95 @@ async def claim_inbox(conn: Conn, event_id: UUID) -> bool:
     return row is not None
 
 
-async def open_case(conn: Conn, case: dict[str, object]) -> bool:
+async def add_pending(conn: Conn, event_id: UUID, application_id: str, body: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO wf_pending (event_id, application_id, body) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        event_id, application_id, body,
+    )
+
+
+async def take_pending(conn: Conn, application_id: str) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "DELETE FROM wf_pending WHERE application_id = $1 RETURNING body, received_at", application_id
+    )
+    return [r["body"] for r in sorted(rows, key=lambda r: r["received_at"])]
+
+
+# --- definitions ---------------------------------------------------------------------------------------
+
+async def register_definition(conn: Conn, name: str, version: int, service: str | None, checksum: str,
+                              body: dict[str, Any]) -> str:
+    """Store a definition version once; return the checksum stored (differs if the version was changed)."""
+    await conn.execute(
+        """INSERT INTO wf_definitions (name, version, service, checksum, body) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (name, version) DO NOTHING""",
+        name, version, service, checksum, body,
+    )
+    stored: str = await conn.fetchval(
+        "SELECT checksum FROM wf_definitions WHERE name = $1 AND version = $2", name, version
+    )
+    return stored
+
+
+# --- cases ---------------------------------------------------------------------------------------------
+
+async def insert_case(conn: Conn, case: dict[str, Any]) -> bool:
     row = await conn.fetchval(
-        """INSERT INTO wf_cases (case_id, application_id, municipality, service, definition,
-                                 definition_version, state, opened_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (application_id) DO NOTHING RETURNING case_id""",
+        """INSERT INTO wf_cases (case_id, application_id, municipality, service, definition, definition_version,
+                                 state, current_step, step_entered_at, context, opened_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+           ON CONFLICT (application_id) DO NOTHING RETURNING case_id""",
         case["case_id"], case["application_id"], case["municipality"], case["service"], case["definition"],
-        case["definition_version"], case["state"], case["opened_at"],
+        case["definition_version"], case["state"], case["current_step"], case["step_entered_at"],
+        case["context"], case["opened_at"],
     )
     return row is not None
 
+
+async def lock_case(conn: Conn, case_id: UUID, skip_locked: bool = False) -> dict[str, Any] | None:
+    """Row-lock a case for an update; with skip_locked, None when another transaction holds it."""
+    suffix = "FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE"
+    row = await conn.fetchrow(f"SELECT {CASE_COLUMNS} FROM wf_cases WHERE case_id = $1 {suffix}", case_id)
+    return dict(row) if row else None
+
+
+async def lock_case_by_application(conn: Conn, application_id: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        f"SELECT {CASE_COLUMNS} FROM wf_cases WHERE application_id = $1 FOR UPDATE", application_id
+    )
+    return dict(row) if row else None
+
+
+async def save_case(conn: Conn, case: dict[str, Any]) -> None:
+    await conn.execute(
+        """UPDATE wf_cases SET state = $2, current_step = $3, step_entered_at = $4, attempts = $5,
+               last_error = $6, context = $7, event_seq = $8, outcome = $9, closed_at = $10, updated_at = now()
+           WHERE case_id = $1""",
+        case["case_id"], case["state"], case["current_step"], case["step_entered_at"], case["attempts"],
+        case["last_error"], case["context"], case["event_seq"], case["outcome"], case["closed_at"],
+    )
+
+
+async def get_case(conn: Conn, case_id: UUID) -> dict[str, Any] | None:
+    row = await conn.fetchrow(f"SELECT {CASE_COLUMNS} FROM wf_cases WHERE case_id = $1", case_id)
+    return dict(row) if row else None
+
+
+async def list_cases(conn: Conn, municipalities: list[str], state: str | None, limit: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"""SELECT {CASE_COLUMNS} FROM wf_cases WHERE municipality = ANY($1::text[])
+            AND ($2::text IS NULL OR state = $2) ORDER BY opened_at DESC LIMIT $3""",
+        municipalities, state, limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def count_cases_by_state(conn: Conn) -> dict[str, int]:
+    rows = await conn.fetch("SELECT state, count(*) AS n FROM wf_cases GROUP BY state")
+    return {r["state"]: r["n"] for r in rows}
+
+
+# --- outbox --------------------------------------------------------------------------------------------
 
 async def add_outbox(conn: Conn, rows: list[tuple[str, bytes, bytes]]) -> None:
     if rows:
@@ -36,15 +129,150 @@ async def add_outbox(conn: Conn, rows: list[tuple[str, bytes, bytes]]) -> None:
 async def take_unpublished(conn: Conn, limit: int) -> list[asyncpg.Record]:
     """Lock a slice of unpublished rows; concurrent relays skip each other's rows."""
     return await conn.fetch(
-        """SELECT id, topic, key, payload FROM wf_outbox WHERE published_at IS NULL
+        """SELECT id, topic, key, payload, created_at FROM wf_outbox WHERE published_at IS NULL
            ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
         limit,
     )
 
 
-async def mark_published(conn: Conn, ids: list[int]) -> None:
-    await conn.execute("UPDATE wf_outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ids)
+async def mark_published(conn: Conn, ids: list[int]) -> datetime:
+    now: datetime = await conn.fetchval(
+        "UPDATE wf_outbox SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[]) RETURNING published_at", ids
+    )
+    return now
 
 
-async def get_case(conn: Conn, case_id: UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM wf_cases WHERE case_id = $1", case_id)
+async def oldest_unpublished_age_s(conn: Conn) -> float:
+    age = await conn.fetchval(
+        """SELECT EXTRACT(EPOCH FROM now() - min(created_at)) FROM wf_outbox WHERE published_at IS NULL"""
+    )
+    return float(age or 0.0)
+
+
+# --- timers --------------------------------------------------------------------------------------------
+
+async def set_timer(conn: Conn, case_id: UUID, name: str, step: str | None, due_at: datetime) -> None:
+    await conn.execute(
+        """INSERT INTO wf_due (case_id, name, step, due_at) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (case_id, name) DO UPDATE SET step = EXCLUDED.step, due_at = EXCLUDED.due_at, attempts = 0""",
+        case_id, name, step, due_at,
+    )
+
+
+async def clear_step_timers(conn: Conn, case_id: UUID) -> None:
+    await conn.execute("DELETE FROM wf_due WHERE case_id = $1 AND step IS NOT NULL", case_id)
+
+
+async def clear_timers(conn: Conn, case_id: UUID, names: list[str] | None = None) -> None:
+    if names is None:
+        await conn.execute("DELETE FROM wf_due WHERE case_id = $1", case_id)
+    else:
+        await conn.execute("DELETE FROM wf_due WHERE case_id = $1 AND name = ANY($2::text[])", case_id, names)
+
+
+async def get_timer(conn: Conn, case_id: UUID, name: str) -> datetime | None:
+    due: datetime | None = await conn.fetchval(
+        "SELECT due_at FROM wf_due WHERE case_id = $1 AND name = $2", case_id, name
+    )
+    return due
+
+
+async def take_due(conn: Conn, now: datetime, limit: int) -> list[dict[str, Any]]:
+    """Lock due timers; another instance polling at the same time skips these rows."""
+    rows = await conn.fetch(
+        """SELECT id, case_id, name, step, due_at, attempts FROM wf_due WHERE due_at <= $1
+           ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED""",
+        now, limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def delete_due(conn: Conn, due_id: int) -> None:
+    await conn.execute("DELETE FROM wf_due WHERE id = $1", due_id)
+
+
+async def postpone_due(conn: Conn, due_id: int, due_at: datetime) -> None:
+    await conn.execute("UPDATE wf_due SET due_at = $2, attempts = attempts + 1 WHERE id = $1", due_id, due_at)
+
+
+async def timers_of(conn: Conn, case_id: UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch("SELECT name, step, due_at FROM wf_due WHERE case_id = $1 ORDER BY due_at", case_id)
+    return [dict(r) for r in rows]
+
+
+# --- tasks ---------------------------------------------------------------------------------------------
+
+async def queue_loads(conn: Conn, municipality: str, queues: list[str]) -> dict[str, int]:
+    rows = await conn.fetch(
+        """SELECT queue, count(*) AS n FROM wf_tasks WHERE municipality = $1 AND queue = ANY($2::text[])
+           AND status IN ('open', 'claimed') GROUP BY queue""",
+        municipality, queues,
+    )
+    return {r["queue"]: r["n"] for r in rows}
+
+
+async def create_task(conn: Conn, task: dict[str, Any]) -> None:
+    await conn.execute(
+        """INSERT INTO wf_tasks (task_id, case_id, step, queue, municipality, service, status, due_at, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8)""",
+        task["task_id"], task["case_id"], task["step"], task["queue"], task["municipality"], task["service"],
+        task["due_at"], task["created_at"],
+    )
+
+
+async def active_task(conn: Conn, case_id: UUID) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        "SELECT * FROM wf_tasks WHERE case_id = $1 AND status IN ('open', 'claimed')", case_id
+    )
+    return dict(row) if row else None
+
+
+async def get_task(conn: Conn, task_id: UUID) -> dict[str, Any] | None:
+    row = await conn.fetchrow("SELECT * FROM wf_tasks WHERE task_id = $1", task_id)
+    return dict(row) if row else None
+
+
+async def update_task(conn: Conn, task_id: UUID, **fields: Any) -> None:
+    allowed = {"status", "assignee", "queue", "due_at", "decision", "completed_at"}
+    assert set(fields) <= allowed, fields
+    names = sorted(fields)
+    sets = ", ".join(f"{n} = ${i + 2}" for i, n in enumerate(names))
+    await conn.execute(f"UPDATE wf_tasks SET {sets} WHERE task_id = $1", task_id, *[fields[n] for n in names])
+
+
+async def cancel_tasks(conn: Conn, case_id: UUID, now: datetime) -> None:
+    await conn.execute(
+        """UPDATE wf_tasks SET status = 'cancelled', completed_at = $2
+           WHERE case_id = $1 AND status IN ('open', 'claimed')""",
+        case_id, now,
+    )
+
+
+async def list_tasks(conn: Conn, municipalities: list[str], queue: str | None, status: list[str],
+                     due_before: datetime | None, limit: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT t.*, c.application_id, c.definition, c.definition_version FROM wf_tasks t
+           JOIN wf_cases c USING (case_id)
+           WHERE t.municipality = ANY($1::text[]) AND ($2::text IS NULL OR t.queue = $2)
+             AND t.status = ANY($3::text[]) AND ($4::timestamptz IS NULL OR t.due_at <= $4)
+           ORDER BY t.due_at NULLS LAST, t.created_at LIMIT $5""",
+        municipalities, queue, status, due_before, limit,
+    )
+    return [dict(r) for r in rows]
+
+
+# --- audit ---------------------------------------------------------------------------------------------
+
+async def add_audit(conn: Conn, rows: list[tuple[UUID, datetime, str, str, Any, Any, Any]]) -> None:
+    if rows:
+        await conn.executemany(
+            "INSERT INTO wf_audit (case_id, at, actor, action, before, after, detail) VALUES ($1,$2,$3,$4,$5,$6,$7)",
+            rows,
+        )
+
+
+async def audit_of(conn: Conn, case_id: UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT id, at, actor, action, before, after, detail FROM wf_audit WHERE case_id = $1 ORDER BY id", case_id
+    )
+    return [dict(r) for r in rows]

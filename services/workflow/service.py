@@ -1,47 +1,605 @@
-"""Workflow logic (no I/O): decide what a case does when an application event arrives."""
+"""Workflow engine: moves cases through their pinned definition.
+
+Every entry point (application event, timer, task decision, operator action) runs inside the caller's
+transaction: the case row is locked, the state change, its outbox rows, timers, tasks and audit rows are
+written on the same connection, and the caller commits. External effects (E-Akte) carry an idempotency key,
+so a step repeated after a crash before the commit files once.
+"""
 
 from __future__ import annotations
 
+import calendar
+import random
+import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
 
+import orjson
+
+from services.workflow import repository
+from services.workflow.adapters import Clock, EAkte, FilingRecord
+from services.workflow.definitions import (
+    AutomaticStep,
+    Definition,
+    EndStep,
+    HumanStep,
+    Registry,
+    TimerStep,
+    WaitStep,
+)
+from services.workflow.metrics import WorkflowMetrics
+from shared.db import Conn
 from shared.events import ApplicationEvent
 from shared.events import workflow as wf
 
-DEFINITION = "default"
-DEFINITION_VERSION = 1
+SOURCE = "kp-workflow"
+MAX_STEPS_PER_RUN = 100
+
+ACK_TEXT = (
+    "Ihr Antrag ist am {received} eingegangen. Die Bearbeitungsfrist beträgt {days} Tage und endet "
+    "voraussichtlich am {deadline}. {consequence} Rechtsgrundlage: {basis}. Bitte reichen Sie fehlende "
+    "Unterlagen nach Aufforderung fristgerecht nach; die Frist beginnt erst mit Eingang der vollständigen "
+    "Unterlagen."
+)
+CONSEQUENCE_TEXT = {
+    "genehmigungsfiktion": "Entscheidet die Behörde nicht innerhalb der Frist, gilt die Genehmigung als erteilt "
+                           "(Genehmigungsfiktion); die Frist kann einmal angemessen verlängert werden.",
+    "none": "Der Ablauf der Frist hat keine unmittelbare Rechtsfolge; Sie können sich bei Verzögerungen an die "
+            "Behörde wenden.",
+}
+
+
+class WorkflowError(Exception):
+    """A request that does not fit the case's current state (mapped to 409 by the API)."""
+
+
+class NotFound(Exception):
+    """Case or task not found (or not visible to the caller)."""
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """Calendar months, clamping the day (31 Jan + 1 month = end of February)."""
+    month0 = moment.month - 1 + months
+    year, month = moment.year + month0 // 12, month0 % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+def case_id_for(application_id: str) -> UUID:
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"kp:case:{application_id}")
 
 
 @dataclass
-class Decision:
-    """What to persist for one incoming event: a case to open and workflow events to emit."""
+class Engine:
+    registry: Registry
+    eakte: EAkte
+    clock: Clock
+    metrics: WorkflowMetrics
+    topic: str = "workflow.events.v1"
+    retry_jitter: float = 0.5
+    rng: random.Random = field(default_factory=random.Random)
 
-    open_case: dict[str, object] | None = None
-    emit: list[wf.WorkflowEventBase] = field(default_factory=list)
+    # --- entry points -------------------------------------------------------------------------------
+
+    async def on_application_event(self, conn: Conn, event: ApplicationEvent) -> str:
+        """Apply one application event; returns what happened (duplicate, pending, opened, applied, ignored)."""
+        if not await repository.claim_inbox(conn, event.id):
+            return "duplicate"
+        case = await repository.lock_case_by_application(conn, event.application_id)
+        if event.type == "application.submitted":
+            if case is not None:
+                run = self._run(conn, case)
+                run.audit(f"event:{event.source}", "duplicate_submission_ignored", {"event_id": str(event.id)})
+                await run.flush()
+                return "ignored"
+            return await self._open(conn, event)
+        if case is None:
+            await repository.add_pending(conn, event.id, event.application_id, event.model_dump(mode="json"))
+            return "pending"
+        run = self._run(conn, case)
+        await self._apply(run, event)
+        await run.flush()
+        return "applied"
+
+    async def on_timer(self, conn: Conn, due: dict[str, Any]) -> bool:
+        """Fire one locked timer row; False if its case is busy (the row stays for the next poll)."""
+        case = await repository.lock_case(conn, due["case_id"], skip_locked=True)
+        if case is None:
+            return False
+        await repository.delete_due(conn, due["id"])
+        now = self.clock.now()
+        self.metrics.timer_lag.labels(due["name"]).observe(max(0.0, (now - due["due_at"]).total_seconds()))
+        self.metrics.timers_fired.labels(due["name"]).inc()
+        run = self._run(conn, case)
+        if case["state"] == "closed" or (due["step"] is not None and due["step"] != case["current_step"]):
+            run.audit("timer", "stale_timer_ignored", {"timer": due["name"], "step": due["step"]})
+            await run.flush()
+            return True
+        await self._fire(run, due["name"], due["due_at"])
+        await run.flush()
+        return True
+
+    async def complete_task(self, conn: Conn, task_id: UUID, decision: str, actor: str,
+                            municipalities: set[str], reason: str | None = None) -> dict[str, Any]:
+        task = await repository.get_task(conn, task_id)
+        if task is None or task["municipality"] not in municipalities:
+            raise NotFound("task")
+        case = await repository.lock_case(conn, task["case_id"])
+        assert case is not None
+        task = await repository.get_task(conn, task_id)
+        assert task is not None
+        if task["status"] != "claimed" or task["assignee"] != actor:
+            raise WorkflowError("the task must be claimed by you before it can be completed")
+        run = self._run(conn, case)
+        step = run.definition.step(case["current_step"])
+        if not isinstance(step, HumanStep) or step.id != task["step"] or case["state"] != "task":
+            raise WorkflowError("the case is no longer at this task")
+        if decision not in step.decisions:
+            raise WorkflowError(f"decision {decision!r} is not offered here; choose one of {sorted(step.decisions)}")
+        if decision == "extend":
+            await self._extend_fiction(run, actor, reason)
+        await self._decide(run, step, task, decision, actor, reason)
+        await run.flush()
+        return run.case
+
+    async def claim_task(self, conn: Conn, task_id: UUID, actor: str, municipalities: set[str]) -> dict[str, Any]:
+        task = await self._visible_task(conn, task_id, municipalities)
+        if task["status"] == "claimed" and task["assignee"] != actor:
+            raise WorkflowError(f"the task is claimed by {task['assignee']}")
+        if task["status"] not in ("open", "claimed"):
+            raise WorkflowError(f"the task is {task['status']}")
+        await repository.update_task(conn, task_id, status="claimed", assignee=actor)
+        run = await self._locked_run(conn, task["case_id"])
+        run.audit(actor, "task_claimed", {"task_id": str(task_id), "queue": task["queue"]})
+        await run.flush()
+        return {**task, "status": "claimed", "assignee": actor}
+
+    async def reassign_task(self, conn: Conn, task_id: UUID, actor: str, municipalities: set[str],
+                            queue: str | None, assignee: str | None, reason: str | None) -> dict[str, Any]:
+        task = await self._visible_task(conn, task_id, municipalities)
+        if task["status"] not in ("open", "claimed"):
+            raise WorkflowError(f"the task is {task['status']}")
+        new_queue = queue or task["queue"]
+        status = "claimed" if assignee else "open"
+        await repository.update_task(conn, task_id, queue=new_queue, assignee=assignee, status=status)
+        run = await self._locked_run(conn, task["case_id"])
+        run.audit(actor, "task_reassigned", {"task_id": str(task_id), "reason": reason},
+                  before={"queue": task["queue"], "assignee": task["assignee"]},
+                  after={"queue": new_queue, "assignee": assignee})
+        if new_queue != task["queue"]:
+            run.emit("workflow.task.assigned", wf.TaskAssignedData(step=task["step"], queue=new_queue))
+        await run.flush()
+        return {**task, "queue": new_queue, "assignee": assignee, "status": status}
+
+    async def operator_retry(self, conn: Conn, case_id: UUID, actor: str, reason: str,
+                             municipalities: set[str]) -> dict[str, Any]:
+        """Run the parked step again now (attempts start over)."""
+        run = await self._locked_run(conn, case_id, municipalities)
+        if run.case["state"] not in ("parked", "retrying"):
+            raise WorkflowError(f"only parked or retrying cases can be retried; this one is {run.case['state']}")
+        before = run.snapshot()
+        await repository.clear_timers(conn, case_id, ["retry"])
+        run.case.update(state="running", attempts=0)
+        run.audit(actor, "operator_retry", {"reason": reason}, before=before)
+        await self._drive(run)
+        await run.flush()
+        return run.case
+
+    async def operator_skip(self, conn: Conn, case_id: UUID, actor: str, reason: str,
+                            municipalities: set[str]) -> dict[str, Any]:
+        """Leave the parked step as if it succeeded and continue with its default transition."""
+        run = await self._locked_run(conn, case_id, municipalities)
+        if run.case["state"] not in ("parked", "retrying"):
+            raise WorkflowError(f"only parked or retrying cases can be skipped; this one is {run.case['state']}")
+        step = run.definition.step(run.case["current_step"])
+        assert isinstance(step, AutomaticStep)
+        target = step.target(_default_outcome(step))
+        assert target is not None
+        before = run.snapshot()
+        run.case.update(attempts=0, last_error=None)
+        run.audit(actor, "operator_skip", {"reason": reason, "step": step.id}, before=before)
+        await self._enter(run, target)
+        await self._drive(run)
+        await run.flush()
+        return run.case
+
+    # --- opening and events -------------------------------------------------------------------------
+
+    async def _open(self, conn: Conn, event: ApplicationEvent) -> str:
+        assert event.type == "application.submitted"
+        definition = self.registry.for_service(event.service)
+        if definition is None:
+            raise WorkflowError(f"no workflow definition for service {event.service} and no fallback")
+        now = self.clock.now()
+        case: dict[str, Any] = {
+            "case_id": case_id_for(event.application_id), "application_id": event.application_id,
+            "municipality": event.municipality, "service": event.service, "definition": definition.name,
+            "definition_version": definition.version, "state": "running", "current_step": definition.start,
+            "step_entered_at": now, "attempts": 0, "last_error": None, "event_seq": 0, "outcome": None,
+            "opened_at": now, "closed_at": None,
+            "context": {"documents": sorted(set(event.data.documents)), "paid_cents": 0,
+                        "submitted_at": event.time.isoformat(), "channel": event.data.channel},
+        }
+        if not await repository.insert_case(conn, case):
+            return "ignored"
+        run = Run(self, conn, case, definition)
+        run.emit("workflow.case.opened", wf.CaseOpenedData())
+        run.audit(f"event:{event.source}", "case_opened", {"event_id": str(event.id)}, after=run.snapshot())
+        for body in await repository.take_pending(conn, event.application_id):
+            from shared.events import application_event_adapter
+
+            await self._apply(run, application_event_adapter.validate_python(body), drive=False)
+        if case["state"] != "closed":
+            await self._enter(run, definition.start)
+            await self._drive(run)
+        await run.flush()
+        return "opened"
+
+    async def _apply(self, run: Run, event: ApplicationEvent, drive: bool = True) -> None:
+        case, ctx = run.case, run.case["context"]
+        actor = f"event:{event.source}"
+        if case["state"] == "closed":
+            run.audit(actor, "event_after_close_ignored", {"type": event.type, "event_id": str(event.id)})
+            return
+        if event.type == "application.documents.added":
+            ctx["documents"] = sorted(set(ctx["documents"]) | set(event.data.documents))
+            run.audit(actor, "documents_added", {"documents": event.data.documents})
+        elif event.type == "application.payment.received":
+            ctx["paid_cents"] = int(ctx.get("paid_cents", 0)) + event.data.amount_cents
+            run.audit(actor, "payment_received", {"amount_cents": event.data.amount_cents,
+                                                  "method": event.data.method})
+        elif event.type == "application.withdrawn":
+            run.audit(actor, "withdrawn", {"event_id": str(event.id)})
+            await self._close(run, "withdrawn")
+            return
+        elif event.type == "application.decided":
+            ctx["decision"] = event.data.outcome
+            run.audit(actor, "decided_externally", {"outcome": event.data.outcome})
+            if case["state"] == "task" and drive:
+                step = run.definition.step(case["current_step"])
+                task = await repository.active_task(run.conn, case["case_id"])
+                if isinstance(step, HumanStep) and task is not None and event.data.outcome in step.decisions:
+                    await self._decide(run, step, task, event.data.outcome, actor, None)
+                    return
+        if drive and case["state"] == "waiting":
+            await self._drive(run)
+
+    # --- timers -------------------------------------------------------------------------------------
+
+    async def _fire(self, run: Run, name: str, due_at: datetime) -> None:
+        case = run.case
+        step = run.definition.step(case["current_step"]) if case["current_step"] else None
+        if name == "retry" and case["state"] == "retrying":
+            case["state"] = "running"
+            run.audit("timer", "retry_due", {"attempt": case["attempts"] + 1})
+            await self._drive(run)
+        elif name == "timer" and isinstance(step, TimerStep):
+            run.emit("workflow.step.completed", wf.StepCompletedData(step=step.id, duration_ms=_ms(run, step.id)))
+            await self._enter(run, step.next)
+            await self._drive(run)
+        elif name == "reminder" and isinstance(step, (WaitStep, HumanStep)) and step.deadline:
+            deadline = case["step_entered_at"] + step.deadline.after
+            run.audit("timer", "reminder", {"step": step.id, "deadline": deadline.isoformat()})
+            if isinstance(step, WaitStep):
+                missing = _missing(run.definition, case["context"]) if step.wait_for == "documents" else []
+                run.emit("workflow.notification.requested", wf.NotificationRequestedData(
+                    kind="erinnerung", deadline=deadline, documents=missing))
+            else:
+                run.emit("workflow.deadline.approaching",
+                         wf.DeadlineApproachingData(deadline=step.id, due_at=deadline))
+        elif name == "deadline" and isinstance(step, (WaitStep, HumanStep)) and step.deadline:
+            run.emit("workflow.deadline.breached", wf.DeadlineBreachedData(deadline=step.id))
+            run.audit("timer", "deadline_breached", {"step": step.id})
+            if step.deadline.on_breach:
+                await repository.cancel_tasks(run.conn, case["case_id"], run.now)
+                await self._enter(run, step.deadline.on_breach)
+                await self._drive(run)
+            elif isinstance(step, HumanStep) and step.deadline.escalate_to_queue:
+                task = await repository.active_task(run.conn, case["case_id"])
+                if task is not None:
+                    queue = step.deadline.escalate_to_queue
+                    await repository.update_task(run.conn, task["task_id"], queue=queue, status="open",
+                                                 assignee=None)
+                    run.emit("workflow.task.assigned", wf.TaskAssignedData(step=step.id, queue=queue))
+                    run.audit("timer", "task_escalated", {"task_id": str(task["task_id"])},
+                              before={"queue": task["queue"]}, after={"queue": queue})
+        elif name == "fiction_alert":
+            due = datetime.fromisoformat(case["context"]["fiction_due"])
+            run.emit("workflow.deadline.approaching",
+                     wf.DeadlineApproachingData(deadline="genehmigungsfiktion", due_at=due))
+            run.audit("timer", "fiction_alert", {"fiction_due": due.isoformat()})
+        elif name == "fiction" and run.definition.fiction is not None:
+            run.emit("workflow.deadline.breached", wf.DeadlineBreachedData(deadline="genehmigungsfiktion"))
+            case["context"]["fiction_occurred"] = True
+            case["context"]["decision"] = "approved"
+            run.audit("timer", "genehmigungsfiktion_eingetreten", {"fiction_due": case["context"]["fiction_due"]})
+            await repository.cancel_tasks(run.conn, case["case_id"], run.now)
+            if case["state"] in ("running", "retrying", "parked"):
+                case["attempts"], case["last_error"] = 0, None
+            await self._enter(run, run.definition.fiction.on_fiction)
+            await self._drive(run)
+        else:
+            run.audit("timer", "timer_ignored", {"timer": name, "state": case["state"]})
+
+    # --- the state machine --------------------------------------------------------------------------
+
+    async def _enter(self, run: Run, step_id: str) -> None:
+        case = run.case
+        step = run.definition.step(step_id)
+        await repository.clear_step_timers(run.conn, case["case_id"])
+        before = run.snapshot()
+        case["current_step"], case["step_entered_at"] = step_id, run.now
+        case["attempts"], case["last_error"] = 0, None
+        case["state"] = {"automatic": "running", "end": "running", "human": "task"}.get(step.kind, "waiting")
+        run.emit("workflow.step.started", wf.StepStartedData(step=step_id, kind=step.kind))
+        run.audit("system", "step_entered", {"step": step_id, "kind": step.kind}, before=before,
+                  after=run.snapshot())
+        if isinstance(step, (WaitStep, HumanStep)) and step.deadline:
+            d = step.deadline
+            await repository.set_timer(run.conn, case["case_id"], "deadline", step_id, run.now + d.after)
+            if d.reminder_before:
+                await repository.set_timer(run.conn, case["case_id"], "reminder", step_id,
+                                           run.now + d.after - d.reminder_before)
+        if isinstance(step, TimerStep):
+            await repository.set_timer(run.conn, case["case_id"], "timer", step_id, run.now + step.after)
+        if isinstance(step, HumanStep):
+            await self._assign(run, step)
+
+    async def _assign(self, run: Run, step: HumanStep) -> None:
+        case = run.case
+        candidates = step.assignment.by_municipality.get(case["municipality"], step.assignment.queues)
+        loads = await repository.queue_loads(run.conn, case["municipality"], candidates)
+        queue = min(candidates, key=lambda q: (loads.get(q, 0), candidates.index(q)))
+        due = run.now + step.deadline.after if step.deadline else None
+        task_id = uuid.uuid4()
+        await repository.create_task(run.conn, {
+            "task_id": task_id, "case_id": case["case_id"], "step": step.id, "queue": queue,
+            "municipality": case["municipality"], "service": case["service"], "due_at": due, "created_at": run.now,
+        })
+        run.emit("workflow.task.assigned", wf.TaskAssignedData(step=step.id, queue=queue))
+        run.audit("system", "task_assigned", {"task_id": str(task_id), "queue": queue, "loads": loads})
+
+    async def _drive(self, run: Run) -> None:
+        """Run automatic steps and satisfied waits until the case needs a person, an event or time."""
+        case = run.case
+        for _ in range(MAX_STEPS_PER_RUN):
+            if case["state"] not in ("running", "waiting"):
+                return
+            step = run.definition.step(case["current_step"])
+            if isinstance(step, EndStep):
+                outcome = step.outcome if step.outcome != "decision" else case["context"].get("decision", "filed")
+                await self._close(run, outcome)
+                return
+            if isinstance(step, WaitStep):
+                if not _satisfied(run.definition, step, case):
+                    return
+                run.emit("workflow.step.completed", wf.StepCompletedData(step=step.id, duration_ms=_ms(run, step.id)))
+                await self._enter(run, step.next)
+                continue
+            if not isinstance(step, AutomaticStep) or case["state"] != "running":
+                return
+            started = time.perf_counter()
+            try:
+                outcome = await self._act(run, step)
+            except Exception as exc:  # any failing step is retried, then parked; never lost
+                self.metrics.step_latency.labels(step.action, "error").observe(time.perf_counter() - started)
+                await self._failed(run, step, exc)
+                return
+            self.metrics.step_latency.labels(step.action, "ok").observe(time.perf_counter() - started)
+            run.emit("workflow.step.completed", wf.StepCompletedData(step=step.id, duration_ms=_ms(run, step.id)))
+            target = step.target(outcome)
+            assert target is not None
+            await self._enter(run, target)
+        await self._failed(run, run.definition.step(case["current_step"]),
+                           RuntimeError(f"more than {MAX_STEPS_PER_RUN} steps without waiting"), park=True)
+
+    async def _failed(self, run: Run, step: Any, exc: Exception, park: bool = False) -> None:
+        case = run.case
+        case["attempts"] += 1
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        case["last_error"] = error
+        run.emit("workflow.step.failed", wf.StepFailedData(step=step.id, attempt=case["attempts"], error=error))
+        retry = step.retry if isinstance(step, AutomaticStep) else None
+        if park or retry is None or case["attempts"] >= retry.max_attempts:
+            before = run.snapshot()
+            case["state"] = "parked"
+            run.emit("workflow.case.parked", wf.CaseParkedData(step=step.id, error=error))
+            run.audit("system", "case_parked", {"error": error, "attempts": case["attempts"]}, before=before,
+                      after=run.snapshot())
+            self.metrics.cases_parked.inc()
+            return
+        delay = min(retry.max_s, retry.base_s * 2 ** (case["attempts"] - 1))
+        delay *= 1 + self.rng.uniform(0, self.retry_jitter)
+        case["state"] = "retrying"
+        await repository.set_timer(run.conn, case["case_id"], "retry", step.id, run.now + timedelta(seconds=delay))
+        run.audit("system", "step_failed", {"error": error, "attempt": case["attempts"], "retry_in_s": delay})
+        self.metrics.step_retries.labels(step.action).inc()
+
+    async def _decide(self, run: Run, step: HumanStep, task: dict[str, Any], decision: str, actor: str,
+                      reason: str | None) -> None:
+        await repository.update_task(run.conn, task["task_id"], status="done", decision=decision,
+                                     completed_at=run.now)
+        if decision != "extend":
+            run.case["context"]["decision"] = decision
+        run.audit(actor, "task_completed", {"task_id": str(task["task_id"]), "decision": decision,
+                                            "reason": reason})
+        run.emit("workflow.step.completed", wf.StepCompletedData(step=step.id, duration_ms=_ms(run, step.id)))
+        await self._enter(run, step.decisions[decision])  # type: ignore[index]
+        await self._drive(run)
+
+    async def _extend_fiction(self, run: Run, actor: str, reason: str | None) -> None:
+        fiction, ctx = run.definition.fiction, run.case["context"]
+        if fiction is None or "fiction_due" not in ctx:
+            raise WorkflowError("no Genehmigungsfiktion is being watched for this case")
+        if ctx.get("fiction_extended"):
+            raise WorkflowError("the Genehmigungsfiktion deadline may be extended only once")
+        old = datetime.fromisoformat(ctx["fiction_due"])
+        new = add_months(old, fiction.extension_months)
+        ctx["fiction_due"], ctx["fiction_extended"] = new.isoformat(), True
+        await repository.set_timer(run.conn, run.case["case_id"], "fiction", None, new)
+        await repository.set_timer(run.conn, run.case["case_id"], "fiction_alert", None, new - fiction.alert_before)
+        run.audit(actor, "fiction_extended", {"reason": reason}, before={"fiction_due": old.isoformat()},
+                  after={"fiction_due": new.isoformat()})
+        run.emit("workflow.notification.requested", wf.NotificationRequestedData(
+            kind="information", deadline=new, consequence="genehmigungsfiktion"))
+
+    async def _close(self, run: Run, outcome: str) -> None:
+        case = run.case
+        before = run.snapshot()
+        await repository.clear_timers(run.conn, case["case_id"])
+        await repository.cancel_tasks(run.conn, case["case_id"], run.now)
+        case.update(state="closed", outcome=outcome, closed_at=run.now, attempts=0, last_error=None)
+        seconds = max(0, int((run.now - case["opened_at"]).total_seconds()))
+        run.emit("workflow.case.closed", wf.CaseClosedData(outcome=outcome, processing_time_s=seconds))
+        run.audit("system", "case_closed", {"outcome": outcome, "processing_time_s": seconds}, before=before,
+                  after=run.snapshot())
+
+    # --- built-in automatic actions -----------------------------------------------------------------
+
+    async def _act(self, run: Run, step: AutomaticStep) -> str:
+        case, ctx, d = run.case, run.case["context"], run.definition
+        if step.action == "acknowledge":
+            deadline = run.now + timedelta(days=d.statutory.processing_days)
+            text = ACK_TEXT.format(
+                received=run.now.date().isoformat(), days=d.statutory.processing_days,
+                deadline=deadline.date().isoformat(), consequence=CONSEQUENCE_TEXT[d.statutory.consequence],
+                basis=d.statutory.legal_basis)
+            run.emit("workflow.notification.requested", wf.NotificationRequestedData(
+                kind="eingangsbestaetigung", deadline=deadline, consequence=d.statutory.consequence))
+            run.audit("system", "eingangsbestaetigung", {"text": text, "deadline": deadline.isoformat()})
+            return "done"
+        if step.action == "check_completeness":
+            missing = _missing(d, ctx)
+            ctx["missing"] = missing
+            return "incomplete" if missing else "complete"
+        if step.action == "request_documents":
+            nxt = d.step(step.target("done") or "")
+            within = nxt.deadline.after if isinstance(nxt, WaitStep) and nxt.deadline else timedelta(days=14)
+            run.emit("workflow.notification.requested", wf.NotificationRequestedData(
+                kind="nachforderung", deadline=run.now + within, documents=_missing(d, ctx)))
+            return "done"
+        if step.action == "calculate_fee":
+            assert d.fees is not None
+            fee = d.fees.fee_for(case["municipality"])
+            ctx["fee_cents"] = fee
+            if fee == 0:
+                return "free"
+            run.emit("workflow.notification.requested", wf.NotificationRequestedData(
+                kind="zahlungsaufforderung", amount_cents=fee, deadline=run.now + timedelta(days=14)))
+            run.audit("system", "fee_calculated", {"fee_cents": fee})
+            return "due"
+        if step.action == "file":
+            key = f"{case['case_id']}:{step.id}"
+            record = FilingRecord(
+                case_id=str(case["case_id"]), application_id=case["application_id"],
+                municipality=case["municipality"], service=case["service"], definition=d.name,
+                definition_version=d.version, step=step.id, decision=ctx.get("decision"),
+                documents=list(ctx.get("documents", [])), filed_at=run.now)
+            reference = await self.eakte.file(key, record)
+            ctx.setdefault("filed", {})[step.id] = reference
+            run.audit("system", "filed", {"idempotency_key": key, "reference": reference})
+            return "done"
+        if step.action == "notify":
+            assert step.notification is not None
+            run.emit("workflow.notification.requested", wf.NotificationRequestedData(kind=step.notification))
+            return "done"
+        if step.action == "start_fiction_watch":
+            assert d.fiction is not None
+            due = add_months(run.now, d.fiction.months)
+            ctx["fiction_due"] = due.isoformat()
+            await repository.set_timer(run.conn, case["case_id"], "fiction", None, due)
+            await repository.set_timer(run.conn, case["case_id"], "fiction_alert", None, due - d.fiction.alert_before)
+            run.audit("system", "fiction_watch_started", {"fiction_due": due.isoformat()})
+            return "done"
+        if step.action == "stop_fiction_watch":
+            await repository.clear_timers(run.conn, case["case_id"], ["fiction", "fiction_alert"])
+            run.audit("system", "fiction_watch_stopped", {})
+            return "done"
+        raise AssertionError(step.action)
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def _run(self, conn: Conn, case: dict[str, Any]) -> Run:
+        return Run(self, conn, case, self.registry.get(case["definition"], case["definition_version"]))
+
+    async def _locked_run(self, conn: Conn, case_id: UUID, municipalities: set[str] | None = None) -> Run:
+        case = await repository.lock_case(conn, case_id)
+        if case is None or (municipalities is not None and case["municipality"] not in municipalities):
+            raise NotFound("case")
+        return self._run(conn, case)
+
+    async def _visible_task(self, conn: Conn, task_id: UUID, municipalities: set[str]) -> dict[str, Any]:
+        task = await repository.get_task(conn, task_id)
+        if task is None or task["municipality"] not in municipalities:
+            raise NotFound("task")
+        await repository.lock_case(conn, task["case_id"])
+        fresh = await repository.get_task(conn, task_id)
+        assert fresh is not None
+        return fresh
 
 
-def on_application_event(event: ApplicationEvent, now: datetime | None = None) -> Decision:
-    """A submitted application opens a case and is acknowledged automatically (Eingangsbestätigung)."""
-    now = now or datetime.now(UTC)
-    if event.type != "application.submitted":
-        return Decision()
-    case_id = uuid.uuid5(uuid.NAMESPACE_URL, f"kp:case:{event.application_id}")
-    common = {
-        "source": "kp-workflow", "time": now, "municipality": event.municipality, "service": event.service,
-        "case_id": case_id, "application_id": event.application_id, "definition": DEFINITION,
-        "definition_version": DEFINITION_VERSION,
-    }
-    opened = wf.CaseOpened(id=uuid.uuid5(case_id, "opened"), type="workflow.case.opened", **common)
-    acked = wf.StepCompleted(
-        id=uuid.uuid5(case_id, "step:eingangsbestaetigung"), type="workflow.step.completed",
-        data=wf.StepCompletedData(step="eingangsbestaetigung"), **common,
-    )
-    return Decision(
-        open_case={
-            "case_id": case_id, "application_id": event.application_id, "municipality": event.municipality,
-            "service": event.service, "definition": DEFINITION, "definition_version": DEFINITION_VERSION,
-            "state": "acknowledged", "opened_at": event.time,
-        },
-        emit=[opened, acked],
-    )
+@dataclass
+class Run:
+    """One case inside one transaction: collects outbox and audit rows, written by `flush`."""
+
+    engine: Engine
+    conn: Conn
+    case: dict[str, Any]
+    definition: Definition
+    outbox: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    audit_rows: list[tuple[UUID, datetime, str, str, Any, Any, Any]] = field(default_factory=list)
+    now: datetime = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.now = self.engine.clock.now()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"state": self.case["state"], "step": self.case["current_step"]}
+
+    def emit(self, type_: str, data: Any) -> None:
+        c = self.case
+        c["event_seq"] += 1
+        event = wf.workflow_event_adapter.validate_python({
+            "id": uuid.uuid5(c["case_id"], f"event:{c['event_seq']}"), "type": type_, "source": SOURCE,
+            "time": self.now, "municipality": c["municipality"], "service": c["service"], "case_id": c["case_id"],
+            "application_id": c["application_id"], "definition": c["definition"],
+            "definition_version": c["definition_version"], "data": data,
+        })
+        self.outbox.append((self.engine.topic, event.kafka_key, orjson.dumps(event.model_dump(mode="json"))))
+
+    def audit(self, actor: str, action: str, detail: dict[str, Any], before: Any = None, after: Any = None) -> None:
+        self.audit_rows.append((self.case["case_id"], self.now, actor, action, before, after, detail))
+
+    async def flush(self) -> None:
+        await repository.save_case(self.conn, self.case)
+        await repository.add_outbox(self.conn, self.outbox)
+        await repository.add_audit(self.conn, self.audit_rows)
+        self.outbox, self.audit_rows = [], []
+
+
+def _missing(definition: Definition, ctx: dict[str, Any]) -> list[str]:
+    have = set(ctx.get("documents", []))
+    return [d for d in definition.required_documents if d not in have]
+
+
+def _satisfied(definition: Definition, step: WaitStep, case: dict[str, Any]) -> bool:
+    ctx = case["context"]
+    if step.wait_for == "documents":
+        return not _missing(definition, ctx)
+    return int(ctx.get("paid_cents", 0)) >= int(ctx.get("fee_cents", 0))
+
+
+def _default_outcome(step: AutomaticStep) -> str:
+    from services.workflow.definitions import ACTION_OUTCOMES
+
+    return ACTION_OUTCOMES[step.action][0]
+
+
+def _ms(run: Run, step_id: str) -> int:
+    entered = run.case.get("step_entered_at")
+    if entered is None or run.case.get("current_step") != step_id:
+        return 0
+    return max(0, int((run.now - entered).total_seconds() * 1000))

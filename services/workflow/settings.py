@@ -2,11 +2,62 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from services.workflow.definitions import DEFINITIONS_DIR
+from shared.kafka import APPLICATION_EVENTS, WORKFLOW_EVENTS
 from shared.settings import KPSettings
+
+
+class CallbackPlatform(BaseModel):
+    """Credentials of one platform posting FIT-Connect-style callbacks (HTTP Basic, secret stored as SHA-256)."""
+
+    secret_sha256: str
+    municipalities: list[str]
+    service: str | None = None
 
 
 class WorkflowSettings(KPSettings):
     port: int = 8004
     consumer_group: str = "kp-workflow"
+    application_topic: str = APPLICATION_EVENTS.name
+    workflow_topic: str = WORKFLOW_EVENTS.name
     relay_interval_s: float = 0.2
     relay_batch: int = 500
+    definitions_dir: Path = DEFINITIONS_DIR
+
+    timer_interval_s: float = 0.5
+    timer_batch: int = 100
+    metrics_interval_s: float = 5.0
+    retry_jitter: float = 0.5
+
+    eakte: Literal["filesystem", "http"] = "filesystem"
+    eakte_root: Path = Path(".run/eakte")
+    eakte_url: str | None = None
+    eakte_token: str | None = None
+
+    # OIDC: bearer JWTs signed by the issuer; keys from a JWKS URL, a file, or inline JSON (dev/test).
+    oidc_issuer: str | None = None
+    oidc_audience: str = "kommunal-pulse-workflow"
+    oidc_jwks_url: str | None = None
+    oidc_jwks_file: Path | None = None
+    oidc_jwks_json: str | None = None
+    oidc_roles_claim: str = "roles"
+    oidc_municipalities_claim: str = "municipalities"
+    oidc_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+
+    callback_platforms: dict[str, CallbackPlatform] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _production_needs_real_config(self) -> WorkflowSettings:
+        if self.environment == "production":
+            if not self.oidc_issuer or not self.oidc_jwks_url:
+                raise ValueError("KP_OIDC_ISSUER and KP_OIDC_JWKS_URL must be set in production")
+            if self.oidc_jwks_file or self.oidc_jwks_json:
+                raise ValueError("inline or file JWKS are for dev and test only")
+        if self.eakte == "http" and not self.eakte_url:
+            raise ValueError("KP_EAKTE_URL is required when KP_EAKTE=http")
+        return self

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import Field, StringConstraints, TypeAdapter
+from pydantic import AwareDatetime, Field, StringConstraints, TypeAdapter
 
-from shared.events.application import ApplicationId
+from shared.events.application import ApplicationId, Cents, DocumentType
 from shared.events.base import Contract, Envelope
 
 StepName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,64}$", strict=True)]
@@ -105,8 +105,49 @@ class CaseClosed(WorkflowEventBase):
     data: CaseClosedData
 
 
+class StepStartedData(Contract):
+    step: StepName
+    kind: Literal["automatic", "human", "wait", "timer", "end"]
+
+
+class StepStarted(WorkflowEventBase):
+    """A case entered a step of its definition."""
+
+    type: Literal["workflow.step.started"]
+    data: StepStartedData
+
+
+class NotificationRequestedData(Contract):
+    kind: Literal["eingangsbestaetigung", "nachforderung", "erinnerung", "zahlungsaufforderung", "bescheid",
+                  "fiktion_eingetreten", "information"]
+    deadline: AwareDatetime | None = None
+    consequence: Literal["genehmigungsfiktion", "none"] | None = None
+    amount_cents: Cents | None = None
+    documents: list[DocumentType] = Field(default_factory=list, max_length=50)
+
+
+class NotificationRequested(WorkflowEventBase):
+    """A message to the applicant's inbox (Postfach) was requested; codes only, no text or personal data."""
+
+    type: Literal["workflow.notification.requested"]
+    data: NotificationRequestedData
+
+
+class DeadlineApproachingData(Contract):
+    deadline: StepName
+    due_at: AwareDatetime
+
+
+class DeadlineApproaching(WorkflowEventBase):
+    """A deadline (e.g. the Genehmigungsfiktion) will pass soon; the clerk is alerted."""
+
+    type: Literal["workflow.deadline.approaching"]
+    data: DeadlineApproachingData
+
+
 WorkflowEvent = Annotated[
-    CaseOpened | StepCompleted | StepFailed | TaskAssigned | DeadlineBreached | CaseParked | CaseClosed,
+    CaseOpened | StepCompleted | StepFailed | TaskAssigned | DeadlineBreached | CaseParked | CaseClosed
+    | StepStarted | NotificationRequested | DeadlineApproaching,
     Field(discriminator="type"),
 ]
 workflow_event_adapter: TypeAdapter[WorkflowEvent] = TypeAdapter(WorkflowEvent)

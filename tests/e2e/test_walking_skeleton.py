@@ -6,6 +6,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -64,7 +65,7 @@ class TestUsageToOpenData:
 
 class TestApplicationToWorkflow:
     async def test_submitted_application_opens_case_and_is_acknowledged(
-        self, system: dict[str, ServiceProcess], kafka_bootstrap: str
+        self, system: dict[str, ServiceProcess], kafka_bootstrap: str, db: asyncpg.Connection
     ) -> None:
         event = application_submitted()
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
@@ -97,7 +98,13 @@ class TestApplicationToWorkflow:
             await consumer.stop()
         case_id = seen[0]["case_id"]
         async with httpx.AsyncClient(base_url=system["workflow"].url, timeout=10) as client:
-            case = (await client.get(f"/v1/cases/{case_id}")).json()
+            resp = await client.get(f"/v1/cases/{case_id}")
+        assert resp.status_code == 401  # case details need a clerk or operator token
+        assert resp.headers["content-type"].startswith("application/problem+json")
+        case = await db.fetchrow("SELECT application_id, state, current_step FROM wf_cases WHERE case_id = $1",
+                                 uuid.UUID(case_id))
+        assert case is not None
         assert case["application_id"] == event["application_id"]
-        assert case["state"] == "acknowledged"
+        # no documents came with it: after the Eingangsbestätigung the case waits for them (Nachforderung)
+        assert (case["state"], case["current_step"]) == ("waiting", "warten_unterlagen")
         assert len([e for e in seen if e["type"] == "workflow.case.opened"]) == 1

@@ -1,0 +1,35 @@
+"""Prometheus metrics of the workflow service (own registry, prefix `kp_workflow_`)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0)
+LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+
+
+class WorkflowMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.cases_by_state = Gauge("kp_workflow_cases", "Cases by state (refreshed periodically).", ["state"],
+                                    registry=r)
+        self.parked_cases = Gauge("kp_workflow_parked_cases", "Cases parked and waiting for an operator.",
+                                  registry=r)
+        self.step_latency = Histogram("kp_workflow_step_latency_seconds", "Duration of automatic steps.",
+                                      ["action", "result"], buckets=LATENCY_BUCKETS, registry=r)
+        self.step_retries = Counter("kp_workflow_step_retries_total", "Failed step attempts scheduled for retry.",
+                                    ["action"], registry=r)
+        self.cases_parked = Counter("kp_workflow_cases_parked_total", "Cases parked after exhausted retries.",
+                                    registry=r)
+        self.events = Counter("kp_workflow_application_events_total", "Application events consumed.",
+                              ["type", "result"], registry=r)
+        self.timer_lag = Histogram("kp_workflow_timer_lag_seconds", "Firing time minus due time of timers.",
+                                   ["timer"], buckets=LAG_BUCKETS, registry=r)
+        self.timers_fired = Counter("kp_workflow_timers_fired_total", "Timers fired.", ["timer"], registry=r)
+        self.outbox_lag = Histogram("kp_workflow_outbox_lag_seconds", "Outbox row creation to Kafka ack.",
+                                    buckets=LAG_BUCKETS, registry=r)
+        self.outbox_oldest = Gauge("kp_workflow_outbox_oldest_unpublished_seconds",
+                                   "Age of the oldest unpublished outbox row.", registry=r)
+        self.callbacks = Counter("kp_workflow_callbacks_total", "FIT-Connect-style callbacks.", ["event", "result"],
+                                 registry=r)

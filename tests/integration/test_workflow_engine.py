@@ -1,0 +1,189 @@
+"""Workflow engine through the real Kafka broker and PostgreSQL, time driven by a manual clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from services.workflow.adapters import FileSystemEAkte, ManualClock
+from tests.integration.test_workflow_support import (
+    RunningApp,
+    WfEnv,
+    audit_actions,
+    case_of,
+    follow_up,
+    outbox_of,
+    random_ags,
+    running_app,
+    submitted,
+    types,
+    wf_env,
+)
+from tests.waiting import eventually
+
+__all__ = ["wf_env"]
+
+WOHNSITZ = "99115005104000"
+GEWERBE = "99050012104000"
+BAU = "99012070006001"
+WOHNSITZ_DOCS = ["wohnungsgeberbestaetigung", "ausweisdokument"]
+BAU_DOCS = ["lageplan", "bauzeichnungen", "baubeschreibung", "standsicherheitsnachweis"]
+
+
+@pytest.fixture(scope="module")
+async def wf(wf_env: WfEnv) -> AsyncIterator[RunningApp]:
+    async with running_app(wf_env, clock=ManualClock(datetime.now(UTC)),
+                           eakte=FileSystemEAkte(wf_env.eakte_root)) as running:
+        yield running
+
+
+def clock(wf: RunningApp) -> ManualClock:
+    assert isinstance(wf.clock, ManualClock)
+    return wf.clock
+
+
+async def wait_case(env: WfEnv, application_id: str, check: Any, timeout: float = 30) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        return await case_of(env.database_url, application_id)
+
+    result = await eventually(probe, lambda c: c is not None and check(c), timeout=timeout)
+    assert result is not None
+    return result
+
+
+class TestWohnsitzanmeldung:
+    async def test_complete_application_runs_from_submission_to_filing(self, wf: RunningApp, wf_env: WfEnv) -> None:
+        ags = random_ags()
+        event = submitted(ags, WOHNSITZ, WOHNSITZ_DOCS)
+        consumer = AIOKafkaConsumer(wf_env.workflow_topic, bootstrap_servers=wf_env.kafka_bootstrap,
+                                    auto_offset_reset="earliest", group_id=f"t-{event['application_id']}")
+        await consumer.start()
+        try:
+            await wf_env.publish(event)
+            case = await wait_case(wf_env, event["application_id"], lambda c: c["state"] == "closed")
+            seen: list[dict[str, Any]] = []
+
+            async def from_kafka() -> list[dict[str, Any]]:
+                for records in (await consumer.getmany(timeout_ms=300)).values():
+                    seen.extend(p for r in records if (p := orjson.loads(r.value))["application_id"]
+                                == event["application_id"])
+                return seen
+
+            await eventually(from_kafka, lambda s: "workflow.case.closed" in types(s), timeout=30)
+        finally:
+            await consumer.stop()
+
+        assert case["outcome"] == "filed"
+        assert case["definition"] == "wohnsitz-anmeldung"
+        events = await outbox_of(wf_env.database_url, event["application_id"])
+        assert types(seen) == types(events)
+        completed = [e["data"]["step"] for e in events if e["type"] == "workflow.step.completed"]
+        assert completed == ["eingang", "vollstaendigkeit", "akte", "bescheid"]
+        ack = next(e for e in events if e["type"] == "workflow.notification.requested")
+        assert ack["data"]["kind"] == "eingangsbestaetigung"
+        assert ack["data"]["consequence"] == "none"
+        assert datetime.fromisoformat(ack["data"]["deadline"]) > datetime.fromisoformat(ack["time"])
+        closed = events[-1]
+        assert closed["type"] == "workflow.case.closed"
+        assert closed["data"]["outcome"] == "filed"
+        stored = FileSystemEAkte(wf_env.eakte_root).stored()
+        key = f"{case['case_id']}:akte"
+        assert stored[key]["calls"] == 1
+        assert stored[key]["record"]["documents"] == sorted(WOHNSITZ_DOCS)
+        actions = await audit_actions(wf_env.database_url, event["application_id"])
+        assert actions[0] == "case_opened"
+        assert "eingangsbestaetigung" in actions
+        assert actions[-1] == "case_closed"
+
+
+class TestNachforderung:
+    async def test_missing_documents_are_requested_reminded_and_the_deadline_hands_over_to_a_clerk(
+        self, wf: RunningApp, wf_env: WfEnv
+    ) -> None:
+        ags = random_ags()
+        event = submitted(ags, WOHNSITZ, ["ausweisdokument"])
+        await wf_env.publish(event)
+        app_id = event["application_id"]
+        await wait_case(wf_env, app_id, lambda c: c["current_step"] == "warten_unterlagen")
+        events = await outbox_of(wf_env.database_url, app_id)
+        request = [e for e in events if e["type"] == "workflow.notification.requested"][-1]
+        assert request["data"]["kind"] == "nachforderung"
+        assert request["data"]["documents"] == ["wohnungsgeberbestaetigung"]
+
+        clock(wf).advance(timedelta(days=10, seconds=1))  # reminder is due 4 days before the 14-day deadline
+
+        async def notes() -> list[str]:
+            return [e["data"]["kind"] for e in await outbox_of(wf_env.database_url, app_id)
+                    if e["type"] == "workflow.notification.requested"]
+
+        await eventually(notes, lambda n: "erinnerung" in n)
+        assert (await case_of(wf_env.database_url, app_id) or {})["state"] == "waiting"
+
+        clock(wf).advance(timedelta(days=4))
+        case = await wait_case(wf_env, app_id, lambda c: c["current_step"] == "klaerung")
+        assert case["state"] == "task"
+        events = await outbox_of(wf_env.database_url, app_id)
+        assert {"deadline": "warten_unterlagen"} in [e["data"] for e in events
+                                                     if e["type"] == "workflow.deadline.breached"]
+        assert [e["data"]["queue"] for e in events if e["type"] == "workflow.task.assigned"] == ["meldewesen"]
+        assert (await notes()).count("erinnerung") == 1
+
+    async def test_documents_arriving_in_time_complete_the_case(self, wf: RunningApp, wf_env: WfEnv) -> None:
+        event = submitted(random_ags(), WOHNSITZ, ["ausweisdokument"])
+        await wf_env.publish(event)
+        await wait_case(wf_env, event["application_id"], lambda c: c["state"] == "waiting")
+        clock(wf).advance(timedelta(days=3))
+        await wf_env.publish(follow_up(event, "application.documents.added",
+                                       {"documents": ["wohnungsgeberbestaetigung"]}))
+        case = await wait_case(wf_env, event["application_id"], lambda c: c["state"] == "closed")
+        assert case["outcome"] == "filed"
+        events = await outbox_of(wf_env.database_url, event["application_id"])
+        assert "workflow.deadline.breached" not in types(events)
+
+
+class TestDuplicatesAndOrder:
+    async def test_duplicate_deliveries_count_once(self, wf: RunningApp, wf_env: WfEnv) -> None:
+        event = submitted(random_ags(), WOHNSITZ, ["ausweisdokument"])
+        docs = follow_up(event, "application.documents.added", {"documents": ["wohnungsgeberbestaetigung"]})
+        other_id_same_application = {**event, "id": "00000000-0000-4000-8000-" + event["id"][-12:]}
+        await wf_env.publish(event, event, other_id_same_application, docs, docs)
+        await wait_case(wf_env, event["application_id"], lambda c: c["state"] == "closed")
+        events = await outbox_of(wf_env.database_url, event["application_id"])
+        assert types(events).count("workflow.case.opened") == 1
+        assert types(events).count("workflow.case.closed") == 1
+        actions = await audit_actions(wf_env.database_url, event["application_id"])
+        assert actions.count("documents_added") == 1
+        assert actions.count("duplicate_submission_ignored") == 1
+
+    async def test_events_before_the_submission_are_kept_and_applied_on_open(
+        self, wf: RunningApp, wf_env: WfEnv
+    ) -> None:
+        event = submitted(random_ags(), WOHNSITZ, ["ausweisdokument"])
+        docs = follow_up(event, "application.documents.added", {"documents": ["wohnungsgeberbestaetigung"]})
+        await wf_env.publish(docs)
+        await wf_env.publish(event)
+        case = await wait_case(wf_env, event["application_id"], lambda c: c["state"] == "closed")
+        assert case["outcome"] == "filed"
+        events = await outbox_of(wf_env.database_url, event["application_id"])
+        kinds = [e["data"]["kind"] for e in events if e["type"] == "workflow.notification.requested"]
+        assert "nachforderung" not in kinds
+
+    async def test_withdrawal_closes_the_case_and_later_events_change_nothing(
+        self, wf: RunningApp, wf_env: WfEnv
+    ) -> None:
+        event = submitted(random_ags(), WOHNSITZ, [])
+        await wf_env.publish(event)
+        await wait_case(wf_env, event["application_id"], lambda c: c["state"] == "waiting")
+        await wf_env.publish(follow_up(event, "application.withdrawn", {}),
+                             follow_up(event, "application.documents.added", {"documents": WOHNSITZ_DOCS}))
+        case = await wait_case(wf_env, event["application_id"], lambda c: c["state"] == "closed")
+        assert case["outcome"] == "withdrawn"
+        await eventually(lambda: audit_actions(wf_env.database_url, event["application_id"]),
+                         lambda a: "event_after_close_ignored" in a)
+        events = await outbox_of(wf_env.database_url, event["application_id"])
+        assert types(events).count("workflow.case.closed") == 1
