@@ -53,3 +53,23 @@ def application_submitted(
         "application_id": application_id or f"APP-{uuid.uuid4().hex[:12]}",
         "data": {"channel": "online", "documents": documents or []},
     }
+
+
+def portal_dataset(name: str | None = None, *, municipality: str = OFFENBACH, **overrides: Any) -> dict[str, Any]:
+    """A valid DCAT-AP.de description of a registered (non-KPI) dataset for the data portal."""
+    doc: dict[str, Any] = {
+        "name": name or f"ds-{uuid.uuid4().hex[:12]}",
+        "municipality": municipality,
+        "title": "Parkplätze in der Innenstadt",
+        "description": "Lage und Kapazität der öffentlichen Parkplätze und Parkhäuser in der Innenstadt.",
+        "keywords": ["Parken", "Verkehr"],
+        "themes": ["http://publications.europa.eu/resource/authority/data-theme/TRAN"],
+        "licence": "http://dcat-ap.de/def/licenses/dl-by-de/2.0",
+        "contact_point": {"name": "Open-Data-Team", "email": "opendata@example.org"},
+        "temporal": {"start": "2024-01-01", "end": "2024-12-31"},
+        "frequency": "http://publications.europa.eu/resource/authority/frequency/MONTHLY",
+        "distributions": [{"title": "Parkplätze (JSON)", "access_url": "https://example.org/parken.json",
+                           "format": "JSON"}],
+    }
+    doc.update(overrides)
+    return doc

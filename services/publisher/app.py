@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from services.publisher import catalog
 from services.publisher.api import router
 from services.publisher.catalog_api import router as catalog_router
+from services.publisher.portal import install as install_portal
 from services.publisher.settings import PublisherSettings
 from shared.db import create_pool
 from shared.observability import install_ops
@@ -40,4 +41,5 @@ def create_app(settings: PublisherSettings | None = None) -> FastAPI:
         catalog.CatalogAgent(id="kommunal-pulse", name=settings.catalog_publisher_name), settings.catalog_contact_email
     )
     app.include_router(catalog_router)
+    install_portal(app)
     return app

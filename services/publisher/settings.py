@@ -19,3 +19,5 @@ class PublisherSettings(KPSettings):
     catalog_contact_email: str | None = None
     catalog_contributor_id: str | None = None
     catalog_page_size: int = 100
+    # data portal (registered datasets)
+    portal_max_upload_bytes: int = 20 * 1024 * 1024

@@ -1,0 +1,226 @@
+"""HTTP adapters of the data portal: write API for data officers, search, hosted files, CKAN Action API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from services.publisher.portal import ckan, service
+from services.publisher.portal.repository import SearchQuery
+from services.publisher.portal.schemas import Dataset, DatasetIn, History, SearchResult, UploadResult
+from services.publisher.portal.validation import Problem, _path
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    s: {"description": d, "content": {"application/problem+json": {}}}
+    for s, d in ((401, "No or unknown API key"), (403, "Key not scoped to the municipality"),
+                 (404, "No such dataset"), (409, "Name taken / dataset withdrawn"),
+                 (422, "Invalid fields, each named in `errors`"))
+}
+
+
+def problem_response(p: Problem) -> JSONResponse:
+    return JSONResponse(p.body(), status_code=p.status, media_type="application/problem+json")
+
+
+class ProblemRoute(APIRoute):
+    """Renders `Problem` and request validation errors as RFC 9457 problem details naming each field."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await original(request)
+            except Problem as p:
+                return problem_response(p)
+            except RequestValidationError as exc:
+                errors = [
+                    {"field": _path(tuple(e["loc"][1:]) if e["loc"][:1] == ("body",) else tuple(e["loc"])),
+                     "code": str(e["type"]), "detail": str(e["msg"]).removeprefix("Value error, ")}
+                    for e in exc.errors()
+                ]
+                return problem_response(Problem(
+                    422, "Invalid request", f"{len(errors)} field(s) invalid: "
+                    + ", ".join(e["field"] for e in errors), "invalid-dataset", {"errors": errors},
+                ))
+
+        return handler
+
+
+router = APIRouter(route_class=ProblemRoute, tags=["portal"])
+ckan_router = APIRouter(tags=["ckan"])
+
+Authorization = Annotated[str | None, Header(description="Bearer <data officer key>")]
+ApiKey = Annotated[str | None, Header(alias="X-API-Key", description="alternative to Authorization")]
+
+
+def _base(request: Request) -> str:
+    return str(request.app.state.settings.public_base_url).rstrip("/")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@router.post("/v1/portal/datasets", status_code=201, response_model=Dataset, responses=PROBLEM_RESPONSES,
+             summary="Register a dataset (data officers)")
+async def create_dataset(
+    request: Request, response: Response, ds: DatasetIn, authorization: Authorization = None, x_api_key: ApiKey = None
+) -> Dataset:
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        officer = await service.authenticate(conn, service.bearer_key(authorization, x_api_key))
+        created = await service.create(conn, officer, ds, _now(), _base(request))
+    response.headers["Location"] = f"/v1/portal/datasets/{created.name}"
+    return created
+
+
+@router.put("/v1/portal/datasets/{name}", response_model=Dataset, responses=PROBLEM_RESPONSES,
+            summary="Replace a dataset's description (hosted files stay)")
+async def update_dataset(
+    request: Request, name: str, ds: DatasetIn, authorization: Authorization = None, x_api_key: ApiKey = None
+) -> Dataset:
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        officer = await service.authenticate(conn, service.bearer_key(authorization, x_api_key))
+        return await service.update(conn, officer, name, ds, _now(), _base(request))
+
+
+@router.delete("/v1/portal/datasets/{name}", response_model=Dataset, responses=PROBLEM_RESPONSES,
+               summary="Withdraw a dataset (leaves catalog, search and CKAN API; stays in the history)")
+async def withdraw_dataset(
+    request: Request, name: str, authorization: Authorization = None, x_api_key: ApiKey = None
+) -> Dataset:
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        officer = await service.authenticate(conn, service.bearer_key(authorization, x_api_key))
+        return await service.withdraw(conn, officer, name, _now(), _base(request))
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise Problem(413, "Payload Too Large", f"file exceeds {limit} bytes", "file-too-large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, "Payload Too Large", f"file exceeds {limit} bytes", "file-too-large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.put(
+    "/v1/portal/datasets/{name}/files/{filename}", status_code=201, response_model=UploadResult,
+    responses={**PROBLEM_RESPONSES, 413: {"description": "File too large"},
+               415: {"description": "Not CSV/JSON/GeoJSON"},
+               422: {"description": "Invalid file; for CSV the Frictionless report is in `report`"}},
+    summary="Upload a file (CSV, JSON, GeoJSON) as a new hosted distribution; the request body is the file",
+)
+async def upload_file(
+    request: Request, name: str, filename: str, title: Annotated[str | None, Query(max_length=300)] = None,
+    authorization: Authorization = None, x_api_key: ApiKey = None,
+) -> UploadResult:
+    limit = request.app.state.settings.portal_max_upload_bytes
+    body = await _read_capped(request, limit)
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        officer = await service.authenticate(conn, service.bearer_key(authorization, x_api_key))
+        return await service.add_file(conn, officer, name, filename, body, title, limit, _now(), _base(request))
+
+
+@router.get("/v1/portal/datasets", response_model=SearchResult, summary="Search published datasets (German)")
+async def search_datasets(
+    request: Request,
+    q: Annotated[str | None, Query(max_length=500, description="German full-text query")] = None,
+    municipality: Annotated[list[str] | None, Query(description="AGS, repeatable")] = None,
+    theme: Annotated[list[str] | None, Query(description="EU data-theme IRI, repeatable")] = None,
+    format: Annotated[list[str] | None, Query(description="EU file-type name (CSV, JSON, GEOJSON, ...)")] = None,
+    licence: Annotated[list[str] | None, Query(description="dcat-ap.de licence IRI, repeatable")] = None,
+    keyword: Annotated[list[str] | None, Query()] = None,
+    sort: Literal["relevance", "date", "title"] = "relevance",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+    size: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> SearchResult:
+    query = SearchQuery(text=(q or "").strip() or None, municipalities=municipality or [], themes=theme or [],
+                        formats=format or [], licences=licence or [], keywords=keyword or [], sort=sort)
+    async with request.app.state.pool.acquire() as conn:
+        return await service.search(conn, query, page, size, _base(request))
+
+
+@router.get("/v1/portal/datasets/{name}", response_model=Dataset, responses=PROBLEM_RESPONSES,
+            summary="One published dataset (410 once withdrawn)")
+async def get_dataset(request: Request, name: str) -> Dataset:
+    async with request.app.state.pool.acquire() as conn:
+        return await service.get(conn, name, _base(request))
+
+
+@router.get("/v1/portal/datasets/{name}/history", response_model=History, responses=PROBLEM_RESPONSES,
+            summary="Every version of a dataset, withdrawals included")
+async def get_history(request: Request, name: str) -> History:
+    async with request.app.state.pool.acquire() as conn:
+        return await service.history(conn, name)
+
+
+@router.api_route("/portal/files/{file_id}/{filename}", methods=["GET", "HEAD"], summary="A hosted file",
+                  responses={304: {"description": "Not modified"}, 404: {"description": "No such file"}})
+async def get_file(
+    request: Request, file_id: str, filename: str,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    async with request.app.state.pool.acquire() as conn:
+        f = await service.hosted_file(conn, file_id, filename, if_none_match)
+    headers = {"ETag": f.etag, "Cache-Control": "public, max-age=300",
+               "Content-Disposition": f'inline; filename="{f.filename}"'}
+    if f.content is None:
+        return Response(status_code=304, headers=headers)
+    return Response(f.content, media_type=f.media_type, headers=headers)
+
+
+# --- CKAN Action API ------------------------------------------------------------------------------------------
+
+ACTIONS = ("package_search", "package_show", "organization_list", "tag_list")
+
+
+async def _ckan_params(request: Request) -> dict[str, Any]:
+    params: dict[str, Any] = dict(request.query_params)
+    if request.method == "POST":
+        raw = await request.body()
+        if raw:
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise ckan.CkanError(400, "Bad request", f"JSON Error: {exc}") from exc
+            if not isinstance(body, dict):
+                raise ckan.CkanError(400, "Bad request", "JSON Error: the body must be an object")
+            params.update(body)
+    return params
+
+
+@ckan_router.api_route("/api/3/action/{action}", methods=["GET", "POST"],
+                       summary="CKAN Action API (package_search, package_show, organization_list, tag_list)")
+@ckan_router.api_route("/api/action/{action}", methods=["GET", "POST"], include_in_schema=False)
+async def ckan_action(request: Request, action: str) -> JSONResponse:
+    help_url = f"{_base(request)}/api/3/action/help_show?name={action}"
+    try:
+        params = await _ckan_params(request)
+        async with request.app.state.pool.acquire() as conn:
+            if action == "package_search":
+                result: Any = await ckan.package_search(conn, params, _base(request))
+            elif action == "package_show":
+                result = await ckan.package_show(conn, params, _base(request))
+            elif action == "organization_list":
+                result = await ckan.organization_list(conn, params)
+            elif action == "tag_list":
+                result = await ckan.tag_list(conn, params)
+            elif action == "help_show":
+                result = f"CKAN-compatible read API of Kommunal-Pulse; actions: {', '.join(ACTIONS)}"
+            else:
+                raise ckan.CkanError(400, "Bad request", f"Bad request - Action name not known: {action}")
+    except ckan.CkanError as err:
+        return JSONResponse(ckan.error_envelope(help_url, err), status_code=err.status)
+    return JSONResponse(ckan.envelope(help_url, result))

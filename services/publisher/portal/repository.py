@@ -1,0 +1,240 @@
+"""All SQL of the data portal (raw asyncpg, parameters always bound)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import asyncpg
+import orjson
+
+from shared.db import Conn
+
+DATASET_COLUMNS = ("id, name, municipality, status, version, title, description, keywords, themes, licence, "
+                   "formats, document, created_at, modified_at")
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def loads(value: str | None) -> Any:
+    """Decode a jsonb column (asyncpg hands jsonb over as text)."""
+    return None if value is None else orjson.loads(value)
+
+
+async def key_scope(conn: Conn, key_hash: str) -> asyncpg.Record | None:
+    """Label and municipalities of an active key, or None."""
+    return await conn.fetchrow(
+        "SELECT label, municipalities FROM portal_api_keys WHERE key_hash = $1 AND revoked_at IS NULL", key_hash
+    )
+
+
+async def insert_key(conn: Conn, key_hash: str, label: str, municipalities: list[str]) -> None:
+    await conn.execute(
+        "INSERT INTO portal_api_keys (key_hash, label, municipalities) VALUES ($1, $2, $3)",
+        key_hash, label, municipalities,
+    )
+
+
+async def get_dataset(conn: Conn, name: str, *, for_update: bool = False) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(f"SELECT {DATASET_COLUMNS} FROM portal_datasets WHERE name = $1{lock}", name)
+
+
+async def get_dataset_by_id(conn: Conn, dataset_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {DATASET_COLUMNS} FROM portal_datasets WHERE id = $1::uuid", dataset_id)
+
+
+@dataclass(frozen=True)
+class DatasetRow:
+    """The indexed columns of a dataset plus its full document."""
+
+    id: uuid.UUID
+    name: str
+    municipality: str
+    status: str
+    version: int
+    title: str
+    description: str
+    keywords: list[str]
+    themes: list[str]
+    licence: str
+    formats: list[str]
+    document: dict[str, Any]
+    created_at: datetime
+    modified_at: datetime
+
+
+async def insert_dataset(conn: Conn, d: DatasetRow) -> bool:
+    """Insert a new dataset; False when the name is taken."""
+    status = await conn.execute(
+        """INSERT INTO portal_datasets (id, name, municipality, status, version, title, description, keywords,
+               keyword_text, themes, licence, formats, document, created_at, modified_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, array_to_string($8::text[], ' '), $9, $10, $11, $12::jsonb, $13, $14)
+           ON CONFLICT (name) DO NOTHING""",
+        d.id, d.name, d.municipality, d.status, d.version, d.title, d.description, d.keywords, d.themes,
+        d.licence, d.formats, _json(d.document), d.created_at, d.modified_at,
+    )
+    return bool(status == "INSERT 0 1")
+
+
+async def update_dataset(conn: Conn, d: DatasetRow) -> None:
+    await conn.execute(
+        """UPDATE portal_datasets SET status = $2, version = $3, title = $4, description = $5, keywords = $6,
+               keyword_text = array_to_string($6::text[], ' '), themes = $7, licence = $8, formats = $9,
+               document = $10::jsonb,
+               modified_at = $11
+           WHERE id = $1""",
+        d.id, d.status, d.version, d.title, d.description, d.keywords, d.themes, d.licence, d.formats,
+        _json(d.document), d.modified_at,
+    )
+
+
+async def insert_version(
+    conn: Conn, dataset_id: uuid.UUID, version: int, status: str, action: str, document: dict[str, Any],
+    changed_by: str, changed_at: datetime,
+) -> None:
+    await conn.execute(
+        """INSERT INTO portal_dataset_versions (dataset_id, version, status, action, document, changed_by, changed_at)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)""",
+        dataset_id, version, status, action, _json(document), changed_by, changed_at,
+    )
+
+
+async def history(conn: Conn, dataset_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT version, status, action, document, changed_by, changed_at FROM portal_dataset_versions
+           WHERE dataset_id = $1 ORDER BY version""",
+        dataset_id,
+    )
+
+
+async def insert_file(
+    conn: Conn, file_id: uuid.UUID, dataset_id: uuid.UUID, filename: str, fmt: str, media_type: str,
+    content: bytes, sha256: str, report: dict[str, Any] | None,
+) -> None:
+    await conn.execute(
+        """INSERT INTO portal_files (id, dataset_id, filename, format, media_type, byte_size, sha256, content, report)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)""",
+        file_id, dataset_id, filename, fmt, media_type, len(content), sha256, content,
+        None if report is None else _json(report),
+    )
+
+
+async def published_file(conn: Conn, file_id: uuid.UUID, *, with_content: bool = True) -> asyncpg.Record | None:
+    """A hosted file of a published dataset (withdrawn datasets serve nothing)."""
+    content = "f.content" if with_content else "NULL::bytea AS content"
+    return await conn.fetchrow(
+        f"""SELECT f.id, f.filename, f.format, f.media_type, f.byte_size, f.sha256, f.report, f.created_at, {content}
+            FROM portal_files f JOIN portal_datasets d ON d.id = f.dataset_id
+            WHERE f.id = $1 AND d.status = 'published'""",
+        file_id,
+    )
+
+
+async def file_head(conn: Conn, file_id: uuid.UUID, limit_bytes: int) -> asyncpg.Record | None:
+    """The first bytes of a hosted file (for previews) and its report."""
+    return await conn.fetchrow(
+        "SELECT substring(content FROM 1 FOR $2) AS head, byte_size, report FROM portal_files WHERE id = $1",
+        file_id, limit_bytes,
+    )
+
+
+@dataclass
+class SearchQuery:
+    """Full-text query and facet filters (values within one facet are alternatives)."""
+
+    text: str | None = None
+    municipalities: list[str] = field(default_factory=list)
+    themes: list[str] = field(default_factory=list)
+    formats: list[str] = field(default_factory=list)
+    licences: list[str] = field(default_factory=list)
+    keywords: list[str] = field(default_factory=list)
+    sort: Literal["relevance", "date", "title"] = "relevance"
+
+
+def _where(q: SearchQuery) -> tuple[str, list[Any]]:
+    # Only the conditions in use are added, so PostgreSQL plans each shape with the GIN index.
+    clauses = ["status = 'published'"]
+    args: list[Any] = []
+    if q.text:
+        args.append(q.text)
+        clauses.append(f"search @@ websearch_to_tsquery('german', ${len(args)})")
+    for column, values, op in (
+        ("municipality", q.municipalities, "= ANY"), ("themes", q.themes, "&&"), ("formats", q.formats, "&&"),
+        ("licence", q.licences, "= ANY"), ("keywords", q.keywords, "&&"),
+    ):
+        if values:
+            args.append(values)
+            clauses.append(f"{column} {op}(${len(args)}::text[])" if op == "= ANY" else f"{column} && ${len(args)}")
+    return " AND ".join(clauses), args
+
+
+async def search(conn: Conn, q: SearchQuery, limit: int, offset: int) -> tuple[int, list[asyncpg.Record]]:
+    """One page of matches and the total count."""
+    where, args = _where(q)
+    if q.sort == "relevance" and q.text:
+        order = "ts_rank_cd(search, websearch_to_tsquery('german', $1)) DESC, modified_at DESC, name"
+    elif q.sort == "title":
+        order = "title, name"
+    else:
+        order = "modified_at DESC, name"
+    args += [limit, offset]
+    rows = await conn.fetch(
+        f"""SELECT {DATASET_COLUMNS}, count(*) OVER () AS total FROM portal_datasets WHERE {where}
+            ORDER BY {order} LIMIT ${len(args) - 1} OFFSET ${len(args)}""",
+        *args,
+    )
+    if rows:
+        return int(rows[0]["total"]), rows
+    if offset == 0:
+        return 0, []
+    total = await conn.fetchval(f"SELECT count(*) FROM portal_datasets WHERE {where}", *args[:-2])
+    return int(total), []
+
+
+async def facets(conn: Conn, q: SearchQuery) -> list[asyncpg.Record]:
+    """(facet, value, count) over all matches of the query."""
+    where, args = _where(q)
+    return await conn.fetch(
+        f"""WITH m AS (SELECT municipality, themes, formats, licence, keywords FROM portal_datasets WHERE {where})
+            SELECT 'municipality' AS facet, municipality::text AS value, count(*) AS n FROM m GROUP BY 2
+            UNION ALL SELECT 'theme', t, count(*) FROM m, unnest(themes) t GROUP BY 2
+            UNION ALL SELECT 'format', f, count(*) FROM m, unnest(formats) f GROUP BY 2
+            UNION ALL SELECT 'licence', licence, count(*) FROM m GROUP BY 2
+            UNION ALL SELECT 'keyword', k, count(*) FROM m, unnest(keywords) k GROUP BY 2
+            ORDER BY 1, 3 DESC, 2""",
+        *args,
+    )
+
+
+async def published(conn: Conn, limit: int, offset: int) -> list[asyncpg.Record]:
+    """Published datasets in a stable order (catalog, harvesting)."""
+    return await conn.fetch(
+        f"""SELECT {DATASET_COLUMNS} FROM portal_datasets WHERE status = 'published'
+            ORDER BY created_at, name LIMIT $1 OFFSET $2""",
+        limit, offset,
+    )
+
+
+async def count_published(conn: Conn) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM portal_datasets WHERE status = 'published'"))
+
+
+async def published_per_municipality(conn: Conn) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT municipality, count(*) AS n FROM portal_datasets WHERE status = 'published' GROUP BY municipality"
+    )
+    return {r["municipality"]: int(r["n"]) for r in rows}
+
+
+async def tags(conn: Conn, prefix: str | None, limit: int) -> list[str]:
+    rows = await conn.fetch(
+        """SELECT DISTINCT k FROM portal_datasets, unnest(keywords) k
+           WHERE status = 'published' AND ($1::text IS NULL OR k ILIKE $1 || '%') ORDER BY k LIMIT $2""",
+        prefix, limit,
+    )
+    return [r["k"] for r in rows]

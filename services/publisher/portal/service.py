@@ -1,0 +1,339 @@
+"""Data portal logic: registry with history, scoped write access, hosted files, search."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import io
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from services.publisher.portal import repository, vocab
+from services.publisher.portal.repository import DatasetRow, SearchQuery
+from services.publisher.portal.schemas import (
+    Agent,
+    Dataset,
+    DatasetIn,
+    DatasetVersion,
+    Distribution,
+    FacetItem,
+    History,
+    SearchResult,
+    UploadResult,
+)
+from services.publisher.portal.validation import Problem, check_file
+from shared.db import Conn
+from shared.reference import municipality_by_ags
+
+KEY_PREFIX = "kpp_"
+RESERVED_PREFIXES = ("kpi-",)  # names the KPI datasets use in the catalog
+
+
+@dataclass(frozen=True, slots=True)
+class Officer:
+    """A data officer's key: who wrote (for the history) and for which municipalities."""
+
+    label: str
+    municipalities: frozenset[str]
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    """A fresh random key; only its hash is stored."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+async def issue_key(conn: Conn, label: str, municipalities: list[str]) -> str:
+    unknown = [m for m in municipalities if m not in municipality_by_ags()]
+    if unknown or not municipalities:
+        raise ValueError(f"unknown or missing municipality keys: {unknown}")
+    key = new_key()
+    await repository.insert_key(conn, hash_key(key), label, sorted(set(municipalities)))
+    return key
+
+
+def bearer_key(authorization: str | None, api_key: str | None) -> str | None:
+    if api_key:
+        return api_key.strip()
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return None
+
+
+async def authenticate(conn: Conn, key: str | None) -> Officer:
+    if not key:
+        raise Problem(401, "Unauthorized", "an API key is required (Authorization: Bearer <key>)", "unauthorized")
+    row = await repository.key_scope(conn, hash_key(key))
+    if row is None:
+        raise Problem(401, "Unauthorized", "unknown or revoked API key", "unauthorized")
+    return Officer(label=row["label"], municipalities=frozenset(m.strip() for m in row["municipalities"]))
+
+
+def _authorize(officer: Officer, municipality: str) -> None:
+    if municipality not in officer.municipalities:
+        raise Problem(403, "Forbidden", f"this key may not write datasets of municipality {municipality}",
+                      "forbidden")
+
+
+# --- documents ------------------------------------------------------------------------------------------------
+
+
+def _link_distributions(ds: DatasetIn) -> list[dict[str, Any]]:
+    return [
+        {**d.model_dump(mode="json", exclude_none=True), "id": str(uuid.uuid5(uuid.NAMESPACE_URL, d.access_url))}
+        for d in ds.distributions
+    ]
+
+
+def _document(ds: DatasetIn, hosted: list[dict[str, Any]]) -> dict[str, Any]:
+    m = municipality_by_ags()[ds.municipality]
+    doc = ds.model_dump(mode="json", exclude={"distributions"}, exclude_none=True)
+    doc["publisher"] = (ds.publisher or Agent(name=m.name)).model_dump(mode="json", exclude_none=True)
+    doc["spatial"] = m.political_geocoding_uri
+    doc["distributions"] = _link_distributions(ds) + hosted
+    return doc
+
+
+def _formats(doc: dict[str, Any]) -> list[str]:
+    return sorted({d["format"] for d in doc["distributions"]})
+
+
+def _row(d_id: uuid.UUID, doc: dict[str, Any], status: str, version: int, created: datetime,
+         modified: datetime) -> DatasetRow:
+    return DatasetRow(
+        id=d_id, name=doc["name"], municipality=doc["municipality"], status=status, version=version,
+        title=doc["title"], description=doc["description"], keywords=doc["keywords"], themes=doc["themes"],
+        licence=doc["licence"], formats=_formats(doc), document=doc, created_at=created, modified_at=modified,
+    )
+
+
+def file_path(file_id: str, filename: str) -> str:
+    return f"/portal/files/{file_id}/{filename}"
+
+
+def to_dataset(r: Any, base_url: str) -> Dataset:
+    """A stored row as published: hosted files get their absolute download URL."""
+    doc = repository.loads(r["document"])
+    dists = []
+    for d in doc["distributions"]:
+        d = {**d, "licence": d.get("licence") or doc["licence"]}
+        if "file" in d:
+            url = base_url + file_path(d["file"]["id"], d["file"]["filename"])
+            d.setdefault("access_url", url)
+            d.setdefault("download_url", url)
+        dists.append(Distribution.model_validate(d))
+    return Dataset(
+        id=str(r["id"]), name=r["name"], municipality=r["municipality"], status=r["status"], version=r["version"],
+        title=doc["title"], description=doc["description"], keywords=doc["keywords"], themes=doc["themes"],
+        licence=doc["licence"], publisher=doc["publisher"], contact_point=doc["contact_point"],
+        spatial=doc["spatial"], temporal=doc.get("temporal"), frequency=doc["frequency"],
+        landing_page=doc.get("landing_page"), distributions=dists, created=r["created_at"],
+        modified=r["modified_at"],
+    )
+
+
+# --- registry -------------------------------------------------------------------------------------------------
+
+
+async def create(conn: Conn, officer: Officer, ds: DatasetIn, now: datetime, base_url: str) -> Dataset:
+    """Register a new dataset (published at once) and record version 1."""
+    _authorize(officer, ds.municipality)
+    if ds.name.startswith(RESERVED_PREFIXES):
+        raise Problem(422, "Invalid dataset description", "name uses a reserved prefix", "invalid-dataset",
+                      {"errors": [{"field": "name", "code": "reserved",
+                                   "detail": f"names starting with {', '.join(RESERVED_PREFIXES)} are reserved"}]})
+    doc = _document(ds, [])
+    row = _row(uuid.uuid4(), doc, "published", 1, now, now)
+    if not await repository.insert_dataset(conn, row):
+        raise Problem(409, "Conflict", f"a dataset named {ds.name!r} already exists", "name-taken")
+    await repository.insert_version(conn, row.id, 1, "published", "created", doc, officer.label, now)
+    stored = await repository.get_dataset(conn, ds.name)
+    return to_dataset(stored, base_url)
+
+
+async def _owned(conn: Conn, officer: Officer, name: str) -> Any:
+    current = await repository.get_dataset(conn, name, for_update=True)
+    if current is None:
+        raise Problem(404, "Not Found", f"no dataset named {name!r}", "not-found")
+    _authorize(officer, current["municipality"].strip())
+    return current
+
+
+async def update(conn: Conn, officer: Officer, name: str, ds: DatasetIn, now: datetime, base_url: str) -> Dataset:
+    """Replace the description; hosted files stay. A withdrawn dataset is published again by an update."""
+    if ds.name != name:
+        raise Problem(422, "Invalid dataset description", "the name in the body differs from the URL",
+                      "invalid-dataset", {"errors": [{"field": "name", "code": "mismatch",
+                                                      "detail": f"expected {name!r}"}]})
+    current = await _owned(conn, officer, name)
+    _authorize(officer, ds.municipality)
+    old = repository.loads(current["document"])
+    doc = _document(ds, [d for d in old["distributions"] if "file" in d])
+    version = current["version"] + 1
+    await repository.update_dataset(conn, _row(current["id"], doc, "published", version, current["created_at"], now))
+    await repository.insert_version(conn, current["id"], version, "published", "updated", doc, officer.label, now)
+    return to_dataset(await repository.get_dataset(conn, name), base_url)
+
+
+async def withdraw(conn: Conn, officer: Officer, name: str, now: datetime, base_url: str) -> Dataset:
+    """Take a dataset out of catalog, search and CKAN API; it stays in the history."""
+    current = await _owned(conn, officer, name)
+    if current["status"] == "withdrawn":
+        return to_dataset(current, base_url)
+    doc = repository.loads(current["document"])
+    version = current["version"] + 1
+    await repository.update_dataset(conn, _row(current["id"], doc, "withdrawn", version, current["created_at"], now))
+    await repository.insert_version(conn, current["id"], version, "withdrawn", "withdrawn", doc, officer.label, now)
+    return to_dataset(await repository.get_dataset(conn, name), base_url)
+
+
+async def add_file(
+    conn: Conn, officer: Officer, name: str, filename: str, body: bytes, title: str | None, max_bytes: int,
+    now: datetime, base_url: str,
+) -> UploadResult:
+    """Check an upload and, only if it passes, store it and publish it as a new distribution in one step."""
+    current = await _owned(conn, officer, name)
+    if current["status"] != "published":
+        raise Problem(409, "Conflict", "the dataset is withdrawn; update it first", "withdrawn")
+    # Frictionless is synchronous and CPU-bound: keep the event loop free.
+    checked = await asyncio.to_thread(check_file, filename, body, max_bytes)
+    file_id = uuid.uuid4()
+    doc = repository.loads(current["document"])
+    dist = {
+        "id": str(file_id), "title": title or f"{doc['title']} ({vocab.format_label(checked.format)})",
+        "format": checked.format, "media_type": checked.media_type,
+        "file": {"id": str(file_id), "filename": checked.filename, "byte_size": len(body), "sha256": checked.sha256},
+    }
+    doc["distributions"] = [*doc["distributions"], dist]
+    await repository.insert_file(conn, file_id, current["id"], checked.filename, checked.format, checked.media_type,
+                                 body, checked.sha256, checked.report)
+    version = current["version"] + 1
+    await repository.update_dataset(conn, _row(current["id"], doc, "published", version, current["created_at"], now))
+    await repository.insert_version(conn, current["id"], version, "published", "file_added", doc, officer.label, now)
+    dataset = to_dataset(await repository.get_dataset(conn, name), base_url)
+    published = next(d for d in dataset.distributions if d.id == str(file_id))
+    return UploadResult(dataset=dataset, distribution=published, report=checked.report)
+
+
+async def get(conn: Conn, name: str, base_url: str) -> Dataset:
+    row = await repository.get_dataset(conn, name)
+    if row is None:
+        raise Problem(404, "Not Found", f"no dataset named {name!r}", "not-found")
+    if row["status"] != "published":
+        raise Problem(410, "Gone", f"dataset {name!r} was withdrawn; its history stays available", "withdrawn")
+    return to_dataset(row, base_url)
+
+
+async def history(conn: Conn, name: str) -> History:
+    row = await repository.get_dataset(conn, name)
+    if row is None:
+        raise Problem(404, "Not Found", f"no dataset named {name!r}", "not-found")
+    versions = [
+        DatasetVersion(version=v["version"], status=v["status"], action=v["action"], changed_by=v["changed_by"],
+                       changed_at=v["changed_at"], document=repository.loads(v["document"]))
+        for v in await repository.history(conn, row["id"])
+    ]
+    return History(name=name, versions=versions)
+
+
+# --- files ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HostedContent:
+    filename: str
+    media_type: str
+    etag: str
+    content: bytes | None
+
+
+def etag_of(sha256: str) -> str:
+    return f'"{sha256}"'
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return "*" in tags or etag in tags
+
+
+async def hosted_file(conn: Conn, file_id: str, filename: str, if_none_match: str | None) -> HostedContent:
+    """A hosted file; content is None when the client's copy is current (304)."""
+    try:
+        fid = uuid.UUID(file_id)
+    except ValueError as exc:
+        raise Problem(404, "Not Found", "no such file", "not-found") from exc
+    head = await repository.published_file(conn, fid, with_content=False)
+    if head is None or head["filename"] != filename:
+        raise Problem(404, "Not Found", "no such file (or its dataset was withdrawn)", "not-found")
+    etag = etag_of(head["sha256"])
+    media = head["media_type"] + ("; charset=utf-8" if head["format"] == "CSV" else "")
+    if etag_matches(if_none_match, etag):
+        return HostedContent(head["filename"], media, etag, None)
+    full = await repository.published_file(conn, fid)
+    assert full is not None
+    return HostedContent(full["filename"], media, etag, bytes(full["content"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    header: list[str]
+    rows: list[list[str]]
+    report: dict[str, Any] | None
+
+
+async def csv_preview(conn: Conn, file_id: str, max_rows: int = 10, max_bytes: int = 64 * 1024) -> Preview | None:
+    """The first rows of a hosted CSV (read from the first bytes only)."""
+    row = await repository.file_head(conn, uuid.UUID(file_id), max_bytes)
+    if row is None:
+        return None
+    text = bytes(row["head"]).decode("utf-8", errors="ignore")
+    if row["byte_size"] > max_bytes:
+        text = text.rsplit("\n", 1)[0]  # drop a row cut off by the byte limit
+    reader = csv.reader(io.StringIO(text))
+    rows = [r for _, r in zip(range(max_rows + 1), reader, strict=False)]
+    return Preview(header=rows[0] if rows else [], rows=rows[1:], report=repository.loads(row["report"]))
+
+
+# --- search ---------------------------------------------------------------------------------------------------
+
+FACETS = ("municipality", "theme", "format", "licence", "keyword")
+
+
+def facet_label(facet: str, value: str) -> str:
+    if facet == "municipality":
+        m = municipality_by_ags().get(value.strip())
+        return m.name if m else value
+    if facet == "theme":
+        return vocab.THEMES.get(value, value)
+    if facet == "licence":
+        return vocab.LICENCES.get(value, value)
+    if facet == "format":
+        return vocab.format_label(value)
+    return value
+
+
+async def search_window(
+    conn: Conn, q: SearchQuery, limit: int, offset: int, base_url: str, with_facets: bool = True
+) -> tuple[int, list[Dataset], dict[str, list[FacetItem]]]:
+    """Matches from `offset` on, the total and (optionally) the facet counts over all matches."""
+    total, rows = await repository.search(conn, q, limit, offset)
+    grouped: dict[str, list[FacetItem]] = {f: [] for f in FACETS}
+    if with_facets:
+        for f in await repository.facets(conn, q):
+            value = f["value"].strip()
+            grouped[f["facet"]].append(FacetItem(value=value, label=facet_label(f["facet"], value), count=f["n"]))
+    return total, [to_dataset(r, base_url) for r in rows], grouped
+
+
+async def search(conn: Conn, q: SearchQuery, page: int, size: int, base_url: str) -> SearchResult:
+    total, results, grouped = await search_window(conn, q, size, (page - 1) * size, base_url)
+    return SearchResult(count=total, page=page, size=size, results=results, facets=grouped)
