@@ -187,3 +187,126 @@ class TestDuplicatesAndOrder:
                          lambda a: "event_after_close_ignored" in a)
         events = await outbox_of(wf_env.database_url, event["application_id"])
         assert types(events).count("workflow.case.closed") == 1
+
+
+class TestFailingEAkte:
+    async def test_filing_is_retried_then_parked_then_resumed_by_an_operator(
+        self, wf: RunningApp, wf_env: WfEnv
+    ) -> None:
+        ags = random_ags()
+        wf_env.eakte_root.mkdir(parents=True, exist_ok=True)
+        blocker = wf_env.eakte_root / ags
+        blocker.write_text("not a directory")  # the municipality's folder cannot be created: filing fails
+        event = submitted(ags, WOHNSITZ, WOHNSITZ_DOCS)
+        await wf_env.publish(event)
+        app_id = event["application_id"]
+        case = await wait_case(wf_env, app_id, lambda c: c["state"] == "retrying")
+        assert case["current_step"] == "akte"
+        for attempt in range(2, 6):
+            clock(wf).advance(timedelta(minutes=30))  # beyond the longest backoff with jitter
+            case = await wait_case(wf_env, app_id, lambda c, a=attempt: c["attempts"] >= a)
+        assert case["state"] == "parked"
+        assert "E-Akte store not writable" in case["last_error"]
+        events = await outbox_of(wf_env.database_url, app_id)
+        assert [e["data"]["attempt"] for e in events if e["type"] == "workflow.step.failed"] == [1, 2, 3, 4, 5]
+        assert types(events).count("workflow.case.parked") == 1
+
+        operator = wf_env.signer.headers("op-1", ["operator"], [ags])
+        view = (await wf.client.get(f"/v1/cases/{case['case_id']}", headers=operator)).json()
+        assert (view["state"], view["current_step"], view["attempts"]) == ("parked", "akte", 5)
+        assert "not writable" in view["last_error"]
+        parked = (await wf.client.get("/v1/cases", params={"state": "parked"}, headers=operator)).json()
+        assert [c["case_id"] for c in parked] == [str(case["case_id"])]
+
+        blocker.unlink()
+        resp = await wf.client.post(f"/v1/cases/{case['case_id']}/retry", json={"reason": "Ablage repariert"},
+                                    headers=operator)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["state"] == "closed"
+        stored = FileSystemEAkte(wf_env.eakte_root).stored()
+        assert stored[f"{case['case_id']}:akte"]["calls"] == 1
+        again = await wf.client.post(f"/v1/cases/{case['case_id']}/retry", json={"reason": "nochmal"},
+                                     headers=operator)
+        assert again.status_code == 409
+        assert again.headers["content-type"] == "application/problem+json"
+        audit = (await wf.client.get(f"/v1/cases/{case['case_id']}/audit", headers=operator)).json()
+        retry = next(a for a in audit if a["action"] == "operator_retry")
+        assert retry["actor"] == "operator:op-1"
+        assert retry["detail"]["reason"] == "Ablage repariert"
+        assert retry["before"] == {"state": "parked", "step": "akte"}
+
+    async def test_operator_can_skip_a_parked_step_with_a_reason(self, wf: RunningApp, wf_env: WfEnv) -> None:
+        ags = random_ags()
+        wf_env.eakte_root.mkdir(parents=True, exist_ok=True)
+        (wf_env.eakte_root / ags).write_text("blocked")
+        event = submitted(ags, WOHNSITZ, WOHNSITZ_DOCS)
+        await wf_env.publish(event)
+        case = await wait_case(wf_env, event["application_id"], lambda c: c["state"] == "retrying")
+        operator = wf_env.signer.headers("op-2", ["operator"], [ags])
+        clerk = wf_env.signer.headers("clerk-2", ["clerk"], [ags])
+        denied = await wf.client.post(f"/v1/cases/{case['case_id']}/skip", json={"reason": "egal"}, headers=clerk)
+        assert denied.status_code == 403
+        resp = await wf.client.post(f"/v1/cases/{case['case_id']}/skip",
+                                    json={"reason": "Papierakte angelegt"}, headers=operator)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["state"] == "closed"
+        assert "operator_skip" in await audit_actions(wf_env.database_url, event["application_id"])
+
+
+class TestAuditTrail:
+    async def test_audit_rows_cannot_be_changed_or_deleted(self, wf: RunningApp, wf_env: WfEnv) -> None:
+        import asyncpg
+
+        event = submitted(random_ags(), WOHNSITZ, WOHNSITZ_DOCS)
+        await wf_env.publish(event)
+        await wait_case(wf_env, event["application_id"], lambda c: c["state"] == "closed")
+        conn = await asyncpg.connect(wf_env.database_url)
+        try:
+            with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                await conn.execute("UPDATE wf_audit SET actor = 'someone' WHERE action = 'case_closed'")
+            with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                await conn.execute("DELETE FROM wf_audit")
+        finally:
+            await conn.close()
+
+
+class TestGenehmigungsfiktion:
+    async def test_clerk_is_alerted_before_and_the_permit_is_deemed_granted_after_three_months(
+        self, wf: RunningApp, wf_env: WfEnv
+    ) -> None:
+        ags = random_ags()
+        event = submitted(ags, BAU, BAU_DOCS)
+        await wf_env.publish(event)
+        app_id = event["application_id"]
+        case = await wait_case(wf_env, app_id, lambda c: c["current_step"] == "pruefung")
+        due = datetime.fromisoformat(case["context"]["fiction_due"])
+        opened = case["opened_at"]
+        assert 89 <= (due - opened).days <= 92
+        clerk = wf_env.signer.headers("bau-1", ["clerk"], [ags])
+        view = (await wf.client.get(f"/v1/cases/{case['case_id']}", headers=clerk)).json()
+        assert {t["name"] for t in view["timers"]} == {"fiction", "fiction_alert"}
+        assert view["next_timer"]["name"] == "fiction_alert"
+        ack = next(e for e in await outbox_of(wf_env.database_url, app_id)
+                   if e["type"] == "workflow.notification.requested")
+        assert ack["data"]["consequence"] == "genehmigungsfiktion"
+
+        clock(wf).current = due - timedelta(days=13)
+
+        async def outbox() -> list[dict[str, Any]]:
+            return await outbox_of(wf_env.database_url, app_id)
+
+        events = await eventually(outbox, lambda ev: "workflow.deadline.approaching" in types(ev))
+        alert = next(e for e in events if e["type"] == "workflow.deadline.approaching")
+        assert alert["data"]["deadline"] == "genehmigungsfiktion"
+        assert (await case_of(wf_env.database_url, app_id) or {})["state"] == "task"
+
+        clock(wf).current = due + timedelta(seconds=1)
+        case = await wait_case(wf_env, app_id, lambda c: c["state"] == "closed")
+        assert case["outcome"] == "approved"
+        events = await outbox()
+        assert {"deadline": "genehmigungsfiktion"} in [e["data"] for e in events
+                                                       if e["type"] == "workflow.deadline.breached"]
+        assert "fiktion_eingetreten" in [e["data"]["kind"] for e in events
+                                         if e["type"] == "workflow.notification.requested"]
+        tasks = (await wf.client.get("/v1/tasks", params={"status": "cancelled"}, headers=clerk)).json()
+        assert [t["step"] for t in tasks] == ["pruefung"]

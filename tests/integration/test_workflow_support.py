@@ -30,6 +30,7 @@ from kp.local import LocalStack
 from services.workflow.adapters import Clock, EAkte, FileSystemEAkte, ManualClock
 from services.workflow.app import create_app
 from services.workflow.definitions import Registry
+from services.workflow.repository import init_connection
 from services.workflow.settings import WorkflowSettings
 from shared.db import migrate
 from shared.kafka import Topic, ensure_topics
@@ -165,6 +166,7 @@ def follow_up(base: dict[str, Any], kind: str, data: dict[str, Any], event_id: s
 
 async def case_of(db_url: str, application_id: str) -> dict[str, Any] | None:
     conn = await asyncpg.connect(db_url)
+    await init_connection(conn)
     try:
         row = await conn.fetchrow("SELECT * FROM wf_cases WHERE application_id = $1", application_id)
         return dict(row) if row else None
