@@ -1,28 +1,477 @@
-"""HTTP adapter of the open-data API."""
+"""HTTP adapter of the open-data API: parse, call the service, represent, answer conditionally."""
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Annotated
+import gzip
+import hashlib
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import date, timedelta
+from email.utils import format_datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.publisher import repository, service
-from services.publisher.schemas import EventCounts
+from services.publisher import csvdata, repository, service
+from services.publisher.definitions import DEFINITIONS, FAMILIES, Family
+from services.publisher.schemas import (
+    Comparison,
+    KpiDefinitionList,
+    KpiPage,
+    MunicipalityList,
+    Problem,
+    ServiceList,
+    TotalsPage,
+)
+from services.publisher.settings import PublisherSettings
+from shared.kpis import Granularity
+from shared.reference import Municipality, municipalities, municipality_by_ags, services
 
-router = APIRouter()
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["open data"])
+
+PROBLEM = "application/problem+json"
+CSV = "text/csv; charset=utf-8; header=present"
+JSON = "application/json"
+_AGS = re.compile(r"^\d{8}$")
+_LEIKA = re.compile(r"^\d{14}$")
+_EARLIEST, _LATEST = date(2000, 1, 1), date(2099, 12, 31)
+
+_PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "content": {PROBLEM: {}}, "description": "Bad request"},
+    406: {"model": Problem, "content": {PROBLEM: {}}, "description": "No acceptable representation"},
+    422: {"model": Problem, "content": {PROBLEM: {}}, "description": "Invalid parameter"},
+}
+_CSV_CONTENT = {"text/csv": {"schema": {"type": "string"}, "example": (
+    "period,period_start,municipality,service,metric,dimension,value\r\n"
+    "day,2026-03-01T00:00:00+01:00,06413000,99115005104000,sessions_started,,42\r\n"
+    "day,2026-03-01T00:00:00+01:00,06413000,99115005104000,sessions_abandoned,,.\r\n")}}
 
 
-@router.get("/v1/kpis", response_model=EventCounts, summary="Usage event counts per day")
-async def get_kpis(
-    request: Request,
-    municipality: Annotated[str | None, Query(pattern=r"^\d{8}$", description="AGS")] = None,
-    service_key: Annotated[str | None, Query(alias="service", pattern=r"^\d{14}$", description="LeiKa key")] = None,
-    date_from: Annotated[date | None, Query(alias="from")] = None,
-    date_to: Annotated[date | None, Query(alias="to")] = None,
-) -> EventCounts:
+# --- problem details ----------------------------------------------------------------------------------------
+
+class ParamError(Exception):
+    """A query parameter is invalid; answered as RFC 9457 problem details naming it."""
+
+    def __init__(self, name: str, reason: str, status: int = 422) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name, self.reason, self.status = name, reason, status
+
+
+def problem(status: int, title: str, detail: str | None = None, instance: str | None = None,
+            invalid: list[dict[str, str]] | None = None) -> Response:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    if invalid:
+        body["invalid-params"] = invalid
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Every error leaves as application/problem+json; unexpected ones without internals."""
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        invalid = [{"name": str(e["loc"][-1]) if e.get("loc") else "", "in": str(e["loc"][0]) if e.get("loc") else "",
+                    "reason": str(e.get("msg", "invalid"))} for e in exc.errors()]
+        names = ", ".join(sorted({i["name"] for i in invalid}))
+        return problem(422, "Invalid request parameter", f"invalid: {names}", request.url.path, invalid)
+
+    async def on_param(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ParamError)
+        return problem(exc.status, "Invalid request parameter", f"{exc.name}: {exc.reason}", request.url.path,
+                       [{"name": exc.name, "in": "query", "reason": exc.reason}])
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        resp = problem(exc.status_code, str(exc.detail), None, request.url.path)
+        for k, v in (exc.headers or {}).items():
+            resp.headers[k] = v
+        return resp
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path)
+        return problem(500, "Internal Server Error", None, request.url.path)
+
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(ParamError, on_param)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_error)
+
+
+# --- conditional responses ----------------------------------------------------------------------------------
+
+class EtagCache:
+    """ETags of recent responses, valid while the KPI change version they were computed under is current."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[Any, ...], tuple[int, str]] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...], version: int) -> str | None:
+        hit = self._entries.get(key)
+        if hit is None or hit[0] != version:
+            return None
+        self._entries.move_to_end(key)
+        return hit[1]
+
+    def put(self, key: tuple[Any, ...], version: int, etag: str) -> None:
+        if self._size <= 0:
+            return
+        self._entries[key] = (version, etag)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
+def _wants_gzip(request: Request) -> bool:
+    for part in request.headers.get("accept-encoding", "").split(","):
+        token, _, params = part.strip().partition(";")
+        if token.strip().lower() == "gzip":
+            return not re.search(r"q\s*=\s*0(\.0*)?\s*$", params)
+    return False
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    tags = [t.strip() for t in if_none_match.split(",")]
+    return "*" in tags or any(t.removeprefix("W/") == etag for t in tags)
+
+
+Builder = Callable[[], Awaitable[tuple[bytes, str]]]
+
+
+async def conditional(request: Request, key: tuple[Any, ...], build: Builder) -> Response:
+    """Answer with a strong ETag per representation; 304 without a query when nothing changed since."""
+    st = request.app.state
+    settings: PublisherSettings = st.settings
+    gz = _wants_gzip(request)
+    cache_key = (*key, str(request.base_url), gz)
+    changes = st.changes
+    inm = request.headers.get("if-none-match")
+    headers = {
+        "Cache-Control": f"public, max-age={settings.cache_max_age_s}",
+        "Last-Modified": format_datetime(changes.last_modified, usegmt=True),
+        "Vary": "Accept, Accept-Encoding",
+    }
+    if inm and changes.live:
+        known = st.etags.get(cache_key, changes.version)
+        if known and _matches(inm, known):
+            return Response(status_code=304, headers={**headers, "ETag": known})
+    version, live = changes.version, changes.live  # read before the query: a later change must invalidate
+    body, media_type = await build()
+    if gz and len(body) >= settings.gzip_min_bytes:
+        body = gzip.compress(body, compresslevel=5, mtime=0)
+        headers["Content-Encoding"] = "gzip"
+    etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+    headers["ETag"] = etag
+    if live:
+        st.etags.put(cache_key, version, etag)
+    if inm and _matches(inm, etag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
+
+
+def _negotiate(request: Request, offers: tuple[str, ...]) -> str:
+    """Pick from `offers` (media types) by the Accept header; the first offer wins ties and */*."""
+    accept = request.headers.get("accept", "").strip()
+    if not accept:
+        return offers[0]
+    ranges: list[tuple[float, int, str]] = []
+    for i, part in enumerate(accept.split(",")):
+        mt, *params = [p.strip() for p in part.split(";")]
+        q = 1.0
+        for p in params:
+            name, _, value = p.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        ranges.append((q, i, mt.lower()))
+    best: tuple[float, int, str] | None = None
+    for offer in offers:
+        typ = offer.split("/")[0]
+        for q, _i, mt in ranges:
+            if q > 0 and mt in (offer, f"{typ}/*", "*/*"):
+                cand = (q, -offers.index(offer), offer)
+                if best is None or cand > best:
+                    best = cand
+                break
+    if best is None:
+        raise StarletteHTTPException(406, "Not Acceptable: available are " + ", ".join(offers))
+    return best[2]
+
+
+# --- parameters ---------------------------------------------------------------------------------------------
+
+def _split(values: list[str] | None) -> list[str]:
+    return sorted({v.strip() for raw in values or [] for v in raw.split(",") if v.strip()})
+
+
+def _checked(name: str, values: list[str], pattern: re.Pattern[str], what: str) -> tuple[str, ...]:
+    for v in values:
+        if not pattern.match(v):
+            raise ParamError(name, f"{v[:40]!r} is not {what}")
+    return tuple(values)
+
+
+MunicipalityParam = Annotated[list[str] | None, Query(
+    description="AGS (8 digits); repeat the parameter or separate by commas for several", examples=["06413000"],
+)]
+ServiceParam = Annotated[list[str] | None, Query(
+    description="LeiKa key (14 digits); repeat or separate by commas", examples=["99115005104000"],
+)]
+PeriodParam = Annotated[Literal["hour", "day", "month"], Query(description="granularity of the periods")]
+FromParam = Annotated[date | None, Query(
+    alias="from", description="first day, Europe/Berlin (default: `to` minus 30 days; hour: minus 1 day)")]
+ToParam = Annotated[date | None, Query(alias="to", description="last day, Europe/Berlin, inclusive (default: today)")]
+FamilyParam = Annotated[list[str] | None, Query(
+    description="KPI families: " + ", ".join(FAMILIES) + "; repeat or separate by commas (default: all)")]
+
+
+def _dates(settings: PublisherSettings, period: Granularity, date_from: date | None,
+           date_to: date | None) -> tuple[date, date]:
+    for name, d in (("from", date_from), ("to", date_to)):
+        if d is not None and not _EARLIEST <= d <= _LATEST:
+            raise ParamError(name, f"must lie between {_EARLIEST} and {_LATEST}")
+    to = date_to or service.today_berlin()
+    default_span = {"hour": 1, "day": 30, "month": 365}[period]
+    frm = date_from or max(_EARLIEST, to - timedelta(days=default_span))
+    if frm > to:
+        raise ParamError("from", "must not be after 'to'")
+    limit = {"hour": settings.max_hour_range_days, "day": settings.max_day_range_days}.get(period)
+    if limit is not None and (to - frm).days + 1 > limit:
+        raise ParamError("to", f"a {period} query covers at most {limit} days")
+    return frm, to
+
+
+def kpi_query(
+    request: Request, municipality: MunicipalityParam = None, service_: Annotated[
+        list[str] | None, Query(alias="service", description="LeiKa key (14 digits); repeat or separate by commas",
+                                examples=["99115005104000"])] = None,
+    period: PeriodParam = "day", date_from: FromParam = None, date_to: ToParam = None, family: FamilyParam = None,
+) -> service.KpiQuery:
+    settings: PublisherSettings = request.app.state.settings
+    munis = _checked("municipality", _split(municipality), _AGS, "an AGS of 8 digits")
+    svcs = _checked("service", _split(service_), _LEIKA, "a LeiKa key of 14 digits")
+    fams = _split(family)
+    for f in fams:
+        if f not in FAMILIES:
+            raise ParamError("family", f"{f[:40]!r} is not one of {', '.join(FAMILIES)}")
+    frm, to = _dates(settings, period, date_from, date_to)
+    chosen: tuple[Family, ...] = tuple(f for f in FAMILIES if f in fams) or FAMILIES
+    return service.KpiQuery(munis, svcs, period, frm, to, chosen)
+
+
+Query_ = Annotated[service.KpiQuery, Depends(kpi_query)]
+Limit = Annotated[int | None, Query(ge=1, le=100_000, description="page size (default 1000, at most the "
+                                                                  "configured maximum)")]
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="items to skip")]
+
+
+def _page(request: Request, limit: int | None) -> int:
+    settings: PublisherSettings = request.app.state.settings
+    n = limit or settings.default_page_size
+    if n > settings.max_page_size:
+        raise ParamError("limit", f"must not exceed {settings.max_page_size}")
+    return n
+
+
+def _query_params(q: service.KpiQuery) -> list[tuple[str, str]]:
+    params = [("municipality", m) for m in q.municipalities] + [("service", s) for s in q.services]
+    params += [("period", q.period), ("from", q.date_from.isoformat()), ("to", q.date_to.isoformat())]
+    if q.families != FAMILIES:
+        params += [("family", f) for f in q.families]
+    return params
+
+
+def _url(request: Request, path: str, params: list[tuple[str, str]]) -> str:
+    return f"{str(request.base_url).rstrip('/')}{path}?{urlencode(params)}"
+
+
+def _query_out(q: service.KpiQuery, k: int) -> dict[str, Any]:
+    return {"municipality": list(q.municipalities), "service": list(q.services), "period": q.period,
+            "from": q.date_from.isoformat(), "to": q.date_to.isoformat(), "family": list(q.families), "k": k}
+
+
+async def _tables(request: Request, q: service.KpiQuery) -> list[service.Table]:
+    start, end = q.bounds()
     async with request.app.state.pool.acquire() as conn:
-        rows = await repository.event_counts(
-            conn, municipality, service_key, date_from, date_to, request.app.state.settings.max_page_size
-        )
-    return service.to_event_counts(rows)
+        rows = await repository.kpi_rows(conn, q.period, start, end, list(q.municipalities) or None,
+                                         list(q.services) or None)
+    tables = service.build_tables(rows)
+    service.apply_suppression(tables, request.app.state.settings.suppression_k)
+    return tables
+
+
+def _fmt(request: Request, offers: tuple[str, ...] = (JSON, "text/csv")) -> str:
+    path = request.url.path
+    if path.endswith(".csv"):
+        return "csv"
+    if path.endswith(".json"):
+        return "json"
+    return "csv" if _negotiate(request, offers) == "text/csv" else "json"
+
+
+# --- routes -------------------------------------------------------------------------------------------------
+
+_KPI_DOC = ("KPI values per period. Same query, two representations: JSON (default) or CSV by `Accept: text/csv` "
+            "or the `.csv` suffix; `/v1/kpis/datapackage.json` describes the CSV. Suppressed values are `null` "
+            "with `suppressed: true` in JSON and `.` in CSV. Sorted by municipality, service, period start, "
+            "metric, dimension.")
+
+
+@router.get("/v1/kpis", summary="KPI values per period", description=_KPI_DOC, response_model=KpiPage,
+            responses={200: {"content": _CSV_CONTENT}, **_PROBLEM_RESPONSES})
+@router.get("/v1/kpis.json", summary="KPI values per period (JSON)", response_model=KpiPage,
+            responses=_PROBLEM_RESPONSES)
+@router.get("/v1/kpis.csv", summary="KPI values per period (CSV)", response_class=Response,
+            responses={200: {"content": _CSV_CONTENT}, **_PROBLEM_RESPONSES})
+async def get_kpis(request: Request, q: Query_, limit: Limit = None, offset: Offset = 0) -> Response:
+    fmt = _fmt(request)
+    size = _page(request, limit)
+    k = request.app.state.settings.suppression_k
+
+    async def build() -> tuple[bytes, str]:
+        cells = service.kpi_cells(await _tables(request, q), q.families)
+        page = cells[offset:offset + size]
+        nxt = None
+        if offset + size < len(cells):
+            nxt = _url(request, request.url.path, [*_query_params(q), ("limit", str(size)),
+                                                   ("offset", str(offset + size))])
+        if fmt == "csv":
+            return csvdata.render(csvdata.KPI_COLUMNS, csvdata.kpi_rows(q.period, page)), CSV
+        items = [{"period": q.period, "period_start": c[0], "municipality": c[1], "service": c[2], "metric": c[3],
+                  "dimension": c[4], "value": c[5], "suppressed": c[6]} for c in page]
+        body = {"query": _query_out(q, k), "total_items": len(cells), "offset": offset, "limit": size,
+                "next": nxt, "items": items}
+        return orjson.dumps(body), JSON
+
+    return await conditional(request, ("kpis", fmt, q, size, offset), build)
+
+
+@router.get("/v1/kpis/totals", summary="KPI totals over the whole range", response_model=TotalsPage,
+            description="One value per municipality, service, metric and dimension for the whole range of the "
+                        "same query as /v1/kpis (the margins of its tables, suppressed consistently with it).",
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, **_PROBLEM_RESPONSES})
+@router.get("/v1/kpis/totals.json", summary="KPI totals (JSON)", response_model=TotalsPage,
+            responses=_PROBLEM_RESPONSES)
+@router.get("/v1/kpis/totals.csv", summary="KPI totals (CSV)", response_class=Response,
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, **_PROBLEM_RESPONSES})
+async def get_totals(request: Request, q: Query_, limit: Limit = None, offset: Offset = 0) -> Response:
+    fmt = _fmt(request)
+    size = _page(request, limit)
+    k = request.app.state.settings.suppression_k
+
+    async def build() -> tuple[bytes, str]:
+        cells = service.total_cells(await _tables(request, q), q.families)
+        page = cells[offset:offset + size]
+        nxt = None
+        if offset + size < len(cells):
+            nxt = _url(request, request.url.path, [*_query_params(q), ("limit", str(size)),
+                                                   ("offset", str(offset + size))])
+        if fmt == "csv":
+            rows = csvdata.total_rows(q.date_from.isoformat(), q.date_to.isoformat(), q.period, page)
+            return csvdata.render(csvdata.TOTAL_COLUMNS, rows), CSV
+        items = [{"municipality": c[1], "service": c[2], "metric": c[3], "dimension": c[4], "value": c[5],
+                  "suppressed": c[6]} for c in page]
+        body = {"query": _query_out(q, k), "total_items": len(cells), "offset": offset, "limit": size,
+                "next": nxt, "items": items}
+        return orjson.dumps(body), JSON
+
+    return await conditional(request, ("totals", fmt, q, size, offset), build)
+
+
+@router.get("/v1/kpis/datapackage.json", summary="Frictionless data package describing the CSV of a query",
+            responses={200: {"content": {JSON: {"schema": {"type": "object"}}}}, **_PROBLEM_RESPONSES})
+async def get_datapackage(request: Request, q: Query_) -> Response:
+    k = request.app.state.settings.suppression_k
+
+    async def build() -> tuple[bytes, str]:
+        params = _query_params(q)
+        pkg = csvdata.datapackage(_url(request, "/v1/kpis.csv", params),
+                                  _url(request, "/v1/kpis/totals.csv", params), k)
+        return orjson.dumps(pkg), JSON
+
+    return await conditional(request, ("datapackage", q), build)
+
+
+@router.get("/v1/comparison", summary="A municipality against Hessen and its size class", response_model=Comparison,
+            description="Per service and KPI over the range: the municipality's value, the value of the six "
+                        "member cities taken together (Hessen) and of the member cities of its size class "
+                        "(population thresholds of the BBSR city types). A group value is suppressed when any "
+                        "count it is computed from is suppressed.", responses=_PROBLEM_RESPONSES)
+async def get_comparison(
+    request: Request, municipality: Annotated[str, Query(description="AGS of a member city", examples=["06413000"])],
+    service_: ServiceParam = None, period: PeriodParam = "day", date_from: FromParam = None,
+    date_to: ToParam = None,
+) -> Response:
+    subject = municipality_by_ags().get(municipality)
+    if subject is None:
+        raise ParamError("municipality", "not one of the member municipalities (see /v1/municipalities)")
+    settings: PublisherSettings = request.app.state.settings
+    svcs = _checked("service", _split(service_), _LEIKA, "a LeiKa key of 14 digits")
+    frm, to = _dates(settings, period, date_from, date_to)
+    members = tuple(sorted(m.ags for m in municipalities()))
+    q = service.KpiQuery(members, svcs, period, frm, to)
+
+    async def build() -> tuple[bytes, str]:
+        tables = await _tables(request, q)
+        wanted = svcs or tuple(sorted({t.service for t in tables}))
+        body = {
+            "municipality": _municipality_out(subject),
+            "size_class_members": [m.ags for m in service.size_class_members(subject)],
+            "hessen_members": list(members), "period": period, "from": frm.isoformat(), "to": to.isoformat(),
+            "k": settings.suppression_k, "items": service.comparison_items(subject, tables, wanted),
+        }
+        return orjson.dumps(body), JSON
+
+    return await conditional(request, ("comparison", subject.ags, q), build)
+
+
+def _municipality_out(m: Municipality) -> dict[str, Any]:
+    cls = service.size_class(m.population)
+    return {"ags": m.ags, "ars": m.ars, "name": m.name, "kreis": m.kreis, "population": m.population,
+            "population_date": m.population_date, "political_geocoding_uri": m.political_geocoding_uri,
+            "size_class": {"id": cls.id, "label_de": cls.label_de, "min_population": cls.min_population,
+                           "max_population": cls.max_population}}
+
+
+async def _static(request: Request, name: str, body: Callable[[], Any]) -> Response:
+    async def build() -> tuple[bytes, str]:
+        return orjson.dumps(body()), JSON
+
+    return await conditional(request, (name,), build)
+
+
+@router.get("/v1/municipalities", summary="Member municipalities (AGS, ARS, population, geocoding URI)",
+            response_model=MunicipalityList)
+async def get_municipalities(request: Request) -> Response:
+    return await _static(request, "municipalities",
+                         lambda: {"items": [_municipality_out(m) for m in municipalities()]})
+
+
+@router.get("/v1/services", summary="Online services (LeiKa key, name, OZG-Leistung)", response_model=ServiceList)
+async def get_services(request: Request) -> Response:
+    return await _static(request, "services", lambda: {"items": [
+        {"leika_key": s.leika_key, "name_de": s.name_de, "ozg_leistung": s.ozg_leistung, "typ": s.typ}
+        for s in services()]})
+
+
+@router.get("/v1/kpi-definitions", summary="What each KPI means (German and English) and its formula",
+            response_model=KpiDefinitionList)
+async def get_definitions(request: Request) -> Response:
+    return await _static(request, "definitions", lambda: {"items": [
+        {"metric": d.metric, "families": list(d.families), "kind": d.kind, "unit": d.unit, "dimension": d.dimension,
+         "label_de": d.label_de, "label_en": d.label_en, "description_de": d.description_de,
+         "description_en": d.description_en, "formula": d.formula} for d in DEFINITIONS]})

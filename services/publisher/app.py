@@ -6,11 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
+from starlette.middleware.gzip import GZipMiddleware
 
 from services.publisher import catalog
-from services.publisher.api import router
+from services.publisher.api import EtagCache, install_problem_handlers, router
 from services.publisher.catalog_api import router as catalog_router
+from services.publisher.changes import ChangeTracker
 from services.publisher.portal import install as install_portal
 from services.publisher.settings import PublisherSettings
 from shared.db import create_pool
@@ -24,13 +27,21 @@ def create_app(settings: PublisherSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+        await app.state.changes.start()
         try:
             yield
         finally:
+            await app.state.changes.stop()
             await app.state.pool.close()
 
     app = FastAPI(title="Kommunal-Pulse Open Data", version="1.0.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.changes = ChangeTracker(settings.database_url, settings.change_poll_s)
+    app.state.etags = EtagCache(settings.etag_cache_size)
+    install_problem_handlers(app)
+    app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes)
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "OPTIONS"],
+                       expose_headers=["ETag", "Last-Modified", "Link"])
 
     async def db_ready() -> None:
         await app.state.pool.fetchval("SELECT 1")

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import datetime
 
 import asyncpg
 
 from shared.db import Conn
 
+CHANGE_CHANNEL = "kpi_values_changed"
+"""NOTIFY channel fed by the trigger of migration 0400."""
 
-async def event_counts(
-    conn: Conn, municipality: str | None, service: str | None, date_from: date | None,
-    date_to: date | None, limit: int,
+
+async def kpi_rows(
+    conn: Conn, granularity: str, start: datetime, end: datetime, municipalities: list[str] | None,
+    services: list[str] | None,
 ) -> list[asyncpg.Record]:
+    """(municipality, service, period_start, metric, dimension, value) of periods starting in [start, end)."""
     return await conn.fetch(
-        """SELECT day, municipality, service, event_type, count FROM kpi_event_counts_daily
-           WHERE ($1::text IS NULL OR municipality = $1) AND ($2::text IS NULL OR service = $2)
-             AND ($3::date IS NULL OR day >= $3) AND ($4::date IS NULL OR day <= $4)
-           ORDER BY day, municipality, service, event_type LIMIT $5""",
-        municipality, service, date_from, date_to, limit,
+        """SELECT municipality::text, service::text, period_start, metric, dimension, value FROM kpi_values
+           WHERE granularity = $1 AND period_start >= $2 AND period_start < $3
+             AND ($4::text[] IS NULL OR municipality = ANY($4::text[]::char(8)[]))
+             AND ($5::text[] IS NULL OR service = ANY($5::text[]::char(14)[]))""",
+        granularity, start, end, municipalities, services,
     )
+
+
+async def last_change(conn: Conn) -> datetime | None:
+    """When kpi_values last changed (index-only on kpi_values_updated)."""
+    value: datetime | None = await conn.fetchval("SELECT max(updated_at) FROM kpi_values")
+    return value

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from shared.settings import KPSettings
 
 
 class PublisherSettings(KPSettings):
     port: int = 8003
-    max_page_size: int = 10_000
-    # DCAT-AP.de catalog and dashboard
-    public_base_url: str = "http://127.0.0.1:8003"
+    max_page_size: int = Field(10_000, ge=1)
+    default_page_size: int = Field(1_000, ge=1)
+    suppression_k: int = Field(5, ge=1, description="counts below this are published as suppressed")
+    cache_max_age_s: int = Field(60, ge=0, description="Cache-Control max-age of open-data responses")
+    change_poll_s: float = Field(30.0, gt=0, description="fallback poll of the KPI change time")
+    etag_cache_size: int = Field(20_000, ge=0, description="remembered ETags answered with 304 without a query")
+    max_hour_range_days: int = Field(31, ge=1)
+    max_day_range_days: int = Field(732, ge=1)
+    gzip_min_bytes: int = Field(1_024, ge=0)
+    # DCAT-AP.de catalog and dashboard (docs/catalog.md, docs/dashboard.md)
+    public_base_url: str = Field("http://127.0.0.1:8003", description="public base URL; all catalog IRIs use it")
     catalog_title: str = "Kommunal-Pulse: Offene Daten zur Nutzung kommunaler Online-Dienste in Hessen"
     catalog_description: str = (
         "Kennzahlen zur Nutzung der Online-Dienste (OZG) der teilnehmenden hessischen Kommunen: Nutzung, "
@@ -18,6 +28,6 @@ class PublisherSettings(KPSettings):
     catalog_publisher_name: str = "Kommunal-Pulse"
     catalog_contact_email: str | None = None
     catalog_contributor_id: str | None = None
-    catalog_page_size: int = 100
+    catalog_page_size: int = Field(100, ge=1, le=1000)
     # data portal (registered datasets)
     portal_max_upload_bytes: int = 20 * 1024 * 1024
