@@ -24,7 +24,22 @@ async def create_pool(url: str, min_size: int = 1, max_size: int = 10) -> asyncp
         url, min_size=min_size, max_size=max_size, server_settings={"timezone": "UTC"}, command_timeout=30
     )
     assert pool is not None
+    track_pool(pool)
     return pool
+
+
+_POOLS: list[asyncpg.Pool] = []  # asyncpg pools take no weak references; closed ones are dropped on read
+
+
+def track_pool(pool: asyncpg.Pool) -> None:
+    """Report this pool in the `kp_db_pool_*` metrics (done by `create_pool`; call it for pools made otherwise)."""
+    _POOLS.append(pool)
+
+
+def open_pools() -> list[asyncpg.Pool]:
+    """The tracked pools of this process that are not closed."""
+    _POOLS[:] = [p for p in _POOLS if not p.is_closing()]
+    return list(_POOLS)
 
 
 def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:

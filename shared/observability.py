@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import ClassVar
 
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from pythonjsonlogger.json import JsonFormatter
+
+from shared.db import open_pools
 
 
 def setup_logging(level: str = "INFO", json_logs: bool = True) -> None:
@@ -31,9 +37,34 @@ def setup_logging(level: str = "INFO", json_logs: bool = True) -> None:
 ReadinessCheck = Callable[[], Awaitable[None]]
 
 
+class PoolCollector(Collector):
+    """`kp_db_pool_connections_*`: the process's PostgreSQL pool usage (alert KPDatabasePoolExhausted)."""
+
+    HELP: ClassVar[dict[str, str]] = {
+        "kp_db_pool_connections_max": "Largest number of connections the pools may open.",
+        "kp_db_pool_connections_open": "Connections the pools hold open.",
+        "kp_db_pool_connections_in_use": "Connections borrowed from the pools right now.",
+    }
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(name, doc) for name, doc in self.HELP.items()]
+
+    def collect(self) -> Iterable[Metric]:
+        pools = open_pools()
+        values = {
+            "kp_db_pool_connections_max": sum(p.get_max_size() for p in pools),
+            "kp_db_pool_connections_open": sum(p.get_size() for p in pools),
+            "kp_db_pool_connections_in_use": sum(p.get_size() - p.get_idle_size() for p in pools),
+        }
+        for name, doc in self.HELP.items():
+            yield GaugeMetricFamily(name, doc, value=values[name])
+
+
 def ops_router(registry: CollectorRegistry, checks: dict[str, ReadinessCheck]) -> APIRouter:
     """`/healthz` (process alive), `/readyz` (dependencies reachable) and `/metrics`."""
     router = APIRouter(tags=["operations"])
+    with contextlib.suppress(ValueError):  # already registered on this registry
+        registry.register(PoolCollector())
 
     @router.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:
