@@ -63,7 +63,7 @@ def _facet_view(base: str, params: list[tuple[str, str]], result: SearchResult) 
             active = (param, item.value) in kept
             toggled = [p for p in kept if p != (param, item.value)] if active else [*kept, (param, item.value)]
             items.append({"label": item.label, "count": item.count, "active": active, "href": _href(base, toggled)})
-        out.append({"param": param, "title": title, "items": items})
+        out.append({"param": param, "title": title, "entries": items})
     return out
 
 
