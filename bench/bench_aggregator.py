@@ -1,0 +1,336 @@
+"""Aggregator throughput: events/s folded exactly-once vs a naive per-event consumer and a raw Kafka drain.
+
+Same run, same data: N mixed usage events are produced once to a fresh topic; then
+  (2) a raw aiokafka consumer only drains the topic (upper bound of what Python can consume),
+  (1) a naive consumer validates each event and inserts one row per event (autocommit),
+  and the aggregator service (a real process, exactly-once: dedup + KPI upserts + offsets per batch) folds it.
+Plus end-to-end freshness (ingest HTTP accept -> KPI row visible in PostgreSQL), p50/p99.
+
+Run: `python -m bench.bench_aggregator [--quick]` (uses KP_KAFKA_BOOTSTRAP / KP_DATABASE_URL or its own stack).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from kp.local import LocalStack, ServiceProcess
+from services.aggregator import repository
+from shared.events import usage_event_adapter
+from shared.kafka import USAGE_EVENTS, Topic, ensure_topics, make_producer
+
+ROOT = Path(__file__).resolve().parent.parent
+PARTITIONS = 6
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
+
+
+def make_events(n: int, seed: int = 7) -> list[bytes]:
+    """A realistic mix: page views and sessions with steps, auth, payment, submit/abandon, feedback."""
+    rnd = random.Random(seed)
+    municipalities = [f"99{rnd.randrange(10**6):06d}" for _ in range(6)]
+    services = [f"99{rnd.randrange(10**12):012d}" for _ in range(8)]
+    now = datetime.now(UTC)
+    kinds: list[tuple[str, Any]] = [
+        ("usage.page.viewed", lambda: {"page": f"/seite/{rnd.randrange(12)}", "device": rnd.choice(
+            ["desktop", "mobile", "tablet"]), "referrer": rnd.choice(["search", "portal", "direct"])}),
+        ("usage.session.started", lambda: {"channel": rnd.choice(["web", "app"]), "device": "mobile"}),
+        ("usage.step.completed", lambda: {"step": rnd.randint(1, 6), "step_name": "Schritt"}),
+        ("usage.auth.completed", lambda: {"method": rnd.choice(["bundid_basis", "elster", "eid"]),
+                                          "level": rnd.choice(["substantiell", "hoch"])}),
+        ("usage.payment.completed", lambda: {"method": rnd.choice(["paypal", "sepa_lastschrift", "epaybl"]),
+                                             "amount_cents": rnd.randrange(100, 9000)}),
+        ("usage.session.submitted", lambda: {"duration_s": rnd.randrange(30, 5000)}),
+        ("usage.session.abandoned", lambda: {"last_step": rnd.randrange(0, 6)}),
+        ("usage.feedback.given", lambda: {"stars": rnd.randint(1, 5)}),
+    ]
+    weights = [30, 15, 30, 8, 5, 6, 4, 2]
+    out: list[bytes] = []
+    for _ in range(n):
+        kind, data = rnd.choices(kinds, weights)[0]
+        out.append(orjson.dumps({
+            "id": str(uuid.UUID(int=rnd.getrandbits(128), version=4)), "type": kind, "source": "bench",
+            "time": (now - timedelta(seconds=rnd.randrange(0, 3 * 86400))).isoformat(),
+            "municipality": rnd.choice(municipalities), "service": rnd.choice(services),
+            "session": f"sess{rnd.getrandbits(64):016x}", "data": data(),
+        }))
+    return out
+
+
+async def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = make_producer(bootstrap, linger_ms=20, max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        futures = []
+        for v in values:
+            doc = orjson.loads(v)
+            futures.append(await producer.send(topic, v, key=f"{doc['municipality']}:{doc['service']}".encode()))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def drain(bootstrap: str, topic: str, n: int) -> float:
+    """(2) Raw aiokafka consumer: only reads the records. Returns events/s."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"drain-{uuid.uuid4().hex}",
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        seen, started = 0, None
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            if started is None and batch:
+                started = time.perf_counter()
+            seen += sum(len(r) for r in batch.values())
+        assert started is not None
+        return n / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+async def naive(bootstrap: str, topic: str, database_url: str, limit: int, seconds: float) -> tuple[float, int]:
+    """(1) Naive consumer: validate each event, insert one row per event (autocommit). Returns events/s, count."""
+    conn = await asyncpg.connect(database_url)
+    table = f"bench_naive_{uuid.uuid4().hex[:8]}"
+    await conn.execute(f"""CREATE TABLE {table} (event_id uuid PRIMARY KEY, municipality text, service text,
+                           type text, time timestamptz)""")
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"naive-{uuid.uuid4().hex}",
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        done, started = 0, None
+        while done < limit:
+            batch = await consumer.getmany(timeout_ms=500, max_records=500)
+            if started is None and batch:
+                started = time.perf_counter()
+            for records in batch.values():
+                for r in records:
+                    e = usage_event_adapter.validate_json(r.value)
+                    await conn.execute(
+                        f"INSERT INTO {table} VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                        e.id, e.municipality, e.service, e.type, e.time)
+                    done += 1
+            if started is not None and time.perf_counter() - started > seconds:
+                break
+        assert started is not None
+        return done / (time.perf_counter() - started), done
+    finally:
+        await consumer.stop()
+        await conn.execute(f"DROP TABLE {table}")
+        await conn.close()
+
+
+async def stored(conn: asyncpg.Connection, group: str, topic: str) -> int:
+    return int(await conn.fetchval(
+        "SELECT coalesce(sum(next_offset), 0) FROM agg_offsets WHERE consumer_group = $1 AND topic = $2",
+        group, topic))
+
+
+async def exactly_once(stack: LocalStack, topic: str, n: int) -> tuple[float, dict[str, float]]:
+    """The aggregator process folds the topic; rate measured from its first commit to its last."""
+    assert stack.database_url
+    uid = uuid.uuid4().hex[:8]
+    group = f"bench-agg-{uid}"
+    sp = stack.service("aggregator", extra_env={
+        "KP_USAGE_TOPIC": topic, "KP_CONSUMER_GROUP": group, "KP_CONSUME_WORKFLOW": "false",
+        "KP_REJECTED_TOPIC": f"bench.rejected.{uid}", "KP_LOG_LEVEL": "WARNING",
+    })
+    sp.log_path = sp.log_path.with_name(f"bench-aggregator-{uid}.log")
+    conn = await asyncpg.connect(stack.database_url)
+    await ensure_topics(stack.kafka_bootstrap or "", (Topic(f"bench.rejected.{uid}", 1),))
+    sp.start()
+    try:
+        first = 0
+        while first == 0:
+            await asyncio.sleep(0.005)
+            first = await stored(conn, group, topic)
+        t0 = time.perf_counter()
+        last = first
+        deadline = t0 + 600
+        while last < n and time.perf_counter() < deadline:
+            await asyncio.sleep(0.005)
+            last = await stored(conn, group, topic)
+        elapsed = time.perf_counter() - t0
+        if last < n:
+            raise RuntimeError(f"aggregator consumed only {last} of {n} records")
+        metrics = scrape(sp)
+        return (n - first) / elapsed, metrics
+    finally:
+        sp.stop()
+        await conn.close()
+
+
+def scrape(sp: ServiceProcess) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(httpx.get(f"{sp.url}/metrics", timeout=10).text):
+        for s in fam.samples:
+            if s.name.endswith(("_sum", "_count", "_total")):
+                key = s.name + ("" if not s.labels.get("outcome") else f"[{s.labels['outcome']}]")
+                out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+async def freshness(stack: LocalStack, count: int) -> tuple[list[float], str | None]:
+    """Ingest accept -> KPI visible: one event per request, each with its own service key."""
+    assert stack.database_url
+    assert stack.kafka_bootstrap
+    ags = f"99{random.randrange(10**6):06d}"
+    group = f"bench-fresh-{uuid.uuid4().hex[:8]}"
+    # Start the new consumer group at the topic's end (via the stored offsets it seeks to), not its history.
+    probe = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
+    await probe.start()
+    try:
+        parts = [TopicPartition(USAGE_EVENTS.name, p) for p in range(USAGE_EVENTS.partitions)]
+        ends = await probe.end_offsets(parts)
+    finally:
+        await probe.stop()
+    conn = await asyncpg.connect(stack.database_url)
+    await repository.store_offsets(conn, group, {(tp.topic, tp.partition): off for tp, off in ends.items()})
+    try:
+        from bench.load import create_api_key
+
+        api_key = await create_api_key(stack.database_url, "kp-bench-aggregator", [ags])
+    except Exception as exc:
+        return [], f"no ingest API key: {exc}"
+    ingest = stack.service("ingest")
+    agg = stack.service("aggregator", extra_env={"KP_CONSUMER_GROUP": group, "KP_CONSUME_WORKFLOW": "false",
+                                                 "KP_LOG_LEVEL": "WARNING"})
+    agg.log_path = agg.log_path.with_name(f"bench-fresh-aggregator-{group}.log")
+    procs = [ingest, agg]
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.wait_ready()
+        accepted: dict[str, float] = {}
+        visible: dict[str, float] = {}
+        stop = asyncio.Event()
+
+        async def poll() -> None:
+            while not stop.is_set() or len(visible) < len(accepted):
+                rows = await conn.fetch(
+                    """SELECT service FROM kpi_values WHERE municipality = $1 AND granularity = 'hour'
+                       AND metric = 'sessions_started'""", ags)
+                t = time.perf_counter()
+                for r in rows:
+                    visible.setdefault(r["service"], t)
+                await asyncio.sleep(0.005)
+
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        poller = asyncio.create_task(poll())
+        async with httpx.AsyncClient(base_url=ingest.url, timeout=30, headers=headers) as client:
+            for i in range(count + 5):
+                svc = f"99{random.randrange(10**12):012d}"
+                event = {"id": str(uuid.uuid4()), "type": "usage.session.started", "source": "bench",
+                         "time": datetime.now(UTC).isoformat(), "municipality": ags, "service": svc,
+                         "session": f"sess{uuid.uuid4().hex[:16]}", "data": {"channel": "web", "device": "mobile"}}
+                r = await client.post("/v1/events", json=[event])
+                if r.status_code != 200:
+                    stop.set()
+                    poller.cancel()
+                    return [], f"ingest answered {r.status_code}: {r.text[:200]}"
+                if i >= 5:  # the first few warm up the consumer group
+                    accepted[svc] = time.perf_counter()
+                await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(poller, timeout=60)
+        return [visible[s] - accepted[s] for s in accepted], None
+    finally:
+        for p in procs:
+            p.stop()
+        await conn.close()
+
+
+async def measure(stack: LocalStack, quick: bool) -> list[dict[str, Any]]:
+    assert stack.kafka_bootstrap
+    assert stack.database_url
+    n = 40_000 if quick else 200_000
+    topic = f"bench.usage.{uuid.uuid4().hex[:8]}"
+    await ensure_topics(stack.kafka_bootstrap, (Topic(topic, PARTITIONS),))
+    await produce(stack.kafka_bootstrap, topic, make_events(n))
+
+    drain_rate = await drain(stack.kafka_bootstrap, topic, n)
+    naive_rate, naive_n = await naive(stack.kafka_bootstrap, topic, stack.database_url, n, 8 if quick else 20)
+    eo_rate, metrics = await exactly_once(stack, topic, n)
+    lat, fresh_error = await freshness(stack, 40 if quick else 200)
+
+    batches = metrics.get("kp_aggregator_batch_size_count", 0.0)
+    rows: list[dict[str, Any]] = [
+        {"measure": "aggregator exactly-once fold (events/s)", "value": round(eo_rate), "unit": "events/s",
+         "baseline": f"naive consumer, one INSERT per event ({naive_n} events)",
+         "baseline_value": round(naive_rate), "ratio": eo_rate / naive_rate, "target": ">= 20x naive",
+         "met": eo_rate / naive_rate >= 20},
+        {"measure": "aggregator exactly-once fold vs raw drain (events/s)", "value": round(eo_rate),
+         "unit": "events/s", "baseline": "raw aiokafka drain, no processing", "baseline_value": round(drain_rate),
+         "ratio": eo_rate / drain_rate, "target": ">= 0.5x drain", "met": eo_rate / drain_rate >= 0.5},
+        {"measure": "aggregator mean batch size", "value": round(n / batches) if batches else None,
+         "unit": "records", "baseline": None, "baseline_value": None, "ratio": None, "target": None, "met": None},
+    ]
+    if batches:
+        rows.append({"measure": "aggregator fold / commit mean per batch",
+                     "value": round(1000 * metrics["kp_aggregator_fold_seconds_sum"] / batches, 2),
+                     "unit": "ms fold", "baseline": "commit (dedup + upserts + offsets)",
+                     "baseline_value": round(1000 * metrics["kp_aggregator_commit_seconds_sum"] / batches, 2),
+                     "ratio": None, "target": None, "met": None})
+    p50, p99 = percentile(lat, 0.5), percentile(lat, 0.99)
+    rows.append({"measure": "freshness ingest accept -> KPI visible p50", "unit": "ms",
+                 "value": round(p50 * 1000, 1) if p50 is not None else None, "baseline": None,
+                 "baseline_value": None, "ratio": None, "target": None, "met": None,
+                 **({"error": fresh_error} if fresh_error else {})})
+    rows.append({"measure": "freshness ingest accept -> KPI visible p99", "unit": "ms",
+                 "value": round(p99 * 1000, 1) if p99 is not None else None, "baseline": None,
+                 "baseline_value": None, "ratio": None, "target": None, "met": None, "samples": len(lat)})
+    return rows
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    """Entry point of the harness; uses KP_KAFKA_BOOTSTRAP / KP_DATABASE_URL or starts its own stack."""
+    run_dir = Path(os.environ.get("KP_BENCH_RUN_DIR") or ROOT / ".run" / f"bench-{os.getpid()}") / "aggregator"
+    stack = LocalStack.from_env(run_dir)
+    stack.start_infra()
+    try:
+        return asyncio.run(measure(stack, quick))
+    finally:
+        stack.stop()
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.2f}"
+        return "" if v is None else str(v)
+
+    cols = ("measure", "value", "unit", "baseline", "baseline_value", "ratio", "target", "met")
+    table = [[fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
+    print(" | ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    print("-+-".join("-" * w for w in widths))
+    for t in table:
+        print(" | ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    result = run(quick="--quick" in sys.argv)
+    print_table(result)
+    for row in result:
+        print(json.dumps(row, default=str))
