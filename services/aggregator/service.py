@@ -216,12 +216,12 @@ def fold(events: Iterable[E], contributions: Callable[[E], list[Contribution]]) 
     # Keyed by the epoch hour as an int: hashing aware datetimes per event is the slow part of a fold.
     hourly: Counter[tuple[int, str, str, str, str]] = Counter()
     for e in events:
-        h = int(e.time.timestamp()) // 3600
+        epoch_hour = int(e.time.timestamp()) // 3600
         for metric, dim, value in contributions(e):
-            hourly[(h, e.municipality, e.service, metric, dim)] += value
+            hourly[(epoch_hour, e.municipality, e.service, metric, dim)] += value
     out: Counter[KpiKey] = Counter()
-    for (hour_no, muni, svc, metric, dim), value in hourly.items():
-        h = _hour(hour_no)
+    for (epoch_hour, muni, svc, metric, dim), value in hourly.items():
+        h = _hour(epoch_hour)
         out[("hour", h, muni, svc, metric, dim)] += value
         out[("day", day_start(h), muni, svc, metric, dim)] += value
         out[("month", month_start(h), muni, svc, metric, dim)] += value
