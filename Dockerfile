@@ -25,7 +25,8 @@ LABEL org.opencontainers.image.title="kommunal-pulse" \
       org.opencontainers.image.licenses="EUPL-1.2"
 RUN python -m pip uninstall -y pip setuptools wheel \
     && groupadd --system --gid 10001 kp \
-    && useradd --system --uid 10001 --gid kp --no-create-home --home-dir /app --shell /usr/sbin/nologin kp
+    && useradd --system --uid 10001 --gid kp --no-create-home --home-dir /app --shell /usr/sbin/nologin kp \
+    && mkdir -p /var/lib/kp/eakte && chown -R 10001:10001 /var/lib/kp
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY --chown=root:root shared ./shared

@@ -136,3 +136,60 @@ class TestComposeCli:
                                  "config", "--quiet"], capture_output=True, text=True, cwd=ROOT, timeout=60,
                                 check=False)
         assert result.returncode == 0, result.stderr
+
+
+class TestImageContents:
+    """The image installs only the runtime dependencies of pyproject.toml: the code it copies must not need more."""
+
+    @staticmethod
+    def _runtime_distributions() -> set[str]:
+        import importlib.metadata as md
+        import tomllib
+
+        from packaging.requirements import Requirement
+
+        def norm(name: str) -> str:
+            return re.sub(r"[-_.]+", "-", name).lower()
+
+        todo = [Requirement(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
+        seen: set[str] = set()
+        while todo:
+            req = todo.pop()
+            name = norm(req.name)
+            if name in seen:
+                continue
+            seen.add(name)
+            for raw in md.requires(req.name) or []:
+                child = Requirement(raw)
+                if child.marker is None or any(child.marker.evaluate({"extra": e}) for e in [*req.extras, ""]):
+                    todo.append(child)
+        return seen
+
+    def test_copied_code_imports_only_runtime_dependencies(self) -> None:
+        import ast
+        import importlib.metadata as md
+        import sys
+
+        copied = re.findall(r"^COPY --chown=\S+ (\S+) \./", (ROOT / "Dockerfile").read_text(), re.M)
+        assert set(copied) == {"shared", "services", "kp", "migrations"}
+        runtime = self._runtime_distributions()
+        owners = md.packages_distributions()
+        local = {"shared", "services", "kp"}
+        problems: list[str] = []
+        for package in ("shared", "services", "kp"):
+            for path in (ROOT / package).rglob("*.py"):
+                for node in ast.walk(ast.parse(path.read_text())):
+                    if isinstance(node, ast.Import):
+                        modules = [a.name for a in node.names]
+                    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                        modules = [node.module]
+                    else:
+                        continue
+                    for module in modules:
+                        top = module.split(".")[0]
+                        if top in local or top in sys.stdlib_module_names:
+                            continue
+                        dists = {re.sub(r"[-_.]+", "-", d).lower() for d in owners.get(top, [top])}
+                        if not dists & runtime:
+                            problems.append(f"{path.relative_to(ROOT)}: {module} ({', '.join(sorted(dists))})")
+        assert not problems, "imports not covered by the runtime dependencies:\n" + "\n".join(problems)
