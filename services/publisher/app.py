@@ -14,6 +14,8 @@ from services.publisher import catalog
 from services.publisher.api import EtagCache, install_problem_handlers, router
 from services.publisher.catalog_api import router as catalog_router
 from services.publisher.changes import ChangeTracker
+from services.publisher.dashboard import router as dashboard_router
+from services.publisher.dashboard import static_files
 from services.publisher.portal import install as install_portal
 from services.publisher.settings import PublisherSettings
 from shared.db import create_pool
@@ -52,5 +54,7 @@ def create_app(settings: PublisherSettings | None = None) -> FastAPI:
         catalog.CatalogAgent(id="kommunal-pulse", name=settings.catalog_publisher_name), settings.catalog_contact_email
     )
     app.include_router(catalog_router)
+    app.include_router(dashboard_router)
+    app.mount("/static", static_files, name="static")
     install_portal(app)
     return app

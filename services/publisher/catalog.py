@@ -21,6 +21,7 @@ from rdflib import Literal as RdfLiteral
 from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, XSD
 
 from services.publisher import catalog_repository
+from services.publisher.definitions import DEFINITIONS
 from shared.db import Conn
 from shared.reference import Municipality, municipalities, municipality_by_ags
 
@@ -378,58 +379,50 @@ class KpiFamily:
     title: str
     description: str
     keywords: tuple[str, ...]
-    metrics: tuple[str, ...]
 
 
 KPI_FAMILIES: Final[tuple[KpiFamily, ...]] = (
     KpiFamily(
         "usage", "Nutzung der Online-Dienste",
-        "Gestartete, abgeschlossene und abgebrochene Vorgänge, Abschluss- und Abbruchquote, Seitenaufrufe, "
-        "Kanal und Geräteklasse je Verwaltungsleistung (LeiKa) und Tag.",
-        ("Nutzung", "Online-Dienste", "Abschlussquote", "Abbruchquote"),
-        ("page_views", "sessions_started", "sessions_submitted", "sessions_abandoned", "channel", "device"),
+        "Seitenaufrufe und gestartete Vorgänge, auch nach Kanal (Web, App) und Geräteklasse, je "
+        "Verwaltungsleistung (LeiKa) und Tag.",
+        ("Nutzung", "Online-Dienste", "Seitenaufrufe", "Endgeräte"),
     ),
     KpiFamily(
-        "funnel", "Abbrüche nach Formularschritt",
-        "Abgeschlossene Formularschritte und Abbrüche nach dem zuletzt abgeschlossenen Schritt (Trichter) je "
-        "Verwaltungsleistung und Tag.",
-        ("Formular", "Abbruch", "Trichter"),
-        ("step_completed", "abandoned_after_step", "sessions_started"),
+        "funnel", "Abschlüsse und Abbrüche",
+        "Gestartete, abgeschlossene und abgebrochene Vorgänge, Abschluss- und Abbruchquote, erledigte "
+        "Formularschritte und Abbrüche nach dem zuletzt erledigten Schritt (Trichter) je Verwaltungsleistung und Tag.",
+        ("Abschlussquote", "Abbruchquote", "Formular", "Trichter"),
     ),
     KpiFamily(
         "payment", "Zahlarten",
-        "Abgeschlossene Zahlungen nach Zahlart (SEPA-Lastschrift, Kreditkarte, PayPal, Rechnung, giropay) und "
-        "Summe der Beträge je Verwaltungsleistung und Tag.",
+        "Abgeschlossene Zahlungen nach Zahlart (SEPA-Lastschrift, Kreditkarte, PayPal, Rechnung, giropay) je "
+        "Verwaltungsleistung und Tag.",
         ("Zahlung", "ePayment", "Zahlart"),
-        ("payment", "payment_amount_cents"),
     ),
     KpiFamily(
         "auth", "Authentifizierung",
         "Anmeldungen nach Verfahren (BundID Basis, ELSTER, Online-Ausweis, EU-ID) und Vertrauensniveau je "
         "Verwaltungsleistung und Tag.",
         ("Authentifizierung", "BundID", "Online-Ausweis", "Vertrauensniveau"),
-        ("auth",),
     ),
     KpiFamily(
         "feedback", "Zufriedenheit",
         "Bewertungen der Online-Dienste (1 bis 5 Sterne): Anzahl, Mittelwert und Verteilung je "
         "Verwaltungsleistung und Tag. Freitextkommentare werden nicht veröffentlicht.",
         ("Zufriedenheit", "Bewertung", "Feedback"),
-        ("feedback",),
     ),
     KpiFamily(
         "duration", "Bearbeitungszeit im Formular",
         "Dauer vom Start bis zum Absenden eines Online-Antrags als Verteilung über feste Zeitklassen und "
         "Perzentile je Verwaltungsleistung und Tag.",
         ("Ausfülldauer", "Online-Antrag", "Dauer"),
-        ("duration_le", "duration_sum_s"),
     ),
     KpiFamily(
         "processing", "Bearbeitungsdauer in der Verwaltung",
         "Eröffnete und abgeschlossene Fälle, Bearbeitungsdauer (Verteilung und Perzentile) und "
         "Fristüberschreitungen der Fachverfahren je Verwaltungsleistung und Tag.",
         ("Bearbeitungsdauer", "Fristen", "Fachverfahren"),
-        ("cases_opened", "cases_closed", "processing_le", "processing_sum_s", "deadline_breached", "cases_parked"),
     ),
 )
 KPI_FAMILY_BY_KEY: Final = {f.key: f for f in KPI_FAMILIES}
@@ -450,9 +443,9 @@ CoverageReader = Callable[[Conn], Awaitable[dict[tuple[str | None, str], Coverag
 
 def kpi_urls(base_url: str, family: str, ags: str | None) -> tuple[str, str]:
     """JSON and CSV URLs of the open-data API for one family, optionally one municipality."""
-    params = {"municipality": ags} if ags else {}
-    query = f"?{urlencode(params)}" if params else ""
-    return f"{base_url}/v1/kpis/{family}{query}", f"{base_url}/v1/kpis/{family}.csv{query}"
+    params = {"municipality": ags, "family": family} if ags else {"family": family}
+    query = urlencode(params)
+    return f"{base_url}/v1/kpis.json?{query}", f"{base_url}/v1/kpis.csv?{query}"
 
 
 def kpi_dataset(
@@ -520,13 +513,13 @@ def coverage_by_family(rows: Sequence[tuple[str, str, date, date, datetime]]) ->
     """Fold (municipality, metric, first day, last day, modified) rows into coverage per municipality x family
     and per family for all of Hessen (key None)."""
     family_of: dict[str, list[str]] = {}
-    for f in KPI_FAMILIES:
-        for metric in f.metrics:
-            family_of.setdefault(metric, []).append(f.key)
+    for d in DEFINITIONS:
+        for fam in d.families:
+            family_of.setdefault(d.metric, []).append(fam)
     out: dict[tuple[str | None, str], Coverage] = {}
     for ags, metric, first, last, modified in rows:
-        for fam in family_of.get(metric, ()):
-            for key in ((ags.strip(), fam), (None, fam)):
+        for family in family_of.get(metric, ()):
+            for key in ((ags.strip(), family), (None, family)):
                 old = out.get(key)
                 out[key] = Coverage(first, last, modified) if old is None else Coverage(
                     min(old.first_day, first), max(old.last_day, last), max(old.modified, modified)

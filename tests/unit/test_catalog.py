@@ -13,6 +13,7 @@ from rdflib.namespace import DCTERMS, RDF
 
 from services.publisher import catalog
 from services.publisher.catalog_api import negotiate
+from services.publisher.definitions import FAMILIES
 from shared.reference import municipalities
 from tests.dcat_shapes import assert_conforms, load_shapes, shacl_report
 
@@ -59,6 +60,9 @@ def _portal_dataset() -> catalog.CatalogDataset:
 
 
 class TestKpiDatasets:
+    def test_families_are_those_of_the_open_data_api(self) -> None:
+        assert tuple(f.key for f in catalog.KPI_FAMILIES) == FAMILIES
+
     async def test_one_dataset_per_municipality_and_family_plus_hessen(self) -> None:
         datasets = await _datasets()
         assert len(datasets) == len(catalog.KPI_FAMILIES) * (len(municipalities()) + 1)
@@ -89,11 +93,11 @@ class TestKpiDatasets:
         assert formats == {
             catalog.EU + "file-type/JSON": (
                 "https://www.iana.org/assignments/media-types/application/json",
-                f"{BASE}/v1/kpis/feedback?municipality={OFFENBACH.ags}",
+                f"{BASE}/v1/kpis.json?municipality={OFFENBACH.ags}&family=feedback",
             ),
             catalog.EU + "file-type/CSV": (
                 "https://www.iana.org/assignments/media-types/text/csv",
-                f"{BASE}/v1/kpis/feedback.csv?municipality={OFFENBACH.ags}",
+                f"{BASE}/v1/kpis.csv?municipality={OFFENBACH.ags}&family=feedback",
             ),
         }
 

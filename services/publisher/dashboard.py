@@ -1,0 +1,108 @@
+"""HTTP adapter of the German dashboard: `/dashboard` (Hessen overview) and `/dashboard/{ags}` (one city)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.templating import Jinja2Templates
+from starlette.staticfiles import StaticFiles
+
+from services.publisher import dashboard_view as view
+from services.publisher.service import today_berlin
+from shared.reference import municipalities, municipality_by_ags, service_by_key
+
+HERE = Path(__file__).resolve().parent
+templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.globals.update(fmt_cell=view.fmt_cell, chart_summary=view.summary)
+static_files = StaticFiles(directory=HERE / "static")
+
+router = APIRouter(tags=["dashboard"])
+
+ServiceQ = Annotated[str | None, Query(pattern=r"^\d{14}$", description="LeiKa key; default: the busiest one")]
+PeriodQ = Annotated[Literal["day", "month"], Query(description="day or month")]
+FromQ = Annotated[date | None, Query(alias="from", description="first day (Europe/Berlin)")]
+ToQ = Annotated[date | None, Query(alias="to", description="last day (Europe/Berlin), inclusive")]
+
+
+def _problem(status: int, detail: str, param: str) -> JSONResponse:
+    return JSONResponse(
+        {"type": "about:blank", "title": "Bad Request", "status": status, "detail": detail, "parameter": param},
+        status_code=status, media_type="application/problem+json",
+    )
+
+
+def _range(period: str, date_from: date | None, date_to: date | None) -> tuple[date, date]:
+    to = date_to or today_berlin()
+    return (date_from or to - timedelta(days=29 if period == "day" else 364)), to
+
+
+def _context(request: Request, page: view.Page, current: str, **extra: Any) -> dict[str, Any]:
+    settings = request.app.state.settings
+    base = ""  # page links are root-relative, so the page works behind any proxy path mapping of the host
+    f = page.filters
+    svc = service_by_key().get(f.service)
+    return {
+        "page": page, "page_title": page.title, "base_url": base, "static_url": f"{base}/static",
+        "municipalities": municipalities(), "current": current, "k": settings.suppression_k,
+        "service_name": svc.name_de if svc else f.service,
+        "nav_query": view.Filters(None, f.service, f.period, f.date_from, f.date_to).query(),
+        **extra,
+    }
+
+
+async def _filters(
+    request: Request, ags: str | None, service: str | None, period: Literal["day", "month"],
+    date_from: date | None, date_to: date | None,
+) -> view.Filters | JSONResponse:
+    start, end = _range(period, date_from, date_to)
+    if start > end:
+        return _problem(400, "'from' must not be after 'to'", "from")
+    if (end - start).days > request.app.state.settings.max_day_range_days:
+        return _problem(400, f"range longer than {request.app.state.settings.max_day_range_days} days", "from")
+    f = view.Filters(ags, service or "", period, start, end)
+    if service is None:
+        async with request.app.state.pool.acquire() as conn:
+            busiest = await view.busiest_service(conn, ags, f)
+        f = view.Filters(ags, busiest or view.service_options()[0][0], period, start, end)
+    return f
+
+
+@router.get("/dashboard", response_class=HTMLResponse, summary="Dashboard: Hessen overview (German)")
+async def hessen(
+    request: Request, service: ServiceQ = None, period: PeriodQ = "day", date_from: FromQ = None,
+    date_to: ToQ = None,
+) -> Response:
+    f = await _filters(request, None, service, period, date_from, date_to)
+    if isinstance(f, JSONResponse):
+        return f
+    settings = request.app.state.settings
+    async with request.app.state.pool.acquire() as conn:
+        page = await view.hessen_page(conn, f, "", settings.suppression_k)
+    return templates.TemplateResponse(request, "hessen.html", _context(request, page, "hessen"))
+
+
+@router.get("/dashboard/{ags}", response_class=HTMLResponse, summary="Dashboard: one municipality (German)")
+async def municipality(
+    request: Request, ags: str, service: ServiceQ = None, period: PeriodQ = "day", date_from: FromQ = None,
+    date_to: ToQ = None,
+) -> Response:
+    m = municipality_by_ags().get(ags)
+    if m is None:
+        page = view.Page("Seite nicht gefunden", view.Filters(None, "", "day", *_range("day", None, None)), [],
+                         view.service_options(), False)
+        return templates.TemplateResponse(
+            request, "not_found.html",
+            _context(request, page, "", message=f"Zum Gemeindeschlüssel {ags} gibt es keine Seite."),
+            status_code=404,
+        )
+    f = await _filters(request, ags, service, period, date_from, date_to)
+    if isinstance(f, JSONResponse):
+        return f
+    settings = request.app.state.settings
+    async with request.app.state.pool.acquire() as conn:
+        page = await view.municipality_page(conn, m, f, "", settings.suppression_k)
+    return templates.TemplateResponse(request, "municipality.html", _context(request, page, m.ags, ags=m.ags))

@@ -1,0 +1,270 @@
+"""The German dashboard in Debian's Chromium (headless, Playwright): numbers, filters, accessibility.
+
+The publisher runs as its own process against the session's PostgreSQL. Each test seeds a hand-made dataset
+for two member cities under a LeiKa-like key of its own, so the page shows only that data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from kp.local import LocalStack, ServiceProcess
+from shared.reference import municipalities
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+ARTIFACTS = ROOT / "test-artifacts"
+GIESSEN = next(m for m in municipalities() if m.ags == "06531005")
+MARBURG = next(m for m in municipalities() if m.ags == "06534014")
+DAYS = [date(2021, 3, 1) + timedelta(days=i) for i in range(3)]
+USAGE = {"sessions_started": "Gestartet", "sessions_submitted": "Abgeschlossen", "sessions_abandoned": "Abgebrochen"}
+
+if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
+    pytest.skip(f"{CHROMIUM} not installed (scripts/setup-system.sh installs Debian's chromium)",
+                allow_module_level=True)
+if not AXE.exists():  # pragma: no cover
+    pytest.skip(f"{AXE} missing: run `npm install` (root package.json)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def publisher(stack: LocalStack) -> Iterator[ServiceProcess]:
+    sp = stack.service("publisher")
+    sp.env["KP_PUBLIC_BASE_URL"] = sp.url
+    sp.start()
+    try:
+        try:
+            sp.wait_ready()
+        except Exception:
+            print(sp.log_path.read_text()[-3000:])  # noqa: T201 - the reason, in the test report
+            raise
+        yield sp
+    finally:
+        sp.stop()
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run"],
+        )
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context(locale="de-DE", viewport={"width": 1280, "height": 900})
+    p = await context.new_page()
+    errors: list[str] = []
+    p.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    p.on("pageerror", lambda exc: errors.append(str(exc)))
+    p.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    p.errors = errors  # type: ignore[attr-defined]
+    try:
+        yield p
+    finally:
+        await context.close()
+
+
+async def _seed(db: asyncpg.Connection, service: str) -> None:
+    """Hand-made daily KPIs that satisfy the identities the aggregator guarantees (channel and device add up to
+    sessions started, completion-time buckets to submissions, abandonment steps to abandonments, processing
+    buckets to closed cases). Gießen's third day has 2 submissions: below k = 5, so suppressed."""
+    rows: list[tuple[date, str, str, str, int]] = []
+    cities = {
+        GIESSEN.ags: {"sessions_started": [40, 55, 30], "sessions_submitted": [25, 33, 2],
+                      "sessions_abandoned": [15, 22, 28]},
+        MARBURG.ags: {"sessions_started": [60, 60, 60], "sessions_submitted": [30, 45, 50],
+                      "sessions_abandoned": [30, 15, 10]},
+    }
+    for ags, metrics in cities.items():
+        for i, d in enumerate(DAYS):
+            started, submitted = metrics["sessions_started"][i], metrics["sessions_submitted"][i]
+            rows += [(d, ags, m, "", values[i]) for m, values in metrics.items()]
+            rows += [(d, ags, "channel", "web", started), (d, ags, "device", "desktop", started),
+                     (d, ags, "duration_le", "600", submitted),
+                     (d, ags, "abandoned_after_step", "1", metrics["sessions_abandoned"][i])]
+    rows += [(DAYS[0], GIESSEN.ags, "step_completed", s, v) for s, v in (("1", 40), ("2", 32), ("3", 25))]
+    rows += [(DAYS[1], GIESSEN.ags, "payment", m, v) for m, v in (("paypal", 12), ("sepa_lastschrift", 21))]
+    rows += [(DAYS[1], GIESSEN.ags, "auth", a, v) for a, v in (("bundid_basis:substantiell", 20),
+                                                                ("eid:hoch", 13))]
+    rows += [(DAYS[1], GIESSEN.ags, "feedback", s, v) for s, v in (("5", 14), ("4", 9), ("2", 6))]
+    rows += [(DAYS[2], GIESSEN.ags, "processing_le", b, v) for b, v in (("86400", 9), ("604800", 11))]
+    rows += [(DAYS[2], GIESSEN.ags, "cases_closed", "approved", 20)]
+    monthly: dict[tuple[date, str, str, str], int] = {}
+    for d, ags, metric, dim, v in rows:
+        key = (d.replace(day=1), ags, metric, dim)
+        monthly[key] = monthly.get(key, 0) + v
+    await db.executemany(
+        """INSERT INTO kpi_values (granularity, period_start, municipality, service, metric, dimension, value)
+           VALUES ($1, $2::date::timestamp AT TIME ZONE 'Europe/Berlin', $3, $4, $5, $6, $7)""",
+        [("day", d, ags, service, metric, dim, v) for d, ags, metric, dim, v in rows]
+        + [("month", d, ags, service, metric, dim, v) for (d, ags, metric, dim), v in monthly.items()],
+    )
+
+
+@pytest.fixture
+async def service_key(db: asyncpg.Connection, unique: str) -> str:
+    key = "98" + str(int(unique, 16) % 10**12).zfill(12)
+    await _seed(db, key)
+    return key
+
+
+def _query(service: str, period: str = "day") -> dict[str, str]:
+    return {"service": service, "period": period, "from": DAYS[0].isoformat(), "to": DAYS[-1].isoformat()}
+
+
+def _url(publisher: ServiceProcess, path: str, service: str) -> str:
+    return f"{publisher.url}{path}?{httpx.QueryParams(_query(service))}"
+
+
+async def _chart(page: Page, chart_id: str) -> dict[str, Any]:
+    data: dict[str, Any] = await page.evaluate(
+        """id => { const c = Chart.getChart(id + '-canvas');
+                   return {labels: c.data.labels,
+                           datasets: c.data.datasets.map(d => ({label: d.label, data: d.data}))}; }""",
+        chart_id,
+    )
+    return data
+
+
+def _api_series(items: list[dict[str, Any]], ags: str) -> dict[str, dict[str, float | None]]:
+    """metric -> period start -> value (None when suppressed) from the API's JSON items."""
+    out: dict[str, dict[str, float | None]] = {}
+    for it in items:
+        if it["municipality"] == ags and it["metric"] in USAGE and it["dimension"] == "":
+            out.setdefault(it["metric"], {})[it["period_start"]] = None if it["suppressed"] else it["value"]
+    return out
+
+
+async def _assert_usage_matches_api(page: Page, api: httpx.AsyncClient, service: str, period: str) -> None:
+    resp = await api.get("/v1/kpis.json", params={**_query(service, period), "municipality": GIESSEN.ags,
+                                                  "family": "funnel"})
+    assert resp.status_code == 200, resp.text
+    expected = _api_series(resp.json()["items"], GIESSEN.ags)
+    starts = sorted({p for series in expected.values() for p in series})
+    chart = await _chart(page, "nutzung")
+    assert len(chart["labels"]) == len(starts)
+    for ds in chart["datasets"]:
+        metric = next(m for m, label in USAGE.items() if label == ds["label"])
+        assert ds["data"] == [expected.get(metric, {}).get(p, 0) for p in starts], metric
+
+
+async def _axe(page: Page) -> list[dict[str, Any]]:
+    await page.add_script_tag(path=str(AXE))
+    result: dict[str, Any] = await page.evaluate(
+        """() => axe.run(document, {runOnly: {type: 'tag',
+               values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']}})"""
+    )
+    return [v for v in result["violations"] if v["impact"] in ("serious", "critical")]
+
+
+class TestMunicipalityDashboard:
+    async def test_charts_show_the_api_numbers_and_a_filter_change_updates_them(
+        self, publisher: ServiceProcess, page: Page, service_key: str
+    ) -> None:
+        async with httpx.AsyncClient(base_url=publisher.url) as api:
+            resp = await page.goto(_url(publisher, f"/dashboard/{GIESSEN.ags}", service_key))
+            assert resp is not None
+            assert resp.status == 200
+            await page.wait_for_selector("figure[data-chart='nutzung'][data-rendered='true']")
+            await _assert_usage_matches_api(page, api, service_key, "day")
+            chart = await _chart(page, "nutzung")
+            submitted = next(d for d in chart["datasets"] if d["label"] == "Abgeschlossen")
+            started = next(d for d in chart["datasets"] if d["label"] == "Gestartet")
+            assert started["data"] == [40, 55, 30]  # the hand-made numbers
+            # 2 submissions on the third day are suppressed; so is one more day, or the range total would tell
+            assert submitted["data"][2] is None
+            assert submitted["data"].count(None) == 2
+            cell = page.locator("table[data-table='nutzung'] tbody tr").nth(2).locator("td").nth(1)
+            assert await cell.get_attribute("data-suppressed") == "true"
+            assert "unterdrückt" in (await cell.text_content() or "")
+
+            payment = await _chart(page, "zahlarten")
+            assert dict(zip(payment["labels"], payment["datasets"][0]["data"], strict=True)) == {
+                "PayPal": 12, "SEPA-Lastschrift": 21}
+            feedback = await _chart(page, "zufriedenheit")
+            assert feedback["datasets"][0]["data"] == [0, 6, 0, 9, 14]
+            compare = await _chart(page, "vergleich")
+            assert compare["labels"] == ["Abschlussquote", "Abbruchquote"]
+
+            await page.select_option("#f-period", "month")
+            async with page.expect_navigation():
+                await page.click("button[type=submit]")
+            await page.wait_for_selector("figure[data-chart='nutzung'][data-rendered='true']")
+            assert "period=month" in page.url
+            await _assert_usage_matches_api(page, api, service_key, "month")
+            monthly = await _chart(page, "nutzung")
+            assert monthly["labels"] == ["03/2021"]
+            started = next(d for d in monthly["datasets"] if d["label"] == "Gestartet")
+            assert started["data"] == [125]
+        assert page.errors == []  # type: ignore[attr-defined]
+
+    async def test_no_serious_accessibility_violations_and_screenshot(
+        self, publisher: ServiceProcess, page: Page, service_key: str
+    ) -> None:
+        await page.goto(_url(publisher, f"/dashboard/{GIESSEN.ags}", service_key))
+        await page.wait_for_selector("figure[data-chart][data-rendered='true']")
+        for details in await page.locator("details.table-fallback").all():
+            await details.locator("summary").click()
+        violations = await _axe(page)
+        assert violations == [], [(v["id"], v["help"], [n["target"] for n in v["nodes"]]) for v in violations]
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-giessen.png"), full_page=True)
+        assert page.errors == []  # type: ignore[attr-defined]
+
+    async def test_keyboard_reaches_filters_and_downloads(
+        self, publisher: ServiceProcess, page: Page, service_key: str
+    ) -> None:
+        await page.goto(_url(publisher, f"/dashboard/{GIESSEN.ags}", service_key))
+        await page.keyboard.press("Tab")
+        assert await page.evaluate("document.activeElement.textContent") == "Zum Inhalt springen"
+        focused: set[str] = set()
+        for _ in range(40):
+            await page.keyboard.press("Tab")
+            focused.add(await page.evaluate("document.activeElement.id || document.activeElement.textContent"))
+        assert {"f-service", "f-period", "f-from", "f-to"} <= focused
+
+
+class TestHessenDashboard:
+    async def test_overview_lists_each_city_and_passes_axe(
+        self, publisher: ServiceProcess, page: Page, service_key: str
+    ) -> None:
+        await page.set_viewport_size({"width": 390, "height": 844})  # a phone
+        resp = await page.goto(_url(publisher, "/dashboard", service_key))
+        assert resp is not None
+        assert resp.status == 200
+        await page.wait_for_selector("figure[data-chart='nutzung-kommunen'][data-rendered='true']")
+        chart = await _chart(page, "nutzung-kommunen")
+        values = dict(zip(chart["labels"], next(d for d in chart["datasets"] if d["label"] == "Gestartet")["data"],
+                          strict=True))
+        assert values[GIESSEN.name] == 125
+        assert values[MARBURG.name] == 180
+        assert values["Fulda"] is None  # no data at all: shown as "keine Daten"
+        assert await _axe(page) == []
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-hessen-mobile.png"), full_page=True)
+        assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_vendored_chart_library_matches_npm_package() -> None:
+    vendored = ROOT / "services" / "publisher" / "static" / "vendor" / "chartjs" / "chart.umd.min.js"
+    installed = ROOT / "node_modules" / "chart.js" / "dist" / "chart.umd.min.js"
+    if not installed.exists():
+        pytest.skip("node_modules/chart.js missing: run `npm install`")
+    assert vendored.read_bytes() == installed.read_bytes(), "copy node_modules/chart.js/dist/chart.umd.min.js again"
+    assert (vendored.parent / "LICENSE.md").read_text().startswith("The MIT License")
