@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -124,18 +125,36 @@ class TestDockerfile:
             assert (ROOT / path).exists()
 
 
+def _compose_cli() -> list[str] | None:
+    """`docker compose` (plugin) if it answers, else the standalone `docker-compose`; no engine is needed."""
+    if docker := shutil.which("docker"):
+        version = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, check=False)
+        if version.returncode == 0:
+            return [docker, "compose"]
+    if standalone := shutil.which("docker-compose"):
+        return [standalone]
+    return None
+
+
 class TestComposeCli:
     def test_docker_compose_config_accepts_the_file(self) -> None:
-        docker = shutil.which("docker")
-        if docker is None:
-            pytest.skip("no docker CLI on this machine: structure checks above only")
-        version = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, check=False)
-        if version.returncode != 0:
-            pytest.skip("docker CLI without the compose plugin: structure checks above only")
-        result = subprocess.run([docker, "compose", "-f", str(ROOT / "docker-compose.yml"), "--profile", "demo",
-                                 "config", "--quiet"], capture_output=True, text=True, cwd=ROOT, timeout=60,
-                                check=False)
+        cli = _compose_cli()
+        if cli is None:
+            pytest.skip("neither `docker compose` nor `docker-compose` here: structure checks above only")
+        result = subprocess.run([*cli, "-f", str(ROOT / "docker-compose.yml"), "--profile", "demo", "config",
+                                 "--quiet"], capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
         assert result.returncode == 0, result.stderr
+
+    def test_the_cli_rejects_a_broken_file(self, tmp_path: Path) -> None:
+        cli = _compose_cli()
+        if cli is None:
+            pytest.skip("neither `docker compose` nor `docker-compose` here")
+        broken = (ROOT / "docker-compose.yml").read_text().replace("condition: service_healthy",
+                                                                    "condition: service_happy", 1)
+        (tmp_path / "docker-compose.yml").write_text(broken)
+        result = subprocess.run([*cli, "-f", str(tmp_path / "docker-compose.yml"), "config", "--quiet"],
+                                capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False)
+        assert result.returncode != 0
 
 
 class TestImageContents:
