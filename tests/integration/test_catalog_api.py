@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -17,7 +21,7 @@ from services.publisher import catalog
 from services.publisher.app import create_app
 from services.publisher.settings import PublisherSettings
 from shared.reference import municipalities
-from tests.dcat_shapes import assert_conforms
+from tests.dcat_shapes import SHAPES_DIR, assert_conforms, load_shapes
 
 BASE = "https://opendata.example.org"
 MARBURG = next(m for m in municipalities() if m.name == "Marburg")
@@ -64,6 +68,24 @@ class TestGetCatalog:
         assert len(by_accept) == len(by_suffix) > 0
         assert (catalog.catalog_uri(BASE), RDF.type, rns.DCAT.Catalog) in by_accept
         assert_conforms(by_accept)
+
+    @pytest.mark.parametrize("fmt", list(FORMATS))
+    async def test_govdata_validate_script_strict_accepts_every_representation(
+        self, client: httpx.AsyncClient, fmt: str, tmp_path: Path
+    ) -> None:
+        """The folder's own `validate.py --strict` (zero violations, zero warnings) on what the endpoint serves."""
+        load_shapes()  # skips with the reason when the folder is absent
+        resp = await client.get(f"/catalog.{FORMATS[fmt][1]}", params={"page_size": 1000})
+        assert resp.status_code == 200
+        path = tmp_path / f"catalog.{FORMATS[fmt][1]}"
+        path.write_bytes(resp.content)
+        run = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, str(SHAPES_DIR / "validate.py"), str(path), "--format", fmt, "--strict"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+        assert "conforms: True" in run.stdout
 
     async def test_dataset_temporal_and_modified_come_from_kpi_values(
         self, client: httpx.AsyncClient, db: asyncpg.Connection, unique: str
