@@ -229,7 +229,7 @@ MunicipalityParam = Annotated[list[str] | None, Query(
     description="AGS (8 digits); repeat the parameter or separate by commas for several", examples=["06413000"],
 )]
 ServiceParam = Annotated[list[str] | None, Query(
-    description="LeiKa key (14 digits); repeat or separate by commas", examples=["99115005104000"],
+    alias="service", description="LeiKa key (14 digits); repeat or separate by commas", examples=["99115005104000"],
 )]
 PeriodParam = Annotated[Literal["hour", "day", "month"], Query(description="granularity of the periods")]
 FromParam = Annotated[date | None, Query(
@@ -256,9 +256,7 @@ def _dates(settings: PublisherSettings, period: Granularity, date_from: date | N
 
 
 def kpi_query(
-    request: Request, municipality: MunicipalityParam = None, service_: Annotated[
-        list[str] | None, Query(alias="service", description="LeiKa key (14 digits); repeat or separate by commas",
-                                examples=["99115005104000"])] = None,
+    request: Request, municipality: MunicipalityParam = None, service_: ServiceParam = None,
     period: PeriodParam = "day", date_from: FromParam = None, date_to: ToParam = None, family: FamilyParam = None,
 ) -> service.KpiQuery:
     settings: PublisherSettings = request.app.state.settings
