@@ -132,9 +132,10 @@ class TestPackageShow:
         assert got.content == CSV
         assert ckan.action.package_show(id=pkg["id"])["name"] == doc["name"]
 
-    def test_unknown_package_raises_not_found(self, ckan: ckanapi.RemoteCKAN) -> None:
+    @pytest.mark.parametrize("ident", ["gibt-es-nicht", "-" * 36, "6f1c2a50-0000-4000-8000-000000000000"])
+    def test_unknown_package_raises_not_found(self, ckan: ckanapi.RemoteCKAN, ident: str) -> None:
         with pytest.raises(ckanapi.NotFound):
-            ckan.action.package_show(id="gibt-es-nicht")
+            ckan.action.package_show(id=ident)
 
     def test_missing_id_raises_validation_error(self, ckan: ckanapi.RemoteCKAN) -> None:
         with pytest.raises(ckanapi.ValidationError):

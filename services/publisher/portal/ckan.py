@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -259,8 +260,11 @@ async def package_show(conn: Conn, params: dict[str, Any], base_url: str) -> dic
     if not ident:
         raise validation(id="Missing value")
     row = await repository.get_dataset(conn, ident)
-    if row is None and re.fullmatch(r"[0-9a-f-]{36}", ident):
-        row = await repository.get_dataset_by_id(conn, ident)
+    if row is None:
+        try:
+            row = await repository.get_dataset_by_id(conn, str(uuid.UUID(ident)))
+        except ValueError:
+            row = None
     if row is None or row["status"] != "published":
         raise not_found()
     return package(service.to_dataset(row, base_url))
