@@ -195,6 +195,7 @@ def build_router(settings: AggregatorSettings, pool_holder: dict[str, asyncpg.Po
         subscriber = router.subscriber(
             stream.topic, batch=True, group_id=stream.group, auto_offset_reset="earliest",
             max_records=settings.max_batch_records, batch_timeout_ms=settings.batch_timeout_ms,
+            max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
             ack_policy=AckPolicy.NACK_ON_ERROR, listener=SeekToStoredOffsets(stream),
             decoder=_no_decode, parser=_tolerant_parse, title=title, description=description,
         )

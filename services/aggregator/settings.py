@@ -14,7 +14,9 @@ class AggregatorSettings(KPSettings):
     workflow_topic: str = WORKFLOW_EVENTS.name
     rejected_topic: str = USAGE_REJECTED.name
     consume_workflow: bool = True
-    max_batch_records: int = 5000
+    max_batch_records: int = 20_000
+    """Upper bound per batch (= per transaction); under backlog bigger batches fold more events per KPI row."""
+    max_partition_fetch_bytes: int = 4 * 1024 * 1024
     batch_timeout_ms: int = 200
     future_skew_s: int = 900
     """Events whose `time` lies further ahead than this are rejected as `from_future` (platform clock wrong)."""
