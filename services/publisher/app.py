@@ -51,7 +51,8 @@ def create_app(settings: PublisherSettings | None = None) -> FastAPI:
     install_ops(app, registry, {"postgres": db_ready})
     app.include_router(router)
     app.state.catalog_registry = catalog.create_registry(
-        catalog.CatalogAgent(id="kommunal-pulse", name=settings.catalog_publisher_name), settings.catalog_contact_email
+        catalog.CatalogAgent(id="kommunal-pulse", name=settings.catalog_publisher_name), settings.catalog_contact_email,
+        settings.catalog_coverage_ttl_s,
     )
     app.include_router(catalog_router)
     app.include_router(dashboard_router)

@@ -9,10 +9,11 @@ publisher are one provider (`kpi_datasets`); other parts of the publisher regist
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Final, Literal
+from typing import Any, Final, Literal
 from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -426,6 +427,10 @@ KPI_FAMILIES: Final[tuple[KpiFamily, ...]] = (
     ),
 )
 KPI_FAMILY_BY_KEY: Final = {f.key: f for f in KPI_FAMILIES}
+RANGE_NOTE: Final = (
+    "Tageswerte der letzten 30 Tage; andere Zeiträume und Zeiteinheiten über die Parameter from, to und period "
+    "der Schnittstelle (Beschreibung unter /docs)."
+)
 COMMON_KEYWORDS: Final = ("Verwaltungsdigitalisierung", "Onlinezugangsgesetz", "OZG", "Statistik", "Hessen")
 
 
@@ -477,11 +482,13 @@ def kpi_dataset(
         landing_page=dashboard,
         distributions=(
             CatalogDistribution(
-                title=f"{family.title}: {where} (JSON)", access_url=json_url, download_url=json_url,
+                title=f"{family.title}: {where} (JSON)", description=RANGE_NOTE, access_url=json_url,
+                download_url=json_url,
                 format="JSON", media_type="application/json", attribution=attribution,
             ),
             CatalogDistribution(
-                title=f"{family.title}: {where} (CSV)", access_url=csv_url, download_url=csv_url,
+                title=f"{family.title}: {where} (CSV)", description=RANGE_NOTE, access_url=csv_url,
+                download_url=csv_url,
                 format="CSV", media_type="text/csv", attribution=attribution,
             ),
         ),
@@ -534,8 +541,25 @@ async def read_kpi_coverage(conn: Conn) -> dict[tuple[str | None, str], Coverage
     )
 
 
-def create_registry(hessen_publisher: CatalogAgent, contact_email: str | None = None) -> CatalogRegistry:
+def cached(read: CoverageReader, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> CoverageReader:
+    """Reuse the coverage for `ttl_s` seconds: it scans the daily KPI rows, and harvesters need no fresher."""
+    state: dict[str, Any] = {}
+
+    async def read_cached(conn: Conn) -> dict[tuple[str | None, str], Coverage]:
+        now = clock()
+        if "value" not in state or now - state["at"] >= ttl_s:
+            state["value"], state["at"] = await read(conn), now
+        value: dict[tuple[str | None, str], Coverage] = state["value"]
+        return value
+
+    return read_cached
+
+
+def create_registry(
+    hessen_publisher: CatalogAgent, contact_email: str | None = None, coverage_ttl_s: float = 60.0
+) -> CatalogRegistry:
     """The publisher's registry with the KPI datasets; other providers are registered on top."""
     registry = CatalogRegistry()
-    registry.register("kpi", kpi_provider(read_kpi_coverage, hessen_publisher, contact_email))
+    reader = cached(read_kpi_coverage, coverage_ttl_s) if coverage_ttl_s > 0 else read_kpi_coverage
+    registry.register("kpi", kpi_provider(reader, hessen_publisher, contact_email))
     return registry

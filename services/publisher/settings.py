@@ -29,5 +29,6 @@ class PublisherSettings(KPSettings):
     catalog_contact_email: str | None = None
     catalog_contributor_id: str | None = None
     catalog_page_size: int = Field(100, ge=1, le=1000)
+    catalog_coverage_ttl_s: float = Field(60.0, ge=0, description="reuse of the catalog's KPI coverage scan; 0 = off")
     # data portal (registered datasets)
     portal_max_upload_bytes: int = 20 * 1024 * 1024

@@ -181,6 +181,25 @@ class TestRegistry:
             _portal_dataset().model_validate({**_portal_dataset().model_dump(), "spatial_ags": "99999999"})
 
 
+class TestCoverageCache:
+    async def test_coverage_is_read_again_only_after_the_ttl(self) -> None:
+        reads: list[int] = []
+        now = [100.0]
+
+        async def read(_conn: Any) -> dict[tuple[str | None, str], catalog.Coverage]:
+            reads.append(1)
+            return {}
+
+        reader = catalog.cached(read, 60, clock=lambda: now[0])
+        await reader(None)
+        now[0] += 59
+        await reader(None)
+        assert len(reads) == 1
+        now[0] += 1
+        await reader(None)
+        assert len(reads) == 2
+
+
 class TestNegotiate:
     @pytest.mark.parametrize(("accept", "expected"), [
         (None, "turtle"),
