@@ -30,8 +30,14 @@ NAMED_LISTS = {"containers", "initContainers", "env", "volumes", "volumeMounts"}
 BUILTIN_GROUPS = {"", "apps", "batch", "policy", "autoscaling", "networking.k8s.io", "rbac.authorization.k8s.io"}
 
 
+PINNED = Path(__file__).resolve().parents[2] / ".tools" / "bin" / "kustomize"
+"""Where `make setup` installs the pinned kustomize (`go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1`)."""
+
+
 def external_command() -> list[str] | None:
-    """The real kustomize, if this machine has one."""
+    """The real kustomize, if this machine has one: the pinned one, one on PATH, or the one in kubectl."""
+    if PINNED.is_file():
+        return [str(PINNED), "build"]
     if path := shutil.which("kustomize"):
         return [path, "build"]
     if path := shutil.which("kubectl"):
