@@ -364,7 +364,9 @@ class Counters(Protocol):
 
 
 def encode(event: UsageEvent) -> tuple[bytes, bytes]:
-    return event.kafka_key, orjson.dumps(event.model_dump(mode="json"))
+    """Kafka key and JSON value; pydantic-core serialises straight to bytes (several times faster than dumping
+    to a dict first)."""
+    return event.kafka_key, usage_event_adapter.dump_json(event)
 
 
 @dataclass
