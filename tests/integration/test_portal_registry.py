@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from rdflib import Graph, URIRef
+from rdflib import Graph, Namespace, URIRef
 from rdflib.namespace import DCAT, DCTERMS
 
 from services.publisher.app import create_app
@@ -22,6 +22,7 @@ from tests.factories import MARBURG, OFFENBACH, portal_dataset
 BASE = "https://opendata.example.org"
 MAX_UPLOAD = 4096
 THEME = "http://publications.europa.eu/resource/authority/data-theme/"
+HYDRA = Namespace("http://www.w3.org/ns/hydra/core#")
 GOOD_CSV = "standort;stellplaetze\nMarktplatz;120\nBahnhof;340\n".replace(";", ",").encode()
 
 
@@ -430,3 +431,21 @@ class TestCatalog:
         kpi = URIRef(f"{BASE}/catalog/datasets/kpi-usage-{OFFENBACH}")
         assert (None, DCAT.dataset, kpi) in g
         assert_conforms(g)
+
+    async def test_hydra_paging_counts_published_datasets_with_distributions_only(
+        self, client: httpx.AsyncClient, offenbach_key: str
+    ) -> None:
+        async def total() -> int:
+            resp = await client.get("/catalog.ttl", params={"page_size": 5})
+            assert resp.status_code == 200, resp.text
+            g = Graph().parse(data=resp.content, format="turtle")
+            (value,) = g.objects(None, HYDRA.totalItems)
+            return int(value)
+
+        before = await total()
+        linked = portal_dataset()
+        await create(client, offenbach_key, linked)
+        await create(client, offenbach_key, portal_dataset(distributions=[]))
+        assert await total() == before + 1
+        await client.delete(f"/v1/portal/datasets/{linked['name']}", headers=auth(offenbach_key))
+        assert await total() == before
