@@ -1,8 +1,7 @@
 """Render kustomize overlays: with the real `kustomize` (or `kubectl kustomize`) when installed, otherwise with
 the small subset implemented here — exactly the features deploy/k8s uses:
 
-- `resources` (files and directories with a kustomization.yaml), `namespace`, `images` (newName/newTag),
-  `replicas` (name/count);
+- `resources` (files and directories with a kustomization.yaml), `namespace`, `images` (newName/newTag);
 - `patches` from files: strategic-merge patches addressed by their apiVersion/kind/metadata.name, or with a
   `target` (group/version/kind/name); JSON 6902 patches (a list of operations; replace/add/remove) with a
   `target`. Strategic merge merges maps recursively, deletes keys set to null, merges the lists of named
@@ -64,11 +63,9 @@ def render(directory: Path) -> list[Obj]:
         _apply_patch_file(objects, directory / patch["path"], patch.get("target"))
     for image in kustomization.get("images", []):
         _set_image(objects, image)
-    for replica in kustomization.get("replicas", []):
-        for obj in objects:
-            scalable = obj["kind"] in ("Deployment", "StatefulSet", "ReplicaSet")
-            if scalable and obj["metadata"]["name"] == replica["name"]:
-                obj["spec"]["replicas"] = replica["count"]
+    unsupported = set(kustomization) - {"apiVersion", "kind", "resources", "patches", "images", "namespace"}
+    if unsupported:
+        raise ValueError(f"{directory}: kustomize features not implemented here: {sorted(unsupported)}")
     if namespace := kustomization.get("namespace"):
         for obj in objects:
             if obj["kind"] not in CLUSTER_SCOPED:

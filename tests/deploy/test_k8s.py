@@ -76,6 +76,11 @@ class TestRendering:
         for k, obj in ours.items():
             assert obj == real[k], k
 
+    def test_an_unimplemented_feature_is_an_error(self, tmp_path: Path) -> None:
+        (tmp_path / "kustomization.yaml").write_text("resources: []\ncommonLabels: {a: b}\n")
+        with pytest.raises(ValueError, match="commonLabels"):
+            kustomize.render(tmp_path)
+
     def test_a_patch_for_a_missing_resource_is_an_error(self, tmp_path: Path) -> None:
         (tmp_path / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {x: '1'}\n")
         (tmp_path / "patch.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\ndata: {x: '2'}\n")
@@ -206,6 +211,15 @@ class TestProjectRules:
                 for env in c.get("env", []):
                     if ref := env.get("valueFrom", {}).get("secretKeyRef"):
                         assert ref["name"] in secrets, ref
+
+    def test_each_deployment_is_scaled_by_exactly_one_autoscaler(self, rendered: tuple[str, list[Obj]]) -> None:
+        _, objects = rendered
+        for dep in _of(objects, "Deployment"):
+            name = dep["metadata"]["name"]
+            assert "replicas" not in dep["spec"], f"{name}: replicas belong to the autoscaler"
+            hpas = [h for h in _of(objects, "HorizontalPodAutoscaler") if h["spec"]["scaleTargetRef"]["name"] == name]
+            scaled = [s for s in _of(objects, "ScaledObject") if s["spec"]["scaleTargetRef"]["name"] == name]
+            assert len(hpas) + len(scaled) == 1, name
 
     def test_autoscaling_hpa_for_http_services_and_keda_within_partitions(
         self, rendered: tuple[str, list[Obj]]
