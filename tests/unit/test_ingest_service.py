@@ -225,3 +225,29 @@ class TestIngest:
         sink = FakeSink()
         result = await service.ingest([], KEY, sink, POLICY, now=NOW)
         assert (result.accepted, sink.events, sink.rejected) == ([], [], [])
+
+
+class TestFastPath:
+    def test_all_valid_batch_is_validated_in_one_pass(self) -> None:
+        batch = [usage_event(time=NOW), usage_event("usage.step.completed", time=NOW)]
+        items = service.parse_items(orjson.dumps(batch), "application/json", 10)
+        assert all(isinstance(i.envelope, service.UsageEventBase) for i in items)
+        assert [i.payload for i in items] == batch  # the body is parsed only when a payload is needed
+
+    def test_one_invalid_event_falls_back_to_item_by_item(self) -> None:
+        batch = [usage_event(time=NOW), {"id": "x"}]
+        items = service.parse_items(orjson.dumps(batch), "application/json", 10)
+        assert [i.envelope for i in items] == batch
+
+    async def test_fast_path_rejection_keeps_the_payload_as_sent(self) -> None:
+        sink = FakeSink()
+        batch = [usage_event(time=NOW, municipality=MARBURG)]
+        items = service.parse_items(orjson.dumps(batch), "application/json", 10)
+        result = await service.ingest(items, KEY, sink, POLICY, now=NOW)
+        assert result.rejected[0].id == batch[0]["id"]
+        assert orjson.loads(orjson.loads(sink.rejected[0][1])["raw"]) == batch[0]
+
+    def test_count_limit_applies_on_the_fast_path(self) -> None:
+        with pytest.raises(ProblemError) as err:
+            service.parse_items(orjson.dumps([usage_event(time=NOW)] * 3), "application/json", 2)
+        assert err.value.status == 413
