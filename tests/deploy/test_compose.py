@@ -37,6 +37,13 @@ class TestComposeStructure:
         assert "zookeeper" not in str(env).lower()
         assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
 
+    def test_stateful_services_keep_their_data_on_named_volumes(self) -> None:
+        kafka_dir = SERVICES["kafka"]["environment"]["KAFKA_LOG_DIRS"]
+        assert f"kafka-data:{kafka_dir}" in SERVICES["kafka"]["volumes"]
+        assert "postgres-data:/var/lib/postgresql/data" in SERVICES["postgres"]["volumes"]
+        for volume in ("kafka-data", "postgres-data", "eakte-data"):
+            assert volume in COMPOSE["volumes"]
+
     def test_the_four_services_share_the_project_image(self) -> None:
         images = {SERVICES[name]["image"] for name in (*APP_SERVICES, "migrate", "simulator")}
         assert images == {"${KP_IMAGE:-kommunal-pulse:dev}"}
