@@ -18,7 +18,7 @@ from services.publisher import service as kpi_service
 from services.publisher.definitions import FAMILIES, metrics_of
 from shared.reference import Municipality, municipalities, services
 
-Unit = Literal["count", "percent", "stars", "seconds"]
+Unit = Literal["count", "decimal", "percent", "stars", "seconds"]
 
 PAYMENT_LABELS: Final = {
     "sepa_lastschrift": "SEPA-Lastschrift", "kreditkarte": "Kreditkarte", "paypal": "PayPal",
@@ -30,7 +30,7 @@ AUTH_LABELS: Final = {
 }
 LEVEL_LABELS: Final = {"niedrig": "niedrig", "substantiell": "substantiell", "hoch": "hoch"}
 COMPARED_LABELS: Final[dict[str, tuple[str, Unit]]] = {
-    "sessions_started_per_10k": ("Gestartete Vorgänge je 10.000 Einwohner", "count"),
+    "sessions_started_per_10k": ("Gestartete Vorgänge je 10.000 Einwohner", "decimal"),
     "conversion_rate": ("Abschlussquote", "percent"),
     "abandonment_rate": ("Abbruchquote", "percent"),
     "mean_stars": ("Mittlere Bewertung (Sterne)", "stars"),
@@ -104,7 +104,7 @@ def fmt_number(value: float | None, unit: Unit) -> str:
         return "keine Daten"
     if unit == "percent":
         return f"{value * 100:.1f} %".replace(".", ",")
-    if unit == "stars":
+    if unit in ("stars", "decimal"):
         return f"{value:.2f}".replace(".", ",")
     if unit == "seconds":
         return fmt_duration(value)

@@ -98,6 +98,8 @@ class TestSummary:
 class TestFormatting:
     def test_german_numbers(self) -> None:
         assert view.fmt_number(12345, "count") == "12.345"
+        assert view.fmt_number(4.2199, "decimal") == "4,22"
+        assert view.fmt_cell(view.Value(None, True), "decimal", 5) == "unterdrückt"
         assert view.fmt_number(0.4567, "percent") == "45,7 %"
         assert view.fmt_number(86400, "seconds") == "1 Tag"
         assert view.fmt_number(5400, "seconds") == "1,5 Std."

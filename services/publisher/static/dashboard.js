@@ -33,7 +33,7 @@
           if (!hidden) { return; }
           var el = meta.data[i];
           var pos = el ? (spec.horizontal ? el.y : el.x) : catScale.getPixelForValue(i);
-          var label = "< " + spec.k;
+          var label = spec.unit === "count" ? "< " + spec.k : "unterdr.";
           if (spec.horizontal) {
             ctx.textAlign = "left"; ctx.textBaseline = "middle";
             ctx.fillText(label, chart.chartArea.left + 4, pos);
