@@ -47,6 +47,7 @@ class TestComposeStructure:
     def test_the_four_services_share_the_project_image(self) -> None:
         images = {SERVICES[name]["image"] for name in (*APP_SERVICES, "migrate", "simulator")}
         assert images == {"${KP_IMAGE:-kommunal-pulse:dev}"}
+        assert {SERVICES[name]["build"] for name in (*APP_SERVICES, "migrate", "simulator")} == {"."}
         for name in APP_SERVICES:
             assert SERVICES[name]["command"] == ["python", "-m", f"services.{name}"]
             assert SERVICES[name]["environment"]["KP_HOST"] == "0.0.0.0"
