@@ -46,8 +46,13 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             raise
 
         async def lookup(key_hash: str) -> ApiKey | None:
-            async with pool.acquire() as conn:
-                return await repository.find_active_key(conn, key_hash)
+            try:
+                async with pool.acquire(timeout=5) as conn:
+                    return await repository.find_active_key(conn, key_hash)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise ProblemError(503, "key_store_unavailable",
+                                   f"API keys cannot be checked: {type(exc).__name__}",
+                                   {"Retry-After": str(settings.retry_after_s)}) from exc
 
         app.state.pool = pool
         app.state.producer = producer
@@ -107,11 +112,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return problem(ProblemError(400, "invalid_request", str(exc.errors())[:500]))
-
-    @app.exception_handler(asyncpg.PostgresError)
-    async def db_error(_request: Request, exc: asyncpg.PostgresError) -> JSONResponse:
-        return problem(ProblemError(503, "key_store_unavailable", f"API keys cannot be checked: {type(exc).__name__}",
-                                    {"Retry-After": "5"}))
 
 
 def openapi_with_events(app: FastAPI) -> dict[str, Any]:

@@ -261,3 +261,22 @@ class TestMetrics:
                      "kp_ingest_kafka_produce_duration_seconds_bucket", "kp_ingest_requests_in_flight",
                      "kp_ingest_requests_total", "kp_ingest_request_body_bytes_bucket"):
             assert name in text
+
+
+class TestKeyStoreDown:
+    async def test_unreachable_key_store_is_503_not_500(self, kafka_bootstrap: str, database_url: str) -> None:
+        from asgi_lifespan import LifespanManager
+
+        from services.ingest.app import create_app
+        from services.ingest.settings import IngestSettings
+
+        key = await ingest_key(database_url)
+        app = create_app(IngestSettings(kafka_bootstrap=kafka_bootstrap, database_url=database_url))
+        async with LifespanManager(app, startup_timeout=60) as manager:
+            await app.state.pool.close()  # PostgreSQL gone from this instance's point of view
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as http:
+                resp = await http.post("/v1/events", json=[usage_event()], headers=bearer(key))
+        body = _problem(resp, 503, "key_store_unavailable")
+        assert resp.headers["retry-after"]
+        assert body["detail"]
