@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+from collections.abc import Hashable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -53,6 +56,31 @@ def negotiate(accept: str | None) -> RdfFormat | None:
     return None
 
 
+class RenderCache:
+    """Serialised pages by everything they depend on: rdflib is slow, and the datasets rarely change."""
+
+    def __init__(self, size: int = 32) -> None:
+        self._size = size
+        self._items: OrderedDict[Hashable, tuple[bytes, str]] = OrderedDict()
+
+    def get(self, key: Hashable) -> tuple[bytes, str] | None:
+        hit = self._items.get(key)
+        if hit is not None:
+            self._items.move_to_end(key)
+        return hit
+
+    def put(self, key: Hashable, body: bytes) -> tuple[bytes, str]:
+        entry = (body, f'"{hashlib.sha256(body).hexdigest()[:32]}"')
+        self._items[key] = entry
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return entry
+
+
+def _if_none_match(header: str | None, etag: str) -> bool:
+    return header is not None and (header.strip() == "*" or etag in (t.strip() for t in header.split(",")))
+
+
 async def _render(request: Request, fmt: RdfFormat, page: int, page_size: int | None) -> Response:
     settings = request.app.state.settings
     size = page_size or settings.catalog_page_size
@@ -67,12 +95,18 @@ async def _render(request: Request, fmt: RdfFormat, page: int, page_size: int | 
         publisher=catalog.CatalogAgent(id="kommunal-pulse", name=settings.catalog_publisher_name),
         contributor_id=settings.catalog_contributor_id,
     )
-    body = catalog.serialize(catalog.build_graph(info, datasets, p, fmt, settings.catalog_page_size), fmt)
-    media = FORMATS[fmt][0]
-    return Response(
-        body, media_type=f"{media}; charset=utf-8",
-        headers={"Vary": "Accept", "Cache-Control": "public, max-age=300"},
+    cache: RenderCache | None = getattr(request.app.state, "catalog_render_cache", None)
+    if cache is None:
+        cache = request.app.state.catalog_render_cache = RenderCache()
+    key = (fmt, page, size, settings.catalog_page_size, info, tuple(datasets))
+    entry = cache.get(key) or cache.put(
+        key, catalog.serialize(catalog.build_graph(info, datasets, p, fmt, settings.catalog_page_size), fmt)
     )
+    body, etag = entry
+    headers = {"Vary": "Accept", "Cache-Control": "public, max-age=300", "ETag": etag}
+    if _if_none_match(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=f"{FORMATS[fmt][0]}; charset=utf-8", headers=headers)
 
 
 PageQ = Annotated[int, Query(ge=1, le=100_000, description="1-based page number (Hydra paging)")]

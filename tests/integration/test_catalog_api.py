@@ -29,13 +29,22 @@ FORMATS = {"turtle": ("text/turtle", "ttl"), "xml": ("application/rdf+xml", "rdf
            "json-ld": ("application/ld+json", "jsonld")}
 
 
+EXTRA: list[catalog.CatalogDataset] = []
+
+
+async def _extra(_ctx: catalog.CatalogContext) -> list[catalog.CatalogDataset]:
+    return list(EXTRA)
+
+
 @pytest.fixture
 async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(PublisherSettings(database_url=database_url, public_base_url=BASE, catalog_page_size=20))
+    app.state.catalog_registry.register("extra", _extra)
     async with LifespanManager(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://test"
     ) as c:
         yield c
+    EXTRA.clear()
 
 
 async def _seed_processing(db: asyncpg.Connection, service: str) -> datetime:
@@ -125,6 +134,25 @@ class TestGetCatalog:
         kpi_ids = {f"kpi-{f.key}-{m.ags}" for f in catalog.KPI_FAMILIES for m in municipalities()}
         kpi_ids |= {f"kpi-{f.key}-hessen" for f in catalog.KPI_FAMILIES}
         assert {str(catalog.dataset_uri(BASE, i)) for i in kpi_ids} <= seen
+
+    async def test_etag_answers_304_until_a_dataset_changes(self, client: httpx.AsyncClient, unique: str) -> None:
+        first = await client.get("/catalog.ttl")
+        etag = first.headers["etag"]
+        again = await client.get("/catalog.ttl", headers={"If-None-Match": etag})
+        assert again.status_code == 304
+        assert again.content == b""
+        EXTRA.append(catalog.CatalogDataset(
+            id=f"extra-{unique}", title="Zusatz", description="Ein weiterer Datensatz",
+            publisher=catalog.CatalogAgent(id="extra", name="Zusatz"),
+            contact_point=catalog.CatalogContact(name="Stelle", email="stelle@example.org"),
+            distributions=(catalog.CatalogDistribution(
+                title="CSV", access_url="https://example.org/x.csv", format="CSV", media_type="text/csv"),),
+        ))
+        changed = await client.get("/catalog.ttl", headers={"If-None-Match": etag})
+        assert changed.status_code == 200
+        assert changed.headers["etag"] != etag
+        assert f"extra-{unique}".encode() in changed.content
+        assert_conforms(Graph().parse(data=changed.content, format="turtle"))
 
     async def test_unsupported_accept_is_406_problem(self, client: httpx.AsyncClient) -> None:
         resp = await client.get("/catalog", headers={"Accept": "image/png"})
