@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +30,7 @@ from pydantic import TypeAdapter
 from services.aggregator import repository, service
 from services.aggregator.metrics import AggregatorMetrics
 from services.aggregator.settings import AggregatorSettings
+from shared.db import Conn
 from shared.events import usage_event_adapter
 from shared.events.workflow import workflow_event_adapter
 from shared.rejections import Reason, rejected_payload
@@ -60,45 +63,75 @@ def to_records(raw: Sequence[ConsumerRecord[Any, Any]]) -> list[service.Record]:
 
 async def apply_batch(stream: Stream, records: list[service.Record], publish: Publish,
                       now: datetime | None = None) -> None:
-    """Apply one consumed batch exactly once; raises (and so redelivers the batch) on Kafka or DB errors."""
+    """Apply one consumed batch exactly once; raises (and so redelivers the batch) on Kafka or DB errors.
+
+    A big batch is cut into chunks: while one chunk's dedup insert and upserts run in PostgreSQL, the next chunk
+    is validated and folded in a worker thread, all inside the one transaction of the batch.
+    """
     m, topic, s = stream.metrics, stream.topic, stream.settings
     now = now or datetime.now(UTC)
+    prepare = functools.partial(
+        service.prepare, adapter=stream.adapter, contributions=stream.contributions,
+        daily_counts=stream.daily_counts, now=now, horizon=timedelta(days=s.late_horizon_days),
+        future_skew=timedelta(seconds=s.future_skew_s))
+    size = max(s.fold_chunk_records, 1)
+    chunks = [records[i:i + size] for i in range(0, len(records), size)]
+    done: list[tuple[service.Prepared, list[Any]]] = []
+
     started = time.perf_counter()
-    tri = service.triage(records, stream.adapter, now, timedelta(days=s.late_horizon_days),
-                         timedelta(seconds=s.future_skew_s))
-    relevant = service.relevant(tri.events, stream.contributions)
-    m.fold_seconds.labels(topic).observe(time.perf_counter() - started)
-
-    if tri.rejections:
-        # At least once to the rejected topic, before the offsets move: a redelivered batch may repeat a
-        # rejection (its topic/partition/offset identify it), but none is ever lost.
-        await asyncio.gather(*(publish(*_rejected(r, now)) for r in tri.rejections))
-
-    committed = time.perf_counter()
     async with stream.lock, stream.pool_holder["pool"].acquire() as conn, conn.transaction():
-        new_ids = await repository.insert_new_ids(conn, [e.id for e in relevant], [e.time for e in relevant])
-        fresh = [e for e in relevant if e.id in new_ids]
-        await repository.upsert_kpis(conn, service.fold(fresh, stream.contributions))
-        if stream.daily_counts:
-            await repository.add_counts(conn, service.fold_counts(fresh))
+        pending = asyncio.ensure_future(asyncio.to_thread(prepare, chunks[0]))
+        try:
+            for i in range(len(chunks)):
+                chunk = await pending
+                if i + 1 < len(chunks):
+                    pending = asyncio.ensure_future(asyncio.to_thread(prepare, chunks[i + 1]))
+                done.append((chunk, await _write(conn, stream, chunk)))
+        finally:
+            pending.cancel()  # only matters when a write failed; the thread's result is dropped
+        rejections = [r for chunk, _ in done for r in chunk.triage.rejections]
+        if rejections:
+            # At least once to the rejected topic, before the offsets move: a redelivered batch may repeat a
+            # rejection (its topic/partition/offset identify it), but none is ever lost.
+            await asyncio.gather(*(publish(*_rejected(r, now)) for r in rejections))
         offsets = service.next_offsets(records)
         await repository.store_offsets(conn, stream.group, offsets)
-    m.commit_seconds.labels(topic).observe(time.perf_counter() - committed)
+    m.commit_seconds.labels(topic).observe(time.perf_counter() - started)
 
-    duplicates = len(relevant) - len(fresh) + tri.in_batch_duplicates
+    fresh = [e for _, f in done for e in f]
+    relevant = sum(len(chunk.relevant) for chunk, _ in done)
+    events = sum(len(chunk.triage.events) for chunk, _ in done)
+    duplicates = relevant - len(fresh) + sum(chunk.triage.in_batch_duplicates for chunk, _ in done)
+    m.fold_seconds.labels(topic).observe(sum(chunk.seconds for chunk, _ in done))
     m.batch_size.labels(topic).observe(len(records))
     m.events.labels(topic, "counted").inc(len(fresh))
     m.events.labels(topic, "duplicate").inc(duplicates)
-    m.events.labels(topic, "ignored").inc(len(tri.events) - len(relevant))
-    m.events.labels(topic, "rejected").inc(len(tri.rejections))
+    m.events.labels(topic, "ignored").inc(events - relevant)
+    m.events.labels(topic, "rejected").inc(len(rejections))
     m.duplicates.labels(topic).inc(duplicates)
     m.late_corrections.labels(topic).inc(service.late_count(fresh, now))
-    for r in tri.rejections:
+    for r in rejections:
         m.rejected.labels(topic, r.reason).inc()
     try:
         _update_lag(stream, offsets)
     except Exception:  # the batch is committed; a metrics problem must not redeliver it
         log.warning("updating the lag metric failed", exc_info=True)
+
+
+async def _write(conn: Conn, stream: Stream, chunk: service.Prepared) -> list[Any]:
+    """Dedup insert, then the chunk's KPI deltas; returns the events that were new."""
+    ids = [e.id for e in chunk.relevant]
+    new_ids = await repository.insert_new_ids(conn, ids, [e.time for e in chunk.relevant])
+    if len(new_ids) == len(ids):
+        fresh, deltas, counts = chunk.relevant, chunk.deltas, chunk.counts
+    else:  # some were counted before (a replay): fold again without them
+        fresh = [e for e in chunk.relevant if e.id in new_ids]
+        deltas = service.fold(fresh, stream.contributions)
+        counts = service.fold_counts(fresh) if stream.daily_counts else Counter()
+    await repository.upsert_kpis(conn, deltas)
+    if stream.daily_counts:
+        await repository.add_counts(conn, counts)
+    return fresh
 
 
 def _rejected(r: service.Rejection, now: datetime) -> tuple[bytes, bytes]:

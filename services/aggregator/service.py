@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -123,6 +124,30 @@ def triage(
         seen.add(event.id)
         out.events.append(event)
     return out
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A chunk of records validated and folded, ready to be written (deltas assume every event is new)."""
+
+    records: Sequence[Record]
+    triage: Triage
+    relevant: list[Any]
+    deltas: Counter[KpiKey]
+    counts: Counter[CountKey]
+    seconds: float
+
+
+def prepare(records: Sequence[Record], adapter: TypeAdapter[Any],
+            contributions: Callable[[Any], list[Contribution]], daily_counts: bool, now: datetime,
+            horizon: timedelta, future_skew: timedelta) -> Prepared:
+    """Triage and fold a chunk; pure, so it can run in a worker thread while the previous chunk is written."""
+    started = time.perf_counter()
+    tri = triage(records, adapter, now, horizon, future_skew)
+    relevant_events = relevant(tri.events, contributions)
+    deltas = fold(relevant_events, contributions)
+    counts = fold_counts(relevant_events) if daily_counts else Counter()
+    return Prepared(records, tri, relevant_events, deltas, counts, time.perf_counter() - started)
 
 
 # --- periods -------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ class AggregatorSettings(KPSettings):
     max_batch_records: int = 20_000
     """Upper bound per batch (= per transaction); under backlog bigger batches fold more events per KPI row."""
     max_partition_fetch_bytes: int = 4 * 1024 * 1024
+    fold_chunk_records: int = 4000
+    """A batch is folded and written in chunks of this size, folding the next while the last is written."""
     batch_timeout_ms: int = 200
     future_skew_s: int = 900
     """Events whose `time` lies further ahead than this are rejected as `from_future` (platform clock wrong)."""
