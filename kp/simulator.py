@@ -86,6 +86,12 @@ class Simulator:
         else:
             t += timedelta(seconds=rng.randint(60, 900))
             ev("usage.session.abandoned", {"last_step": completed})
+        # A session is reported once it has ended: shift it back so that no event lies in the future
+        # (ingest rejects those as `from_future`).
+        overshoot = t - (self.now or datetime.now(UTC))
+        if overshoot > timedelta(0):
+            for e in out:
+                e["time"] = (datetime.fromisoformat(e["time"]) - overshoot).isoformat()
         return out
 
     def events(self) -> Iterator[dict[str, Any]]:
