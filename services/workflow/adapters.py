@@ -95,15 +95,14 @@ class FileSystemEAkte:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._lock = asyncio.Lock()
 
     def _path(self, key: str, municipality: str) -> Path:
         safe = key.replace(":", "_").replace("/", "_")
         return self.root / municipality / f"{safe}.json"
 
     async def file(self, key: str, record: FilingRecord) -> str:
-        async with self._lock:
-            return await asyncio.to_thread(self._file_sync, key, record)
+        # Keys are unique per case step and a case is locked while it files, so calls never race on a key.
+        return await asyncio.to_thread(self._file_sync, key, record)
 
     def _file_sync(self, key: str, record: FilingRecord) -> str:
         path = self._path(key, record.municipality)

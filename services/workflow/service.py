@@ -110,6 +110,7 @@ class Engine:
         if case is None:
             return False
         await repository.delete_due(conn, due["id"])
+        case["context"].get("_timers", {}).pop(due["name"], None)
         now = self.clock.now()
         self.metrics.timer_lag.labels(due["name"]).observe(max(0.0, (now - due["due_at"]).total_seconds()))
         self.metrics.timers_fired.labels(due["name"]).inc()
@@ -181,7 +182,7 @@ class Engine:
         if run.case["state"] not in ("parked", "retrying"):
             raise WorkflowError(f"only parked or retrying cases can be retried; this one is {run.case['state']}")
         before = run.snapshot()
-        await repository.clear_timers(conn, case_id, ["retry"])
+        await run.clear_timers(["retry"])
         run.case.update(state="running", attempts=0)
         run.audit(actor, "operator_retry", {"reason": reason}, before=before)
         await self._drive(run)
@@ -221,7 +222,8 @@ class Engine:
             "step_entered_at": now, "attempts": 0, "last_error": None, "event_seq": 0, "outcome": None,
             "opened_at": now, "closed_at": None,
             "context": {"documents": sorted(set(event.data.documents)), "paid_cents": 0,
-                        "submitted_at": event.time.isoformat(), "channel": event.data.channel},
+                        "submitted_at": event.time.isoformat(), "channel": event.data.channel,
+                        "_timers": {}, "_task": False},
         }
         if not await repository.insert_case(conn, case):
             return "ignored"
@@ -294,7 +296,7 @@ class Engine:
             run.emit("workflow.deadline.breached", wf.DeadlineBreachedData(deadline=step.id))
             run.audit("timer", "deadline_breached", {"step": step.id})
             if step.deadline.on_breach:
-                await repository.cancel_tasks(run.conn, case["case_id"], run.now)
+                await run.cancel_tasks()
                 await self._enter(run, step.deadline.on_breach)
                 await self._drive(run)
             elif isinstance(step, HumanStep) and step.deadline.escalate_to_queue:
@@ -316,7 +318,7 @@ class Engine:
             case["context"]["fiction_occurred"] = True
             case["context"]["decision"] = "approved"
             run.audit("timer", "genehmigungsfiktion_eingetreten", {"fiction_due": case["context"]["fiction_due"]})
-            await repository.cancel_tasks(run.conn, case["case_id"], run.now)
+            await run.cancel_tasks()
             if case["state"] in ("running", "retrying", "parked"):
                 case["attempts"], case["last_error"] = 0, None
             await self._enter(run, run.definition.fiction.on_fiction)
@@ -329,7 +331,7 @@ class Engine:
     async def _enter(self, run: Run, step_id: str) -> None:
         case = run.case
         step = run.definition.step(step_id)
-        await repository.clear_step_timers(run.conn, case["case_id"])
+        await run.clear_step_timers()
         before = run.snapshot()
         case["current_step"], case["step_entered_at"] = step_id, run.now
         case["attempts"], case["last_error"] = 0, None
@@ -339,12 +341,11 @@ class Engine:
                   after=run.snapshot())
         if isinstance(step, (WaitStep, HumanStep)) and step.deadline:
             d = step.deadline
-            await repository.set_timer(run.conn, case["case_id"], "deadline", step_id, run.now + d.after)
+            await run.set_timer("deadline", step_id, run.now + d.after)
             if d.reminder_before:
-                await repository.set_timer(run.conn, case["case_id"], "reminder", step_id,
-                                           run.now + d.after - d.reminder_before)
+                await run.set_timer("reminder", step_id, run.now + d.after - d.reminder_before)
         if isinstance(step, TimerStep):
-            await repository.set_timer(run.conn, case["case_id"], "timer", step_id, run.now + step.after)
+            await run.set_timer("timer", step_id, run.now + step.after)
         if isinstance(step, HumanStep):
             await self._assign(run, step)
 
@@ -359,6 +360,7 @@ class Engine:
             "task_id": task_id, "case_id": case["case_id"], "step": step.id, "queue": queue,
             "municipality": case["municipality"], "service": case["service"], "due_at": due, "created_at": run.now,
         })
+        case["context"]["_task"] = True
         run.emit("workflow.task.assigned", wf.TaskAssignedData(step=step.id, queue=queue))
         run.audit("system", "task_assigned", {"task_id": str(task_id), "queue": queue, "loads": loads})
 
@@ -414,7 +416,7 @@ class Engine:
         delay = min(retry.max_s, retry.base_s * 2 ** (case["attempts"] - 1))
         delay *= 1 + self.rng.uniform(0, self.retry_jitter)
         case["state"] = "retrying"
-        await repository.set_timer(run.conn, case["case_id"], "retry", step.id, run.now + timedelta(seconds=delay))
+        await run.set_timer("retry", step.id, run.now + timedelta(seconds=delay))
         run.audit("system", "step_failed", {"error": error, "attempt": case["attempts"], "retry_in_s": delay})
         self.metrics.step_retries.labels(step.action).inc()
 
@@ -422,6 +424,7 @@ class Engine:
                       reason: str | None) -> None:
         await repository.update_task(run.conn, task["task_id"], status="done", decision=decision,
                                      completed_at=run.now)
+        run.case["context"]["_task"] = False
         if decision != "extend":
             run.case["context"]["decision"] = decision
         run.audit(actor, "task_completed", {"task_id": str(task["task_id"]), "decision": decision,
@@ -439,8 +442,8 @@ class Engine:
         old = datetime.fromisoformat(ctx["fiction_due"])
         new = add_months(old, fiction.extension_months)
         ctx["fiction_due"], ctx["fiction_extended"] = new.isoformat(), True
-        await repository.set_timer(run.conn, run.case["case_id"], "fiction", None, new)
-        await repository.set_timer(run.conn, run.case["case_id"], "fiction_alert", None, new - fiction.alert_before)
+        await run.set_timer("fiction", None, new)
+        await run.set_timer("fiction_alert", None, new - fiction.alert_before)
         run.audit(actor, "fiction_extended", {"reason": reason}, before={"fiction_due": old.isoformat()},
                   after={"fiction_due": new.isoformat()})
         run.emit("workflow.notification.requested", wf.NotificationRequestedData(
@@ -449,8 +452,8 @@ class Engine:
     async def _close(self, run: Run, outcome: str) -> None:
         case = run.case
         before = run.snapshot()
-        await repository.clear_timers(run.conn, case["case_id"])
-        await repository.cancel_tasks(run.conn, case["case_id"], run.now)
+        await run.clear_timers()
+        await run.cancel_tasks()
         case.update(state="closed", outcome=outcome, closed_at=run.now, attempts=0, last_error=None)
         seconds = max(0, int((run.now - case["opened_at"]).total_seconds()))
         run.emit("workflow.case.closed", wf.CaseClosedData(outcome=outcome, processing_time_s=seconds))
@@ -510,12 +513,12 @@ class Engine:
             assert d.fiction is not None
             due = add_months(run.now, d.fiction.months)
             ctx["fiction_due"] = due.isoformat()
-            await repository.set_timer(run.conn, case["case_id"], "fiction", None, due)
-            await repository.set_timer(run.conn, case["case_id"], "fiction_alert", None, due - d.fiction.alert_before)
+            await run.set_timer("fiction", None, due)
+            await run.set_timer("fiction_alert", None, due - d.fiction.alert_before)
             run.audit("system", "fiction_watch_started", {"fiction_due": due.isoformat()})
             return "done"
         if step.action == "stop_fiction_watch":
-            await repository.clear_timers(run.conn, case["case_id"], ["fiction", "fiction_alert"])
+            await run.clear_timers(["fiction", "fiction_alert"])
             run.audit("system", "fiction_watch_stopped", {})
             return "done"
         raise AssertionError(step.action)
@@ -572,6 +575,33 @@ class Run:
 
     def audit(self, actor: str, action: str, detail: dict[str, Any], before: Any = None, after: Any = None) -> None:
         self.audit_rows.append((self.case["case_id"], self.now, actor, action, before, after, detail))
+
+    # Timers and the active task are tracked in the case context, so steps without them cost no query.
+
+    async def set_timer(self, name: str, step: str | None, due_at: datetime) -> None:
+        await repository.set_timer(self.conn, self.case["case_id"], name, step, due_at)
+        self.case["context"].setdefault("_timers", {})[name] = step
+
+    async def clear_step_timers(self) -> None:
+        tracked = self.case["context"].get("_timers")
+        if tracked is not None and all(step is None for step in tracked.values()):
+            return
+        await repository.clear_step_timers(self.conn, self.case["case_id"])
+        self.case["context"]["_timers"] = {n: s for n, s in (tracked or {}).items() if s is None}
+
+    async def clear_timers(self, names: list[str] | None = None) -> None:
+        tracked = self.case["context"].get("_timers")
+        if tracked is not None and not (set(tracked) if names is None else set(tracked) & set(names)):
+            return
+        await repository.clear_timers(self.conn, self.case["case_id"], names)
+        self.case["context"]["_timers"] = {} if names is None else {
+            n: s for n, s in (tracked or {}).items() if n not in names}
+
+    async def cancel_tasks(self) -> None:
+        if self.case["context"].get("_task") is False:
+            return
+        await repository.cancel_tasks(self.conn, self.case["case_id"], self.now)
+        self.case["context"]["_task"] = False
 
     async def flush(self) -> None:
         await repository.save_case(self.conn, self.case)
