@@ -334,6 +334,21 @@ class TestUpload:
         got = await client.get(r.json()["distribution"]["download_url"].removeprefix(BASE))
         assert got.headers["content-type"] == "application/geo+json"
 
+    async def test_file_name_with_spaces_and_umlauts_is_served_under_a_valid_url(
+        self, client: httpx.AsyncClient, offenbach_key: str
+    ) -> None:
+        doc = portal_dataset()
+        await create(client, offenbach_key, doc)
+        r = await client.put(f"/v1/portal/datasets/{doc['name']}/files/Parkplätze 2024 停车.csv", content=GOOD_CSV,
+                             headers=auth(offenbach_key))
+        assert r.status_code == 201, r.text
+        url = r.json()["distribution"]["download_url"]
+        assert " " not in url
+        got = await client.get(url.removeprefix(BASE))
+        assert got.status_code == 200
+        assert got.content == GOOD_CSV
+        assert "filename*=UTF-8''Parkpl%C3%A4tze%202024" in got.headers["content-disposition"]
+
     async def test_key_of_another_city_cannot_upload(
         self, client: httpx.AsyncClient, offenbach_key: str, marburg_key: str
     ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -174,8 +175,9 @@ async def get_file(
 ) -> Response:
     async with request.app.state.pool.acquire() as conn:
         f = await service.hosted_file(conn, file_id, filename, if_none_match)
+    ascii_name = f.filename.encode("ascii", "replace").decode().replace("?", "_")
     headers = {"ETag": f.etag, "Cache-Control": "public, max-age=300",
-               "Content-Disposition": f'inline; filename="{f.filename}"'}
+               "Content-Disposition": f"inline; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(f.filename)}"}
     if f.content is None:
         return Response(status_code=304, headers=headers)
     return Response(f.content, media_type=f.media_type, headers=headers)

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from services.publisher.portal import repository, vocab
 from services.publisher.portal.repository import DatasetRow, SearchQuery
@@ -115,7 +116,7 @@ def _row(d_id: uuid.UUID, doc: dict[str, Any], status: str, version: int, create
 
 
 def file_path(file_id: str, filename: str) -> str:
-    return f"/portal/files/{file_id}/{filename}"
+    return f"/portal/files/{file_id}/{quote(filename)}"
 
 
 def to_dataset(r: Any, base_url: str) -> Dataset:
