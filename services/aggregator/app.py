@@ -11,7 +11,7 @@ import asyncpg
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 
-from services.aggregator.handlers import build_router, run_dedup_cleanup
+from services.aggregator.handlers import build_router, run_dedup_cleanup, run_lag_refresh
 from services.aggregator.metrics import AggregatorMetrics
 from services.aggregator.settings import AggregatorSettings
 from shared.db import create_pool
@@ -24,19 +24,22 @@ def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
     pool_holder: dict[str, asyncpg.Pool] = {}
     # Rejections must be durable before offsets move on: acks from all in-sync replicas, idempotent.
     broker = KafkaBroker(settings.kafka_bootstrap, client_id="kp-aggregator", acks="all", enable_idempotence=True)
-    broker.include_router(build_router(settings, pool_holder, metrics))
+    router, streams = build_router(settings, pool_holder, metrics)
+    broker.include_router(router)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool_holder["pool"] = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
         await broker.start()
-        cleanup = asyncio.create_task(run_dedup_cleanup(settings, pool_holder, metrics))
+        tasks = [asyncio.create_task(run_dedup_cleanup(settings, pool_holder, metrics)),
+                 asyncio.create_task(run_lag_refresh(streams, settings.lag_refresh_interval_s))]
         try:
             yield
         finally:
-            cleanup.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await cleanup
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await broker.stop()  # finishes the batch in flight, then leaves the group
             await pool_holder["pool"].close()
 

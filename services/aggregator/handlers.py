@@ -55,6 +55,8 @@ class Stream:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     subscriber: Any = None
     failures: int = 0
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    """Next offset per partition as committed to PostgreSQL by this instance (for the lag gauge)."""
 
 
 def to_records(raw: Sequence[ConsumerRecord[Any, Any]]) -> list[service.Record]:
@@ -112,8 +114,9 @@ async def apply_batch(stream: Stream, records: list[service.Record], publish: Pu
     m.late_corrections.labels(topic).inc(service.late_count(fresh, now))
     for r in rejections:
         m.rejected.labels(topic, r.reason).inc()
+    stream.positions.update(offsets)
     try:
-        _update_lag(stream, offsets)
+        update_lag(stream)
     except Exception:  # the batch is committed; a metrics problem must not redeliver it
         log.warning("updating the lag metric failed", exc_info=True)
 
@@ -142,15 +145,27 @@ def _rejected(r: service.Rejection, now: datetime) -> tuple[bytes, bytes]:
     )
 
 
-def _update_lag(stream: Stream, offsets: dict[tuple[str, int], int]) -> None:
-    """Lag = partition end (as last fetched) minus the stored position; observability only, never raises."""
+def update_lag(stream: Stream) -> None:
+    """Lag per assigned partition = partition end (as last fetched) minus the position committed to PostgreSQL."""
     consumer = getattr(stream.subscriber, "consumer", None)
     if consumer is None:
         return
-    for (topic, partition), nxt in offsets.items():
-        end = consumer.highwater(TopicPartition(topic, partition))
-        if end is not None:
-            stream.metrics.consumer_lag.labels(topic, str(partition)).set(max(end - nxt, 0))
+    for tp in consumer.assignment():
+        end = consumer.highwater(tp)
+        position = stream.positions.get((tp.topic, tp.partition))
+        if end is not None and position is not None:
+            stream.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(end - position, 0))
+
+
+async def run_lag_refresh(streams: list[Stream], interval_s: float) -> None:
+    """Keep the lag gauge current while no batch commits (idle, or stuck on a failing dependency)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        for stream in streams:
+            try:
+                update_lag(stream)
+            except Exception:
+                log.warning("updating the lag metric failed", exc_info=True)
 
 
 class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -163,6 +178,7 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         async with self.stream.lock:  # let a batch in flight commit, so the next owner starts after it
             pass
         for tp in revoked:
+            self.stream.positions.pop((tp.topic, tp.partition), None)
             with contextlib.suppress(KeyError):
                 self.stream.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
@@ -183,6 +199,7 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in assigned:
             if tp.partition in stored:
                 consumer.seek(tp, stored[tp.partition])
+                self.stream.positions[(tp.topic, tp.partition)] = stored[tp.partition]
         log.info("partitions assigned", extra={"topic": self.stream.topic,
                                                "partitions": sorted(tp.partition for tp in assigned)})
 
@@ -201,8 +218,10 @@ async def _tolerant_parse(msg: tuple[ConsumerRecord[Any, Any], ...], original: C
 
 
 def build_router(settings: AggregatorSettings, pool_holder: dict[str, asyncpg.Pool],
-                 metrics: AggregatorMetrics) -> KafkaRouter:
+                 metrics: AggregatorMetrics) -> tuple[KafkaRouter, list[Stream]]:
+    """The subscribers (usage, optionally workflow) and the rejected-topic publisher; plus the streams."""
     router = KafkaRouter()
+    streams: list[Stream] = []
     rejected = router.publisher(
         settings.rejected_topic, title="usage-events-rejected",
         description="Records the aggregator cannot count: invalid, too_late or from_future, with reasons.",
@@ -234,6 +253,7 @@ def build_router(settings: AggregatorSettings, pool_holder: dict[str, asyncpg.Po
         )
         subscriber(on_batch)
         stream.subscriber = subscriber  # its `.consumer` exists once the broker has started
+        streams.append(stream)
 
     subscribe(
         Stream(settings.usage_topic, settings.consumer_group, usage_event_adapter, service.usage_contributions,
@@ -246,7 +266,7 @@ def build_router(settings: AggregatorSettings, pool_holder: dict[str, asyncpg.Po
                    service.workflow_contributions, False, settings, pool_holder, metrics),
             "workflow-events-aggregate", "Folds workflow events into processing-time KPIs, exactly once.",
         )
-    return router
+    return router, streams
 
 
 async def run_dedup_cleanup(settings: AggregatorSettings, pool_holder: dict[str, asyncpg.Pool],

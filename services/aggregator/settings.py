@@ -27,3 +27,4 @@ class AggregatorSettings(KPSettings):
     dedup_cleanup_interval_s: float = 600.0
     dedup_cleanup_chunk: int = 50_000
     retry_backoff_max_s: float = 5.0
+    lag_refresh_interval_s: float = 5.0

@@ -6,6 +6,7 @@ The aggregator runs as a real process (`python -m services.aggregator`).
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -60,7 +61,7 @@ class Lane:
             "KP_USAGE_TOPIC": self.usage_topic, "KP_WORKFLOW_TOPIC": self.workflow_topic,
             "KP_REJECTED_TOPIC": self.rejected_topic,
             "KP_CONSUMER_GROUP": f"agg-{self.unique}", "KP_WORKFLOW_CONSUMER_GROUP": f"agg-wf-{self.unique}",
-            "KP_MAX_BATCH_RECORDS": "200", "KP_LOG_LEVEL": "WARNING",
+            "KP_MAX_BATCH_RECORDS": "200", "KP_LOG_LEVEL": "WARNING", "KP_LAG_REFRESH_INTERVAL_S": "0.5",
         }
 
     async def create_topics(self) -> None:
@@ -161,6 +162,12 @@ def scrape(sp: ServiceProcess) -> dict[tuple[str, tuple[str, ...]], float]:
         for sample in family.samples:
             out[(sample.name, tuple(v for _, v in sorted(sample.labels.items())))] = sample.value
     return out
+
+
+def lag(values: dict[tuple[str, tuple[str, ...]], float], lane: Lane) -> float:
+    """Sum of the exported consumer lag over the lane's usage partitions."""
+    return sum(v for (name, labels), v in values.items()
+               if name == "kp_aggregator_consumer_lag" and labels[1] == lane.usage_topic)
 
 
 @pytest.fixture
@@ -291,12 +298,17 @@ class TestPostgresRestart:
                 await db.close()
             node.stop(mode="immediate")  # like a crash: in-flight transactions are lost, WAL recovery on start
             await lane.produce(second)
+            # while PostgreSQL is down the service keeps exporting its (growing) lag and failing batches
+            stuck = await eventually(lambda: asyncio.to_thread(scrape, agg),
+                                     lambda v: lag(v, lane) >= len(second), timeout=60)
+            assert stuck[("kp_aggregator_batch_failures_total", (lane.usage_topic,))] >= 1
             node.start()
             db = await asyncpg.connect(node.url)
             try:
                 await settled(db, lane, len(first) + len(second))
             finally:
                 await db.close()
+            await eventually(lambda: asyncio.to_thread(scrape, agg), lambda v: lag(v, lane) == 0)
             agg.stop()
         finally:
             node.stop(mode="immediate")
