@@ -365,6 +365,15 @@ def build_graph(
     return g
 
 
+def build_dataset_graph(info: CatalogInfo, d: CatalogDataset) -> Graph:
+    """One dataset with its distributions, what its IRI dereferences to."""
+    g = Graph()
+    _bind(g)
+    node = _dataset(g, info, d)
+    g.add((catalog_uri(info.base_url), DCAT.dataset, node))
+    return g
+
+
 def serialize(g: Graph, fmt: RdfFormat) -> bytes:
     if fmt == "json-ld":
         return g.serialize(format="json-ld", auto_compact=True, encoding="utf-8")

@@ -81,6 +81,14 @@ def _if_none_match(header: str | None, etag: str) -> bool:
     return header is not None and (header.strip() == "*" or etag in (t.strip() for t in header.split(",")))
 
 
+def _info(settings: Any, base: str) -> catalog.CatalogInfo:
+    return catalog.CatalogInfo(
+        base_url=base, title=settings.catalog_title, description=settings.catalog_description,
+        publisher=catalog.CatalogAgent(id="kommunal-pulse", name=settings.catalog_publisher_name),
+        contributor_id=settings.catalog_contributor_id,
+    )
+
+
 async def _render(request: Request, fmt: RdfFormat, page: int, page_size: int | None) -> Response:
     settings = request.app.state.settings
     size = page_size or settings.catalog_page_size
@@ -90,11 +98,7 @@ async def _render(request: Request, fmt: RdfFormat, page: int, page_size: int | 
     p = catalog.Page(number=page, size=size, total=len(datasets))
     if page > p.last:
         return _problem(404, "Not Found", f"page {page} does not exist; the last page is {p.last}")
-    info = catalog.CatalogInfo(
-        base_url=base, title=settings.catalog_title, description=settings.catalog_description,
-        publisher=catalog.CatalogAgent(id="kommunal-pulse", name=settings.catalog_publisher_name),
-        contributor_id=settings.catalog_contributor_id,
-    )
+    info = _info(settings, base)
     cache: RenderCache | None = getattr(request.app.state, "catalog_render_cache", None)
     if cache is None:
         cache = request.app.state.catalog_render_cache = RenderCache()
@@ -113,8 +117,8 @@ PageQ = Annotated[int, Query(ge=1, le=100_000, description="1-based page number 
 SizeQ = Annotated[int | None, Query(ge=1, le=1000, description="datasets per page (default from settings)")]
 
 
-@router.get("/catalog", summary="DCAT-AP.de 3.0 catalog (Turtle, RDF/XML or JSON-LD by Accept)",
-            responses=_RDF_RESPONSES)
+@router.api_route("/catalog", methods=["GET", "HEAD"], responses=_RDF_RESPONSES,
+                  summary="DCAT-AP.de 3.0 catalog (Turtle, RDF/XML or JSON-LD by Accept)")
 async def get_catalog(request: Request, page: PageQ = 1, page_size: SizeQ = None) -> Response:
     fmt = negotiate(request.headers.get("accept"))
     if fmt is None:
@@ -122,10 +126,28 @@ async def get_catalog(request: Request, page: PageQ = 1, page_size: SizeQ = None
     return await _render(request, fmt, page, page_size)
 
 
-@router.get("/catalog.{suffix}", summary="DCAT-AP.de 3.0 catalog in the format of the suffix (ttl, rdf, jsonld)",
-            responses=_RDF_RESPONSES)
+@router.api_route("/catalog.{suffix}", methods=["GET", "HEAD"], responses=_RDF_RESPONSES,
+                  summary="DCAT-AP.de 3.0 catalog in the format of the suffix (ttl, rdf, jsonld)")
 async def get_catalog_suffix(request: Request, suffix: str, page: PageQ = 1, page_size: SizeQ = None) -> Response:
     fmt = SUFFIXES.get(suffix)
     if fmt is None:
         return _problem(404, "Not Found", f"unknown catalog suffix {suffix!r}; use ttl, rdf or jsonld")
     return await _render(request, fmt, page, page_size)
+
+
+@router.api_route("/catalog/datasets/{dataset_id}", methods=["GET", "HEAD"], responses=_RDF_RESPONSES,
+                  summary="One dataset of the catalog (its IRI dereferenced; format by Accept)")
+async def get_dataset(request: Request, dataset_id: str) -> Response:
+    fmt = negotiate(request.headers.get("accept"))
+    if fmt is None:
+        return _problem(406, "Not Acceptable", "offered: " + ", ".join(m for m, _ in FORMATS.values()))
+    settings = request.app.state.settings
+    base = settings.public_base_url.rstrip("/")
+    async with request.app.state.pool.acquire() as conn:
+        datasets = await request.app.state.catalog_registry.collect(catalog.CatalogContext(conn=conn, base_url=base))
+    found = next((d for d in datasets if d.id == dataset_id), None)
+    if found is None:
+        return _problem(404, "Not Found", f"no dataset {dataset_id!r} in the catalog")
+    body = catalog.serialize(catalog.build_dataset_graph(_info(settings, base), found), fmt)
+    return Response(body, media_type=f"{FORMATS[fmt][0]}; charset=utf-8",
+                    headers={"Vary": "Accept", "Cache-Control": "public, max-age=300"})

@@ -21,6 +21,7 @@ templates.env.globals.update(fmt_cell=view.fmt_cell, chart_summary=view.summary)
 static_files = StaticFiles(directory=HERE / "static")
 
 router = APIRouter(tags=["dashboard"])
+EARLIEST, LATEST = date(2000, 1, 1), date(2099, 12, 31)
 
 ServiceQ = Annotated[str | None, Query(pattern=r"^\d{14}$", description="LeiKa key; default: the busiest one")]
 PeriodQ = Annotated[Literal["day", "month"], Query(description="day or month")]
@@ -58,6 +59,9 @@ async def _filters(
     request: Request, ags: str | None, service: str | None, period: Literal["day", "month"],
     date_from: date | None, date_to: date | None,
 ) -> view.Filters | JSONResponse:
+    for name, d in (("from", date_from), ("to", date_to)):
+        if d is not None and not EARLIEST <= d <= LATEST:
+            return _problem(400, f"'{name}' must lie between {EARLIEST} and {LATEST}", name)
     start, end = _range(period, date_from, date_to)
     if start > end:
         return _problem(400, "'from' must not be after 'to'", "from")

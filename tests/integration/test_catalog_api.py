@@ -154,6 +154,23 @@ class TestGetCatalog:
         assert f"extra-{unique}".encode() in changed.content
         assert_conforms(Graph().parse(data=changed.content, format="turtle"))
 
+    async def test_dataset_iri_dereferences_to_its_description(self, client: httpx.AsyncClient) -> None:
+        iri = catalog.dataset_uri(BASE, f"kpi-feedback-{MARBURG.ags}")
+        resp = await client.get(str(iri).removeprefix(BASE), headers={"Accept": "application/ld+json"})
+        g = _parse(resp, "json-ld")
+        assert (iri, RDF.type, rns.DCAT.Dataset) in g
+        assert len(list(g.objects(iri, rns.DCAT.distribution))) == 2
+        assert_conforms(g)
+        missing = await client.get("/catalog/datasets/kpi-feedback-00000000")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"] == "application/problem+json"
+
+    async def test_head_answers_like_get_without_body(self, client: httpx.AsyncClient) -> None:
+        resp = await client.head("/catalog", headers={"Accept": "application/rdf+xml"})
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("application/rdf+xml")
+        assert resp.content == b""
+
     async def test_unsupported_accept_is_406_problem(self, client: httpx.AsyncClient) -> None:
         resp = await client.get("/catalog", headers={"Accept": "image/png"})
         assert resp.status_code == 406

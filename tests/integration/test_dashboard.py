@@ -94,7 +94,8 @@ class TestMunicipalityPage:
 
     @pytest.mark.parametrize(("params", "name"), [
         ({"period": "week"}, "period"), ({"from": "2020-13-01"}, "from"), ({"service": "12"}, "service"),
-        ({"from": "2020-02-01", "to": "2020-01-01"}, "from"),
+        ({"from": "2020-02-01", "to": "2020-01-01"}, "from"), ({"to": "0001-01-01"}, "to"),
+        ({"from": "1999-12-31"}, "from"), ({"from": "2020-01-01", "to": "2025-01-01"}, "from"),
     ])
     async def test_bad_filter_is_a_problem_naming_the_parameter(
         self, client: httpx.AsyncClient, params: dict[str, str], name: str
