@@ -15,6 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 MAX_RAW_BYTES = 8192
 """Raw payloads longer than this are cut (the record says so and keeps the original length)."""
 
+MAX_ERRORS = 20
+"""At most this many error details are kept per record (an object with thousands of unknown fields would
+otherwise produce a record larger than Kafka accepts)."""
+MAX_ERROR_TEXT = 200
+
 Reason = Literal[
     "invalid_event",  # fails the event contract (see `errors` for pydantic paths)
     "invalid_json",  # not parseable as JSON at all (a foreign producer on the topic)
@@ -49,6 +54,18 @@ class RejectedEvent(BaseModel):
     offset: int | None = None
 
 
+def bounded_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first MAX_ERRORS details with every text cut to MAX_ERROR_TEXT, plus a note of how many were left out."""
+    def cut(value: Any) -> Any:
+        return value[:MAX_ERROR_TEXT] if isinstance(value, str) else value
+
+    out = [{k: [cut(str(p)) for p in v] if k == "loc" and isinstance(v, list | tuple) else cut(v)
+            for k, v in e.items()} for e in errors[:MAX_ERRORS]]
+    if len(errors) > MAX_ERRORS:
+        out.append({"type": "too_many_errors", "loc": [], "msg": f"{len(errors) - MAX_ERRORS} more errors left out"})
+    return out
+
+
 def raw_bytes_of(raw: bytes | str | Any) -> bytes:
     """The payload as bytes: bytes as they are, strings UTF-8, anything parsed re-serialised as JSON."""
     if isinstance(raw, bytes):
@@ -80,7 +97,8 @@ def build_rejected(
     data = raw_bytes_of(raw)
     cut = data[:max_raw_bytes]
     return RejectedEvent(
-        reason=reason, errors=errors or [], origin=origin, platform=platform, event_id=event_id, index=index,
+        reason=reason, errors=bounded_errors(errors or []), origin=origin, platform=platform, event_id=event_id,
+        index=index,
         rejected_at=now or datetime.now(UTC), raw=cut.decode("utf-8", errors="replace"), raw_bytes=len(data),
         raw_truncated=len(data) > max_raw_bytes, topic=topic, partition=partition, offset=offset,
     )

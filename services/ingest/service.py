@@ -26,7 +26,7 @@ from services.ingest.schemas import BatchResult, Rejection
 from shared.events import UsageEvent, usage_event_adapter
 from shared.events.base import Envelope
 from shared.events.usage import FeedbackGiven, UsageEventBase
-from shared.rejections import Reason, rejected_payload
+from shared.rejections import Reason, bounded_errors, rejected_payload
 
 # ------------------------------------------------------------------------------------------------ problems
 
@@ -365,8 +365,9 @@ class Rejected:
 
 
 def pydantic_reasons(exc: ValidationError) -> list[dict[str, Any]]:
-    return [{"type": e["type"], "loc": [str(p) for p in e["loc"]], "msg": e["msg"]}
-            for e in exc.errors(include_url=False, include_input=False)]
+    """Pydantic's errors as `type`/`loc`/`msg`, bounded in number and length (see `bounded_errors`)."""
+    return bounded_errors([{"type": e["type"], "loc": [str(p) for p in e["loc"]], "msg": e["msg"]}
+                           for e in exc.errors(include_url=False, include_input=False)])
 
 
 def check_item(item: Item, caller: ApiKey, policy: Policy, now: datetime) -> UsageEvent | Rejected:

@@ -280,3 +280,17 @@ class TestKeyStoreDown:
         body = _problem(resp, 503, "key_store_unavailable")
         assert resp.headers["retry-after"]
         assert body["detail"]
+
+
+class TestHostilePayloads:
+    async def test_thousands_of_unknown_fields_are_rejected_not_a_poison_batch(
+        self, client: httpx.AsyncClient, key: str, kafka_bootstrap: str
+    ) -> None:
+        bad = usage_event()
+        bad.update({f"f{i}": i for i in range(2000)})
+        resp = await client.post("/v1/events", json=[bad], headers=bearer(key))
+        assert resp.status_code == 200, resp.text
+        [rejection] = resp.json()["rejected"]
+        assert len(rejection["reasons"]) == 21
+        [record] = await read_topic(kafka_bootstrap, USAGE_REJECTED.name, lambda v: v.get("event_id") == bad["id"], 1)
+        assert record["errors"][-1]["type"] == "too_many_errors"

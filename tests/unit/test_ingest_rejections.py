@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import orjson
 
-from shared.rejections import MAX_RAW_BYTES, RejectedEvent, build_rejected, encode_rejected, rejected_payload
+from shared.rejections import (
+    MAX_ERRORS,
+    MAX_RAW_BYTES,
+    RejectedEvent,
+    build_rejected,
+    encode_rejected,
+    rejected_payload,
+)
 
 
 class TestBuildRejected:
@@ -45,3 +52,12 @@ class TestEncodeRejected:
     def test_unknown_platform_gets_a_stable_key(self) -> None:
         key, _ = encode_rejected(build_rejected(reason="invalid_json", raw=b"", origin="aggregator"))
         assert key == b"unknown"
+
+
+class TestBoundedErrors:
+    def test_many_errors_are_cut_with_a_note(self) -> None:
+        errors = [{"type": "extra_forbidden", "loc": ["x" * 1000], "msg": "m"} for _ in range(500)]
+        record = build_rejected(reason="invalid_event", raw=b"{}", origin="ingest", errors=errors)
+        assert len(record.errors) == MAX_ERRORS + 1
+        assert record.errors[-1]["type"] == "too_many_errors"
+        assert len(record.errors[0]["loc"][0]) == 200
