@@ -15,12 +15,14 @@ from kp import local
 from kp.apikeys import apikey_app, provision_demo_key
 from kp.datasets_cmd import datasets_app
 from kp.stack import StackError, kafka_libs
+from kp.workflow_cmd import workflow_app
 
 app = typer.Typer(help="Kommunal-Pulse command-line tool.", no_args_is_help=True)
 stack_app = typer.Typer(help="Run the whole system locally (real Kafka and PostgreSQL, no Docker).")
 app.add_typer(stack_app, name="stack")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(workflow_app, name="workflow")
 
 RUN_DIR = Path(os.environ.get("KP_RUN_DIR", ".run"))
 

@@ -217,3 +217,39 @@ class TestFitConnectCallback:
         foreign = {**ok, "municipality": "06631009"}  # Fulda: not one of this platform's cities
         assert (await wf.client.post("/v1/callbacks/fit-connect", json=foreign, headers=auth)).status_code == 403
         assert await case_of(wf_env.database_url, ok["sub"].replace("submission:", "fit:")) is None
+
+
+class TestClerkView:
+    async def test_task_list_and_case_history_render_in_german_for_the_own_city_only(
+        self, wf: RunningApp, wf_env: WfEnv
+    ) -> None:
+        ags, other = random_ags(), random_ags()
+        event = submitted(ags, HUNDESTEUER, [])
+        await wf_env.publish(event)
+        case = await wait_state(wf_env, event["application_id"], "task")
+        login = await wf.client.get("/sachbearbeitung")
+        assert login.status_code == 401
+        assert "Anmeldung" in login.text
+        token = wf_env.signer.token("sb-view", ["clerk"], [ags])
+        signed_in = await wf.client.post("/sachbearbeitung/anmelden", content=f"token={token}",
+                                         headers={"content-type": "application/x-www-form-urlencoded"})
+        assert signed_in.status_code == 303
+        assert signed_in.cookies.get("kp_token") == token
+        try:
+            page = await wf.client.get("/sachbearbeitung")  # the client sends the cookie back
+        finally:
+            wf.client.cookies.clear()
+        assert page.status_code == 200
+        assert event["application_id"] in page.text
+        assert "Steuer festsetzen, Hundesteuermarke ausgeben" in page.text
+        history = await wf.client.get(f"/sachbearbeitung/vorgaenge/{case['case_id']}",
+                                      headers={"Authorization": f"Bearer {token}"})
+        assert history.status_code == 200
+        assert "Eingangsbestätigung" in history.text
+        assert "Aufgabe zugewiesen" in history.text
+        stranger = wf_env.signer.token("sb-fremd", ["clerk"], [other])
+        hidden = await wf.client.get(f"/sachbearbeitung/vorgaenge/{case['case_id']}",
+                                     headers={"Authorization": f"Bearer {stranger}"})
+        assert hidden.status_code == 404
+        assert event["application_id"] not in (await wf.client.get(
+            "/sachbearbeitung", headers={"Authorization": f"Bearer {stranger}"})).text
