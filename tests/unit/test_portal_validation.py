@@ -11,6 +11,7 @@ import pytest
 from services.publisher.portal import ckan, vocab
 from services.publisher.portal.catalog import descriptor
 from services.publisher.portal.schemas import Dataset
+from services.publisher.portal.service import preview_rows
 from services.publisher.portal.validation import Problem, check_file, parse_dataset
 from tests.factories import MARBURG, portal_dataset
 
@@ -117,3 +118,18 @@ class TestCatalogDescriptor:
         d = descriptor(self._dataset("Fachdienst Verkehr"), "https://example.org")
         assert d.publisher.id.startswith(MARBURG + "-")
         assert d.landing_page == f"https://example.org/portal/datensaetze/{d.id}"
+
+
+class TestPreviewRows:
+    @pytest.mark.parametrize("sep", [",", ";", "\t"])
+    def test_delimiter_is_detected(self, sep: str) -> None:
+        fee = "1,50" if sep != "," else "1.50"
+        text = sep.join(["Ort", "Plätze", "Gebühr"]) + "\n" + sep.join(["Markt", "12", fee]) + "\n"
+        header, rows = preview_rows(text, 10)
+        assert header == ["Ort", "Plätze", "Gebühr"]
+        assert rows[0][:2] == ["Markt", "12"]
+
+    def test_rows_are_capped(self) -> None:
+        header, rows = preview_rows("a,b\n" + "1,2\n" * 50, 10)
+        assert header == ["a", "b"]
+        assert len(rows) == 10

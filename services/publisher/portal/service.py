@@ -299,9 +299,19 @@ async def csv_preview(conn: Conn, file_id: str, max_rows: int = 10, max_bytes: i
     text = bytes(row["head"]).decode("utf-8", errors="ignore")
     if row["byte_size"] > max_bytes:
         text = text.rsplit("\n", 1)[0]  # drop a row cut off by the byte limit
-    reader = csv.reader(io.StringIO(text))
+    header, rows = preview_rows(text, max_rows)
+    return Preview(header=header, rows=rows, report=repository.loads(row["report"]))
+
+
+def preview_rows(text: str, max_rows: int) -> tuple[list[str], list[list[str]]]:
+    """Header and first rows of CSV text; the delimiter is sniffed (German CSVs often use `;`)."""
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.reader(io.StringIO(text), dialect)
     rows = [r for _, r in zip(range(max_rows + 1), reader, strict=False)]
-    return Preview(header=rows[0] if rows else [], rows=rows[1:], report=repository.loads(row["report"]))
+    return (rows[0] if rows else []), rows[1:]
 
 
 # --- search ---------------------------------------------------------------------------------------------------
