@@ -70,6 +70,8 @@ async def apply_batch(stream: Stream, records: list[service.Record], publish: Pu
     A big batch is cut into chunks: while one chunk's dedup insert and upserts run in PostgreSQL, the next chunk
     is validated and folded in a worker thread, all inside the one transaction of the batch.
     """
+    if not records:
+        return
     m, topic, s = stream.metrics, stream.topic, stream.settings
     now = now or datetime.now(UTC)
     prepare = functools.partial(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime
 from uuid import UUID
 
@@ -26,7 +27,7 @@ async def insert_new_ids(conn: Conn, ids: list[UUID], times: list[datetime]) -> 
     return {r["event_id"] for r in rows}
 
 
-async def upsert_kpis(conn: Conn, deltas: Counter[KpiKey]) -> None:
+async def upsert_kpis(conn: Conn, deltas: Mapping[KpiKey, int]) -> None:
     """Add KPI deltas to `kpi_values` in one statement."""
     if not deltas:
         return

@@ -133,7 +133,7 @@ class Prepared:
     records: Sequence[Record]
     triage: Triage
     relevant: list[Any]
-    deltas: Counter[KpiKey]
+    deltas: dict[KpiKey, int]
     counts: Counter[CountKey]
     seconds: float
 
@@ -232,24 +232,28 @@ KpiKey = tuple[str, datetime, str, str, str, str]
 """(granularity, period_start, municipality, service, metric, dimension) — the row of `kpi_values`."""
 
 
-def fold(events: Iterable[E], contributions: Callable[[E], list[Contribution]]) -> Counter[KpiKey]:
+def fold(events: Iterable[E], contributions: Callable[[E], list[Contribution]]) -> dict[KpiKey, int]:
     """Sum a batch into KPI deltas for hour, day and month.
 
     Events are folded per hour first; days and months are unions of whole hours in Europe/Berlin, so they are
     rolled up from the (far fewer) hourly keys.
     """
     # Keyed by the epoch hour as an int: hashing aware datetimes per event is the slow part of a fold.
-    hourly: Counter[tuple[int, str, str, str, str]] = Counter()
+    hourly: dict[tuple[int, str, str, str, str], int] = {}
+    get = hourly.get
     for e in events:
         epoch_hour = int(e.time.timestamp()) // 3600
+        muni, svc = e.municipality, e.service
         for metric, dim, value in contributions(e):
-            hourly[(epoch_hour, e.municipality, e.service, metric, dim)] += value
-    out: Counter[KpiKey] = Counter()
+            key = (epoch_hour, muni, svc, metric, dim)
+            hourly[key] = get(key, 0) + value
+    out: dict[KpiKey, int] = {}
+    add = out.get
     for (epoch_hour, muni, svc, metric, dim), value in hourly.items():
         h = _hour(epoch_hour)
-        out[("hour", h, muni, svc, metric, dim)] += value
-        out[("day", day_start(h), muni, svc, metric, dim)] += value
-        out[("month", month_start(h), muni, svc, metric, dim)] += value
+        for k in (("hour", h, muni, svc, metric, dim), ("day", day_start(h), muni, svc, metric, dim),
+                  ("month", month_start(h), muni, svc, metric, dim)):
+            out[k] = add(k, 0) + value
     return out
 
 
