@@ -251,3 +251,12 @@ class TestFastPath:
         with pytest.raises(ProblemError) as err:
             service.parse_items(orjson.dumps([usage_event(time=NOW)] * 3), "application/json", 2)
         assert err.value.status == 413
+
+
+class TestSettings:
+    def test_keys_cannot_be_switched_off_in_production(self) -> None:
+        from services.ingest.settings import IngestSettings
+
+        with pytest.raises(ValueError, match="KP_INGEST_AUTH_REQUIRED"):
+            IngestSettings(environment="production", database_url="postgresql://u@db/kp", ingest_auth_required=False)
+        assert IngestSettings().ingest_auth_required is True
