@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 from services.publisher import repository
 from services.publisher import service as kpi_service
 from services.publisher.definitions import FAMILIES, metrics_of
+from shared.db import Conn
 from shared.reference import Municipality, municipalities, services
 
 Unit = Literal["count", "decimal", "percent", "stars", "seconds"]
@@ -361,20 +362,20 @@ class Page:
     has_data: bool
 
 
-async def _tables(conn: Any, f: Filters, municipalities: list[str] | None, services: list[str] | None,
-                  k: int) -> list[Any]:
+async def _tables(conn: Conn, f: Filters, agss: list[str], service_keys: list[str], k: int) -> list[kpi_service.Table]:
+    """Suppressed tables (municipality x service) exactly as the open-data API builds them."""
     q = kpi_service.KpiQuery(
-        municipalities=tuple(municipalities or ()), services=tuple(services or ()), period=f.period,
-        date_from=f.date_from, date_to=f.date_to,
+        municipalities=tuple(agss), services=tuple(service_keys), period=f.period, date_from=f.date_from,
+        date_to=f.date_to,
     )
     start, end = q.bounds()
-    rows = await repository.kpi_rows(conn, f.period, start, end, municipalities, services)
+    rows = await repository.kpi_rows(conn, f.period, start, end, agss, service_keys)
     tables = kpi_service.build_tables(rows)
     kpi_service.apply_suppression(tables, k)
     return tables
 
 
-async def busiest_service(conn: Any, ags: str | None, f: Filters) -> str | None:
+async def busiest_service(conn: Conn, ags: str | None, f: Filters) -> str | None:
     """The service with the most sessions started in the range (the page's default selection)."""
     q = kpi_service.KpiQuery(municipalities=(), services=(), period=f.period, date_from=f.date_from,
                              date_to=f.date_to)
@@ -387,7 +388,7 @@ async def busiest_service(conn: Any, ags: str | None, f: Filters) -> str | None:
     return max(started, key=lambda s: (started[s], s)) if started else None
 
 
-async def municipality_page(conn: Any, m: Municipality, f: Filters, base: str, k: int) -> Page:
+async def municipality_page(conn: Conn, m: Municipality, f: Filters, base: str, k: int) -> Page:
     tables = await _tables(conn, f, [x.ags for x in municipalities()], [f.service], k)
     own = next((t for t in tables if t.municipality == m.ags), None)
     metrics = metrics_of(FAMILIES)
@@ -402,7 +403,7 @@ async def municipality_page(conn: Any, m: Municipality, f: Filters, base: str, k
     return Page(title=m.name, filters=f, charts=charts, services=service_options(f.service), has_data=own is not None)
 
 
-async def hessen_page(conn: Any, f: Filters, base: str, k: int) -> Page:
+async def hessen_page(conn: Conn, f: Filters, base: str, k: int) -> Page:
     tables = await _tables(conn, f, [m.ags for m in municipalities()], [f.service], k)
     by_ags = {t.municipality: t for t in tables}
     metrics = metrics_of(FAMILIES)
