@@ -288,6 +288,16 @@ def municipality_charts(
         note="Freitextkommentare werden nicht veröffentlicht.",
     ))
 
+    durations = sorted(tot.dims("", "duration_le"), key=_num_key)
+    charts.append(Chart(
+        id="ausfuelldauer", title="Ausfülldauer der Online-Anträge", kind="bar",
+        category_label="Dauer vom Start bis zum Absenden", categories=[bucket_label(b) for b in durations],
+        series=[Series("Abgeschickte Anträge", tuple(tot.count("", "duration_le", b) for b in durations))],
+        unit="count", csv_url=_csv(base, "duration", f),
+        facts=[_fact("Median", tot.get("", "duration_p50_s"), "seconds", k),
+               _fact("90. Perzentil", tot.get("", "duration_p90_s"), "seconds", k)],
+    ))
+
     buckets = sorted(tot.dims("", "processing_le"), key=_num_key)
     charts.append(Chart(
         id="bearbeitungsdauer", title="Bearbeitungsdauer in der Verwaltung", kind="bar",

@@ -75,7 +75,7 @@ class TestMunicipalityPage:
         resp = await client.get(f"/dashboard/{FULDA}", params={**RANGE, "service": services[1]})
         links = _downloads(resp.text)
         assert set(links) >= {"nutzung", "trichter", "zahlarten", "anmeldung", "zufriedenheit",
-                              "bearbeitungsdauer", "vergleich"}
+                              "ausfuelldauer", "bearbeitungsdauer", "vergleich"}
         for section, url in links.items():
             r = await client.get(url)
             assert r.status_code == 200, (section, url, r.text)

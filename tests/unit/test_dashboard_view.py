@@ -25,6 +25,9 @@ TOTALS = [
     _cell("", "payment", 17, "paypal"), _cell("", "payment", None, "rechnung", suppressed=True),
     _cell("", "feedback", 7, "5"), _cell("", "feedback", 6, "3"), _cell("", "feedback_count", 13),
     _cell("", "mean_stars", 4.08),
+    _cell("", "duration_le", 20, "300"), _cell("", "duration_le", None, "600", suppressed=True),
+    _cell("", "duration_le", 9, "inf"), _cell("", "duration_p50_s", 275.0),
+    _cell("", "duration_p90_s", None, suppressed=True),
 ]
 COMPARISON = [
     {"service": F.service, "metric": "conversion_rate", "value": 0.5, "suppressed": False, "hessen": 0.61,
@@ -82,6 +85,13 @@ class TestMunicipalityCharts:
     def test_chart_without_data_is_empty(self) -> None:
         assert _charts()["bearbeitungsdauer"].empty
         assert not _charts()["nutzung"].empty
+
+
+    def test_completion_time_buckets_in_order_with_percentiles(self) -> None:
+        chart = _charts()["ausfuelldauer"]
+        assert chart.categories == ["bis 5 min", "bis 10 min", "länger"]
+        assert [v.value for v in chart.series[0].values] == [20, None, 9]
+        assert dict(chart.facts) == {"Median": "4,6 min", "90. Perzentil": "unterdrückt"}
 
 
 class TestSummary:
