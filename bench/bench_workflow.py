@@ -123,7 +123,14 @@ async def baseline(url: str, n: int) -> float:
         await pool.close()
 
 
-async def measure(kafka: str, base_url: str, n: int) -> list[dict[str, Any]]:
+class NoFilingEAkte:
+    """Decomposition only: an E-Akte that answers at once, to show what the engine does without filing I/O."""
+
+    async def file(self, key: str, record: Any) -> str:
+        return f"none:{key}"
+
+
+async def measure(kafka: str, base_url: str, n: int, eakte: str = "filesystem") -> dict[str, Any]:
     url = await fresh_database(base_url)
     suffix = uuid.uuid4().hex[:8]
     app_topic, wf_topic = f"application.events.bench-{suffix}", f"workflow.events.bench-{suffix}"
@@ -135,7 +142,8 @@ async def measure(kafka: str, base_url: str, n: int) -> list[dict[str, Any]]:
         relay_interval_s=0.05, timer_interval_s=0.5)
     try:
         base_rate = await baseline(url, min(n, 2000))
-        app = create_app(settings, clock=SystemClock(), eakte=FileSystemEAkte(eakte_dir))
+        adapter = FileSystemEAkte(eakte_dir) if eakte == "filesystem" else NoFilingEAkte()
+        app = create_app(settings, clock=SystemClock(), eakte=adapter)
         events = [submitted("06413000") for _ in range(n)]
         async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60):
             conn = await asyncpg.connect(url)
@@ -163,9 +171,16 @@ async def measure(kafka: str, base_url: str, n: int) -> list[dict[str, Any]]:
     finally:
         shutil.rmtree(eakte_dir, ignore_errors=True)
         await drop_database(base_url, url)
-    rate = n / elapsed
     p50, p99 = (histogram_quantile(buckets, q) for q in (0.5, 0.99))
-    p50_ms, p99_ms = (v * 1000 if v is not None else None for v in (p50, p99))
+    return {"rate": n / elapsed, "base_rate": base_rate, "p50_ms": p50 * 1000 if p50 is not None else None,
+            "p99_ms": p99 * 1000 if p99 is not None else None, "lags": lags, "outbox_rows": outbox_rows}
+
+
+async def measure_all(kafka: str, base_url: str, n: int) -> list[dict[str, Any]]:
+    full = await measure(kafka, base_url, n)
+    bare = await measure(kafka, base_url, n, eakte="none")
+    rate, base_rate, p50_ms, p99_ms = full["rate"], full["base_rate"], full["p50_ms"], full["p99_ms"]
+    lags, outbox_rows = full["lags"], full["outbox_rows"]
     base = "bare durable tx per case (inbox + 1 outbox row)"
     return [
         {"measure": f"workflow: cases/s through 4 automatic steps ({n} cases)", "value": rate, "unit": "cases/s",
@@ -180,6 +195,8 @@ async def measure(kafka: str, base_url: str, n: int) -> list[dict[str, Any]]:
          "unit": "ms", "baseline": None, "baseline_value": None, "target": None, "met": None},
         {"measure": "workflow: outbox relay lag p99", "value": percentile(lags, 0.99), "unit": "ms",
          "baseline": None, "baseline_value": None, "target": None, "met": None},
+        {"measure": "workflow: cases/s without E-Akte I/O (decomposition)", "value": bare["rate"],
+         "unit": "cases/s", "baseline": base, "baseline_value": bare["base_rate"], "target": None, "met": None},
     ]
 
 
@@ -188,13 +205,13 @@ def run(quick: bool) -> list[dict[str, Any]]:
     n = 1000 if quick else 5000
     kafka, database = os.environ.get("KP_KAFKA_BOOTSTRAP"), os.environ.get("KP_DATABASE_URL")
     if kafka and database:
-        return asyncio.run(measure(kafka, database, n))
+        return asyncio.run(measure_all(kafka, database, n))
     stack = LocalStack(run_dir=ROOT / ".run" / f"bench-workflow-{os.getpid()}")
     stack.start_infra()
     try:
         assert stack.kafka_bootstrap
         assert stack.database_url
-        return asyncio.run(measure(stack.kafka_bootstrap, stack.database_url, n))
+        return asyncio.run(measure_all(stack.kafka_bootstrap, stack.database_url, n))
     finally:
         stack.stop()
         shutil.rmtree(stack.run_dir, ignore_errors=True)

@@ -20,7 +20,7 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
-from services.workflow.service import Engine
+from services.workflow.service import Engine, Sink
 from services.workflow.settings import WorkflowSettings
 from shared.events import ApplicationEvent, application_event_adapter
 
@@ -49,7 +49,9 @@ def lanes(events: list[ApplicationEvent], count: int) -> list[list[ApplicationEv
 async def apply_lane(pool: asyncpg.Pool, engine: Engine, lane: list[ApplicationEvent]) -> None:
     try:
         async with pool.acquire() as conn, conn.transaction():
-            results = [await engine.on_application_event(conn, e) for e in lane]
+            sink = Sink()
+            results = [await engine.on_application_event(conn, e, sink) for e in lane]
+            await sink.write(conn)
     except Exception:
         if len(lane) == 1:
             raise

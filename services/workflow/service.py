@@ -84,22 +84,25 @@ class Engine:
 
     # --- entry points -------------------------------------------------------------------------------
 
-    async def on_application_event(self, conn: Conn, event: ApplicationEvent) -> str:
-        """Apply one application event; returns what happened (duplicate, pending, opened, applied, ignored)."""
+    async def on_application_event(self, conn: Conn, event: ApplicationEvent, sink: Sink | None = None) -> str:
+        """Apply one application event; returns what happened (duplicate, pending, opened, applied, ignored).
+
+        With a sink, outbox and audit rows are collected for one write at the end of the caller's transaction.
+        """
         if not await repository.claim_inbox(conn, event.id):
             return "duplicate"
         case = await repository.lock_case_by_application(conn, event.application_id)
         if event.type == "application.submitted":
             if case is not None:
-                run = self._run(conn, case)
+                run = self._run(conn, case, sink)
                 run.audit(f"event:{event.source}", "duplicate_submission_ignored", {"event_id": str(event.id)})
                 await run.flush()
                 return "ignored"
-            return await self._open(conn, event)
+            return await self._open(conn, event, sink)
         if case is None:
             await repository.add_pending(conn, event.id, event.application_id, event.model_dump(mode="json"))
             return "pending"
-        run = self._run(conn, case)
+        run = self._run(conn, case, sink)
         await self._apply(run, event)
         await run.flush()
         return "applied"
@@ -209,7 +212,7 @@ class Engine:
 
     # --- opening and events -------------------------------------------------------------------------
 
-    async def _open(self, conn: Conn, event: ApplicationEvent) -> str:
+    async def _open(self, conn: Conn, event: ApplicationEvent, sink: Sink | None = None) -> str:
         assert event.type == "application.submitted"
         definition = self.registry.for_service(event.service)
         if definition is None:
@@ -227,7 +230,7 @@ class Engine:
         }
         if not await repository.insert_case(conn, case):
             return "ignored"
-        run = Run(self, conn, case, definition)
+        run = Run(self, conn, case, definition, sink)
         run.emit("workflow.case.opened", wf.CaseOpenedData())
         run.audit(f"event:{event.source}", "case_opened", {"event_id": str(event.id)}, after=run.snapshot())
         for body in await repository.take_pending(conn, event.application_id):
@@ -525,8 +528,8 @@ class Engine:
 
     # --- helpers ------------------------------------------------------------------------------------
 
-    def _run(self, conn: Conn, case: dict[str, Any]) -> Run:
-        return Run(self, conn, case, self.registry.get(case["definition"], case["definition_version"]))
+    def _run(self, conn: Conn, case: dict[str, Any], sink: Sink | None = None) -> Run:
+        return Run(self, conn, case, self.registry.get(case["definition"], case["definition_version"]), sink)
 
     async def _locked_run(self, conn: Conn, case_id: UUID, municipalities: set[str] | None = None) -> Run:
         case = await repository.lock_case(conn, case_id)
@@ -545,6 +548,19 @@ class Engine:
 
 
 @dataclass
+class Sink:
+    """Outbox and audit rows of several cases, written together before the transaction commits."""
+
+    outbox: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    audit: list[tuple[UUID, datetime, str, str, Any, Any, Any]] = field(default_factory=list)
+
+    async def write(self, conn: Conn) -> None:
+        await repository.add_outbox(conn, self.outbox)
+        await repository.add_audit(conn, self.audit)
+        self.outbox, self.audit = [], []
+
+
+@dataclass
 class Run:
     """One case inside one transaction: collects outbox and audit rows, written by `flush`."""
 
@@ -552,6 +568,7 @@ class Run:
     conn: Conn
     case: dict[str, Any]
     definition: Definition
+    sink: Sink | None = None
     outbox: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     audit_rows: list[tuple[UUID, datetime, str, str, Any, Any, Any]] = field(default_factory=list)
     now: datetime = field(init=False)
@@ -605,8 +622,12 @@ class Run:
 
     async def flush(self) -> None:
         await repository.save_case(self.conn, self.case)
-        await repository.add_outbox(self.conn, self.outbox)
-        await repository.add_audit(self.conn, self.audit_rows)
+        if self.sink is not None:
+            self.sink.outbox += self.outbox
+            self.sink.audit += self.audit_rows
+        else:
+            await repository.add_outbox(self.conn, self.outbox)
+            await repository.add_audit(self.conn, self.audit_rows)
         self.outbox, self.audit_rows = [], []
 
 
