@@ -106,6 +106,16 @@ async def seed(pool: asyncpg.Pool, n: int, run_id: str) -> float:
     return time.perf_counter() - started
 
 
+async def remove(pool: asyncpg.Pool, run_id: str) -> None:
+    """Delete this run's datasets so a reused database starts the next run with none of them."""
+    async with pool.acquire() as conn, conn.transaction():
+        ids = [r["id"] for r in await conn.fetch("SELECT id FROM portal_datasets WHERE name LIKE $1",
+                                                  f"bench-{run_id}-%")]
+        await conn.execute("DELETE FROM portal_dataset_versions WHERE dataset_id = ANY($1::uuid[])", ids)
+        await conn.execute("DELETE FROM portal_datasets WHERE id = ANY($1::uuid[])", ids)
+        await conn.execute("UPDATE portal_api_keys SET revoked_at = now() WHERE label = $1", f"bench-{run_id}")
+
+
 async def ilike_search(conn: Any, q: SearchQuery, limit: int) -> tuple[int, list[Any], list[Any]]:
     """Baseline: the same page + facets, matched with an unindexed ILIKE over title, description, keywords."""
     where = ("status = 'published' AND (title ILIKE '%' || $1 || '%' OR description ILIKE '%' || $1 || '%' "
@@ -166,6 +176,7 @@ async def measure(database_url: str, quick: bool) -> list[dict[str, Any]]:
             ilike_ms = await timed(n_queries, ilike)
             total = await conn.fetchval("SELECT count(*) FROM portal_datasets WHERE status = 'published'")
     finally:
+        await remove(pool, run_id)
         await pool.close()
     p99, base99 = pct(fts_ms, 99), pct(ilike_ms, 99)
     common = {"datasets": total, "queries": n_queries}

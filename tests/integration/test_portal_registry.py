@@ -349,6 +349,14 @@ class TestUpload:
         assert got.content == GOOD_CSV
         assert "filename*=UTF-8''Parkpl%C3%A4tze%202024" in got.headers["content-disposition"]
 
+    async def test_upload_without_key_is_refused_before_the_body_counts(
+        self, client: httpx.AsyncClient, offenbach_key: str
+    ) -> None:
+        doc = portal_dataset()
+        await create(client, offenbach_key, doc)
+        r = await client.put(f"/v1/portal/datasets/{doc['name']}/files/parken.csv", content=b"x" * (MAX_UPLOAD + 1))
+        assert r.status_code == 401
+
     async def test_key_of_another_city_cannot_upload(
         self, client: httpx.AsyncClient, offenbach_key: str, marburg_key: str
     ) -> None:

@@ -128,9 +128,12 @@ async def upload_file(
     authorization: Authorization = None, x_api_key: ApiKey = None,
 ) -> UploadResult:
     limit = request.app.state.settings.portal_max_upload_bytes
+    key = service.bearer_key(authorization, x_api_key)
+    async with request.app.state.pool.acquire() as conn:
+        await service.authenticate(conn, key)  # refuse strangers before reading their upload
     body = await _read_capped(request, limit)
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        officer = await service.authenticate(conn, service.bearer_key(authorization, x_api_key))
+        officer = await service.authenticate(conn, key)
         return await service.add_file(conn, officer, name, filename, body, title, limit, _now(), _base(request))
 
 
