@@ -310,3 +310,63 @@ class TestGenehmigungsfiktion:
                                          if e["type"] == "workflow.notification.requested"]
         tasks = (await wf.client.get("/v1/tasks", params={"status": "cancelled"}, headers=clerk)).json()
         assert [t["step"] for t in tasks] == ["pruefung"]
+
+
+class TestEscalation:
+    async def test_overdue_clerk_task_is_reminded_then_escalated_to_the_lead_queue(
+        self, wf: RunningApp, wf_env: WfEnv
+    ) -> None:
+        ags = random_ags()
+        event = submitted(ags, "99102013104000", [])  # Hundesteuer: 21 days, reminder 5 days before
+        await wf_env.publish(event)
+        app_id = event["application_id"]
+        case = await wait_case(wf_env, app_id, lambda c: c["state"] == "task")
+        clock(wf).advance(timedelta(days=16, seconds=1))
+
+        async def outbox() -> list[dict[str, Any]]:
+            return await outbox_of(wf_env.database_url, app_id)
+
+        events = await eventually(outbox, lambda ev: "workflow.deadline.approaching" in types(ev))
+        assert [e["data"]["deadline"] for e in events if e["type"] == "workflow.deadline.approaching"] == [
+            "festsetzung"]
+        clock(wf).advance(timedelta(days=5))
+        events = await eventually(outbox, lambda ev: "workflow.deadline.breached" in types(ev))
+        assert [e["data"]["queue"] for e in events if e["type"] == "workflow.task.assigned"] == [
+            "steueramt", "steueramt-leitung"]
+        clerk = wf_env.signer.headers("lead", ["clerk"], [ags])
+        tasks = (await wf.client.get("/v1/tasks", params={"queue": "steueramt-leitung"}, headers=clerk)).json()
+        assert [t["case_id"] for t in tasks] == [str(case["case_id"])]
+        assert (await case_of(wf_env.database_url, app_id) or {})["state"] == "task"
+
+
+class TestFictionExtension:
+    async def test_clerk_extends_the_fiction_deadline_once(self, wf: RunningApp, wf_env: WfEnv) -> None:
+        ags = random_ags()
+        event = submitted(ags, BAU, BAU_DOCS)
+        await wf_env.publish(event)
+        case = await wait_case(wf_env, event["application_id"], lambda c: c["current_step"] == "pruefung")
+        due = datetime.fromisoformat(case["context"]["fiction_due"])
+        clerk = wf_env.signer.headers("bau-2", ["clerk"], [ags])
+
+        async def decide(decision: str) -> Any:
+            task = (await wf.client.get("/v1/tasks", headers=clerk)).json()[0]
+            await wf.client.post(f"/v1/tasks/{task['task_id']}/claim", headers=clerk)
+            return await wf.client.post(f"/v1/tasks/{task['task_id']}/complete",
+                                        json={"decision": decision, "reason": "Gutachten ausstehend"},
+                                        headers=clerk)
+
+        extended = await decide("extend")
+        assert extended.status_code == 200, extended.text
+        body = extended.json()
+        assert body["current_step"] == "pruefung"
+        new_due = datetime.fromisoformat(body["context"]["fiction_due"])
+        assert 58 <= (new_due - due).days <= 62
+        timers = {t["name"]: datetime.fromisoformat(t["due_at"].replace("Z", "+00:00")) for t in body["timers"]}
+        assert timers["fiction"] == new_due
+        again = await decide("extend")
+        assert again.status_code == 409
+        assert "only once" in again.json()["detail"]
+        approved = await decide("approved")
+        assert approved.json()["state"] == "closed"
+        assert approved.json()["outcome"] == "approved"
+        assert approved.json()["timers"] == []
