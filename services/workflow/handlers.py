@@ -64,6 +64,7 @@ async def apply_lane(pool: asyncpg.Pool, engine: Engine, lane: list[ApplicationE
 
 
 async def apply_batch(pool: asyncpg.Pool, engine: Engine, values: Sequence[bytes | None], lane_count: int) -> None:
+    engine.metrics.batch_size.observe(len(values))
     await asyncio.gather(*(apply_lane(pool, engine, lane) for lane in lanes(parse(values, engine), lane_count)))
 
 

@@ -31,5 +31,7 @@ class WorkflowMetrics:
                                     buckets=LAG_BUCKETS, registry=r)
         self.outbox_oldest = Gauge("kp_workflow_outbox_oldest_unpublished_seconds",
                                    "Age of the oldest unpublished outbox row.", registry=r)
+        self.batch_size = Histogram("kp_workflow_batch_size", "Application events per consumed batch.",
+                                    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000), registry=r)
         self.callbacks = Counter("kp_workflow_callbacks_total", "FIT-Connect-style callbacks.", ["event", "result"],
                                  registry=r)
