@@ -1,0 +1,36 @@
+"""Wiring of the aggregator app without Kafka: channels in the AsyncAPI document and the metric names."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.aggregator.app import create_app
+from services.aggregator.settings import AggregatorSettings
+
+
+async def get(settings: AggregatorSettings, path: str) -> httpx.Response:
+    app = create_app(settings)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://aggregator") as client:
+        return await client.get(path)
+
+
+class TestAsyncApi:
+    async def test_both_subscribers_and_the_rejected_publisher_are_documented(self) -> None:
+        doc = (await get(AggregatorSettings(), "/asyncapi.json")).json()
+        addresses = {c["address"] for c in doc["channels"].values()}
+        assert addresses == {"usage.events.v1", "workflow.events.v1", "usage.events.rejected.v1"}
+
+    async def test_workflow_subscriber_can_be_switched_off_and_topics_renamed(self) -> None:
+        settings = AggregatorSettings(consume_workflow=False, usage_topic="usage.test", rejected_topic="rej.test")
+        doc = (await get(settings, "/asyncapi.json")).json()
+        assert {c["address"] for c in doc["channels"].values()} == {"usage.test", "rej.test"}
+
+
+class TestMetrics:
+    async def test_the_documented_metric_families_are_exported(self) -> None:
+        text = (await get(AggregatorSettings(), "/metrics")).text
+        families = {f.name.removesuffix("_total") for f in text_string_to_metric_families(text)}
+        for name in ("consumer_lag", "batch_size", "events", "fold_seconds", "commit_seconds",
+                     "duplicates_skipped", "late_corrections", "rejected", "batch_failures", "dedup_ids_deleted"):
+            assert f"kp_aggregator_{name}" in families, name
