@@ -166,13 +166,13 @@ async def exactly_once(stack: LocalStack, topic: str, n: int) -> tuple[float, di
     try:
         first = 0
         while first == 0:
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.02)
             first = await stored(conn, group, topic)
         t0 = time.perf_counter()
         last = first
         deadline = t0 + 600
         while last < n and time.perf_counter() < deadline:
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.05)
             last = await stored(conn, group, topic)
         elapsed = time.perf_counter() - t0
         if last < n:
