@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 
 from bench.load import create_api_key
+from bench.probes import aggregator_lag, rss_mib
 from kp.local import LocalStack, ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,17 +31,6 @@ MARKER_PAIR = ("06631009", "99115005104000")  # Fulda, Wohnsitz Anmeldung
 FRESHNESS_P99_TARGET_MS = 5000.0
 RSS_TARGET_MIB = 512.0  # the services' memory limit in docker-compose.yml
 OPTIONAL_SERVICES = ("publisher", "workflow")
-
-
-def rss_mib(pid: int) -> float | None:
-    """Resident set size of a process in MiB (VmRSS from /proc)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -68,9 +58,15 @@ def start_system(stack: LocalStack) -> dict[str, ServiceProcess]:
     return procs
 
 
-async def watch_markers(database_url: str, since: datetime, stop: asyncio.Event, procs: dict[str, ServiceProcess],
+async def watch_markers(stack: LocalStack, since: datetime, stop: asyncio.Event, procs: dict[str, ServiceProcess],
                         peaks: dict[str, float]) -> dict[str, float]:
-    """Poll the marker pair's hour rows; return first-seen wall time per period (ISO hour, UTC)."""
+    """Poll the marker pair's hour rows; return first-seen wall time per period (ISO hour, UTC).
+
+    Every half second it also samples RSS per service and the aggregator's lag (maxima go into `peaks`).
+    """
+    assert stack.database_url
+    assert stack.kafka_bootstrap
+    database_url = stack.database_url
     seen: dict[str, float] = {}
     conn = await asyncpg.connect(database_url)
     last_rss = 0.0
@@ -91,6 +87,8 @@ async def watch_markers(database_url: str, since: datetime, stop: asyncio.Event,
                 for name, sp in procs.items():
                     if sp.proc is not None and (v := rss_mib(sp.proc.pid)) is not None:
                         peaks[name] = max(peaks.get(name, 0.0), v)
+                lag = await aggregator_lag(stack.kafka_bootstrap, database_url)
+                peaks["lag"] = max(peaks.get("lag", 0), lag)
             await asyncio.sleep(0.02)
     finally:
         await conn.close()
@@ -117,7 +115,7 @@ async def phase(stack: LocalStack, procs: dict[str, ServiceProcess], api_key: st
     assert stack.database_url
     stop = asyncio.Event()
     # Marker hours lie at least three hours before `base`; simulator traffic stays within the last two.
-    watcher = asyncio.create_task(watch_markers(stack.database_url, base - timedelta(hours=2), stop, procs, peaks))
+    watcher = asyncio.create_task(watch_markers(stack, base - timedelta(hours=2), stop, procs, peaks))
     summary = await asyncio.to_thread(run_load, procs["ingest"].url, api_key, rate, seconds, markers, base, seed)
     wanted = {m["period"] for m in summary["markers"]}
     deadline = time.monotonic() + 60
@@ -130,6 +128,8 @@ async def phase(stack: LocalStack, procs: dict[str, ServiceProcess], api_key: st
     seen = await watcher
     fresh = [(seen[m["period"]] - m["accepted_at"]) * 1000 for m in summary["markers"] if m["period"] in seen]
     summary["markers_missing"] = len(wanted - set(seen))
+    summary["freshness_ms_in_order"] = [round(f) for f in fresh]
+    summary["max_lag"] = peaks.pop("lag", None)
     return fresh, summary
 
 
@@ -163,6 +163,9 @@ def rows_for(rate: float, seconds: float, idle: list[float], loaded: list[float]
          "met": (summary["accepted_per_s"] or 0) >= 0.95 * rate,
          "load": {k: v for k, v in summary.items() if k not in ("markers", "accepted_by_pair")}},
     ]
+    rows[0]["freshness_ms_in_order"] = summary.get("freshness_ms_in_order")
+    rows.append({"measure": f"aggregator lag, max during load ({offered})", "value": summary.get("max_lag"),
+                 "unit": "records", "baseline": None, "baseline_value": None, "target": None, "met": None})
     for name in sorted(rss_end):
         rows.append({
             "measure": f"RSS {name} after {seconds:.0f}s of load", "value": rss_end[name], "unit": "MiB",
@@ -181,6 +184,8 @@ async def measure(stack: LocalStack, quick: bool) -> list[dict[str, Any]]:
         rss_start = {n: v for n, sp in procs.items() if sp.proc and (v := rss_mib(sp.proc.pid)) is not None}
         peaks: dict[str, float] = {}
         now = datetime.now(UTC)
+        # Warm-up (discarded): the aggregator's consumer group has joined once a marker shows up.
+        await phase(stack, procs, api_key, 20.0, 1.0, 1, now - timedelta(hours=100), 5, peaks)
         idle, _ = await phase(stack, procs, api_key, 20.0, 4.0 if quick else 10.0, 4 if quick else 10,
                               now, 7, peaks)
         rate, seconds = (400.0, 20.0) if quick else (1000.0, 90.0)

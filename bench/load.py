@@ -84,6 +84,8 @@ class LoadConfig:
     marker_base: datetime | None = None
     max_attempts: int = 60
     request_timeout_s: float = 30.0
+    retry_grace_s: float = 90.0
+    """Batches still failing this long after the offered load ended are given up (the run stays bounded)."""
 
 
 @dataclass
@@ -140,6 +142,7 @@ class Load:
         self.marker_base = config.marker_base or now
         self._next_marker = 0
         self._stop = asyncio.Event()
+        self._give_up_at = time.monotonic() + config.seconds + config.retry_grace_s
 
     def stop(self) -> None:
         """Ask the load to end after the batches in flight."""
@@ -162,6 +165,8 @@ class Load:
         cfg, res = self.config, self.result
         body = json.dumps(batch).encode()
         for attempt in range(cfg.max_attempts):
+            if time.monotonic() > self._give_up_at:
+                break
             started = time.perf_counter()
             try:
                 resp = await client.post("/v1/events", content=body, headers={"Content-Type": "application/json"})

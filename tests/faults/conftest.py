@@ -16,21 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.load import create_api_key
 from kp.local import LocalStack, ServiceProcess
 from kp.stack import KafkaNode, PostgresNode
-from shared.kafka import USAGE_EVENTS
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-AGGREGATOR_GROUP = "kp-aggregator"
 WOHNSITZ = "99115005104000"
-# One metric per usage event type that counts each event exactly once (see services/aggregator/service.py).
-COUNTING_METRICS = ("page_views", "sessions_started", "step_completed", "auth", "payment", "sessions_submitted",
-                    "sessions_abandoned", "feedback")
 
 
 @dataclass
@@ -103,12 +97,13 @@ def faults() -> Iterator[FaultStack]:
         local.kafka_bootstrap, local.database_url = kafka.bootstrap, postgres.url
         asyncio.run(local.prepare())
         for name in ("ingest", "aggregator"):
-            fs.services[name] = local.service(name, {"KP_LOG_LEVEL": "WARNING"})
+            fs.services[name] = local.service(name)
         fs.ensure_up()
         yield fs
     finally:
         fs.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        if not os.environ.get("KP_FAULTS_KEEP"):  # keep the logs for a post-mortem when asked to
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -129,63 +124,6 @@ async def api_key(healthy: FaultStack, own_ags: str) -> str:
     key = await create_api_key(healthy.database_url, "kp-faults", [own_ags])
     assert key is not None
     return key
-
-
-async def counted(database_url: str, municipality: str, service: str | None = None) -> int:
-    """Events counted in the KPIs for one municipality (optionally one service), all days."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        value = await conn.fetchval(
-            """SELECT coalesce(sum(value), 0) FROM kpi_values
-               WHERE granularity = 'day' AND municipality = $1 AND ($2::text IS NULL OR service = $2)
-                 AND metric = ANY($3::text[])""",
-            municipality, service, list(COUNTING_METRICS),
-        )
-    finally:
-        await conn.close()
-    return int(value)
-
-
-async def counted_all(database_url: str) -> int:
-    conn = await asyncpg.connect(database_url)
-    try:
-        value = await conn.fetchval(
-            "SELECT coalesce(sum(value), 0) FROM kpi_values WHERE granularity = 'day' AND metric = ANY($1::text[])",
-            list(COUNTING_METRICS),
-        )
-    finally:
-        await conn.close()
-    return int(value)
-
-
-async def end_offsets(bootstrap: str, topic: str = USAGE_EVENTS.name) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        ends = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
-    return {tp.partition: off for tp, off in ends.items()}
-
-
-async def aggregator_lag(bootstrap: str, database_url: str, topic: str = USAGE_EVENTS.name) -> int:
-    """Records on the topic the aggregator has not applied yet (its positions are stored in PostgreSQL)."""
-    ends = await end_offsets(bootstrap, topic)
-    conn = await asyncpg.connect(database_url)
-    try:
-        rows = await conn.fetch(
-            "SELECT partition, next_offset FROM agg_offsets WHERE consumer_group = $1 AND topic = $2",
-            AGGREGATOR_GROUP, topic,
-        )
-    finally:
-        await conn.close()
-    stored = {r["partition"]: r["next_offset"] for r in rows}
-    return sum(max(end - stored.get(p, 0), 0) for p, end in ends.items())
 
 
 async def read_partition(bootstrap: str, topic: str, partition: int, start: int, stop: int) -> list[Any]:
