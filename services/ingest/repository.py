@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from services.ingest.service import ApiKey
 from shared.db import Conn
@@ -24,6 +25,8 @@ class KafkaSink:
         self._rejected_topic = rejected_topic
         self._timeout_s = timeout_s
         self._observe = observe
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[tuple[bytes, int], int] = {}
 
     async def write(self, events: Sequence[tuple[bytes, bytes]], rejected: Sequence[tuple[bytes, bytes]]) -> None:
         started = time.perf_counter()
@@ -36,9 +39,26 @@ class KafkaSink:
                 self._observe(time.perf_counter() - started, ok)
 
     async def _send_all(self, events: Sequence[tuple[bytes, bytes]], rejected: Sequence[tuple[bytes, bytes]]) -> None:
-        futures = [await self._producer.send(self._topic, value=value, key=key) for key, value in events]
-        futures += [await self._producer.send(self._rejected_topic, value=value, key=key) for key, value in rejected]
+        futures: list[asyncio.Future[Any]] = []
+        for topic, records in ((self._topic, events), (self._rejected_topic, rejected)):
+            if not records:
+                continue
+            partitions = sorted(await self._producer.partitions_for(topic))
+            for key, value in records:
+                partition = self._partition(key, partitions)
+                futures.append(await self._producer.send(topic, value=value, key=key, partition=partition))
         await asyncio.gather(*futures)
+
+    def _partition(self, key: bytes, partitions: list[int]) -> int:
+        """Kafka's default partition for a key (murmur2, as every client computes it), remembered per key:
+        there are only municipality x service keys, and hashing in pure Python costs more than the send."""
+        cache_key = (key, len(partitions))
+        partition = self._partitions.get(cache_key)
+        if partition is None:
+            if len(self._partitions) > 100_000:
+                self._partitions.clear()
+            partition = self._partitions[cache_key] = self._partitioner(key, partitions, partitions)
+        return partition
 
 
 # ------------------------------------------------------------------------------------------------ API keys

@@ -294,3 +294,31 @@ class TestHostilePayloads:
         assert len(rejection["reasons"]) == 21
         [record] = await read_topic(kafka_bootstrap, USAGE_REJECTED.name, lambda v: v.get("event_id") == bad["id"], 1)
         assert record["errors"][-1]["type"] == "too_many_errors"
+
+
+class TestPartitioning:
+    async def test_events_land_on_kafkas_default_partition_for_their_key(
+        self, client: httpx.AsyncClient, key: str, kafka_bootstrap: str
+    ) -> None:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.partitioner import DefaultPartitioner
+
+        batch = [usage_event(municipality=m, service=s) for m in (OFFENBACH, MARBURG)
+                 for s in ("99115005104000", "99050012104000")]
+        assert (await client.post("/v1/events", json=batch, headers=bearer(key))).status_code == 200
+        wanted = {e["id"]: f"{e['municipality']}:{e['service']}".encode() for e in batch}
+        partitions = list(range(USAGE_EVENTS.partitions))
+        consumer = AIOKafkaConsumer(USAGE_EVENTS.name, bootstrap_servers=kafka_bootstrap,
+                                    auto_offset_reset="earliest", group_id=f"test-{uuid.uuid4().hex}")
+        await consumer.start()
+        seen: dict[str, int] = {}
+        try:
+            while len(seen) < len(wanted):
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for r in records:
+                        event_id = orjson.loads(r.value).get("id")
+                        if event_id in wanted:
+                            seen[event_id] = r.partition
+        finally:
+            await consumer.stop()
+        assert seen == {i: DefaultPartitioner()(k, partitions, partitions) for i, k in wanted.items()}
