@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import time
 import uuid
@@ -144,12 +145,15 @@ async def measure(stack: LocalStack, quick: bool) -> list[dict[str, Any]]:
 
 def run(quick: bool) -> list[dict[str, Any]]:
     """Benchmark entry point for the harness: rows of measure, value, unit, baseline, ratio, target, met."""
-    stack = LocalStack.from_env(ROOT / ".run" / f"bench-ingest-{os.getpid()}")
+    run_dir = ROOT / ".run" / f"bench-ingest-{os.getpid()}"
+    stack = LocalStack.from_env(run_dir)
     stack.start_infra()
     try:
-        return asyncio.run(measure(stack, quick))
+        rows = asyncio.run(measure(stack, quick))
     finally:
         stack.stop()
+    shutil.rmtree(run_dir, ignore_errors=True)  # kept (with the ingest log) only when the run failed
+    return rows
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
