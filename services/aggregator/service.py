@@ -96,7 +96,7 @@ def triage(
     the rest is returned once per event id (a producer retry inside one batch counts once).
     """
     out = Triage()
-    oldest, newest = now - horizon, now + future_skew
+    oldest, newest = (now - horizon).timestamp(), (now + future_skew).timestamp()
     seen: set[UUID] = set()
     for r in records:
         try:
@@ -106,13 +106,14 @@ def triage(
             source, event_id = _declared(r.value)
             out.rejections.append(Rejection(r, reason, errors, source, event_id))
             continue
-        if event.time < oldest:
+        t = event.time.timestamp()
+        if t < oldest:
             out.rejections.append(Rejection(r, "too_late", [{
                 "type": "too_late", "loc": ["time"],
                 "msg": f"event time is older than the late horizon ({horizon.days} days)",
             }], event.source, str(event.id)))
             continue
-        if event.time > newest:
+        if t > newest:
             out.rejections.append(Rejection(r, "from_future", [{
                 "type": "from_future", "loc": ["time"],
                 "msg": f"event time lies more than {int(future_skew.total_seconds())} s in the future",
@@ -144,8 +145,9 @@ def prepare(records: Sequence[Record], adapter: TypeAdapter[Any],
     """Triage and fold a chunk; pure, so it can run in a worker thread while the previous chunk is written."""
     started = time.perf_counter()
     tri = triage(records, adapter, now, horizon, future_skew)
-    relevant_events = relevant(tri.events, contributions)
-    deltas = fold(relevant_events, contributions)
+    pairs = [(e, c) for e in tri.events if (c := contributions(e))]
+    relevant_events = [e for e, _ in pairs]
+    deltas = fold_contributions(pairs)
     counts = fold_counts(relevant_events) if daily_counts else Counter()
     return Prepared(records, tri, relevant_events, deltas, counts, time.perf_counter() - started)
 
@@ -233,7 +235,12 @@ KpiKey = tuple[str, datetime, str, str, str, str]
 
 
 def fold(events: Iterable[E], contributions: Callable[[E], list[Contribution]]) -> dict[KpiKey, int]:
-    """Sum a batch into KPI deltas for hour, day and month.
+    """Sum a batch into KPI deltas for hour, day and month."""
+    return fold_contributions((e, contributions(e)) for e in events)
+
+
+def fold_contributions(items: Iterable[tuple[Envelope, list[Contribution]]]) -> dict[KpiKey, int]:
+    """Sum (event, its contributions) pairs into KPI deltas for hour, day and month.
 
     Events are folded per hour first; days and months are unions of whole hours in Europe/Berlin, so they are
     rolled up from the (far fewer) hourly keys.
@@ -241,10 +248,10 @@ def fold(events: Iterable[E], contributions: Callable[[E], list[Contribution]]) 
     # Keyed by the epoch hour as an int: hashing aware datetimes per event is the slow part of a fold.
     hourly: dict[tuple[int, str, str, str, str], int] = {}
     get = hourly.get
-    for e in events:
+    for e, contributed in items:
         epoch_hour = int(e.time.timestamp()) // 3600
         muni, svc = e.municipality, e.service
-        for metric, dim, value in contributions(e):
+        for metric, dim, value in contributed:
             key = (epoch_hour, muni, svc, metric, dim)
             hourly[key] = get(key, 0) + value
     out: dict[KpiKey, int] = {}
