@@ -39,7 +39,8 @@ async def create_pool(settings: WorkflowSettings) -> asyncpg.Pool:
 
 
 async def register_definitions(pool: asyncpg.Pool, registry: Registry) -> None:
-    """Store each definition version; refuse to start if a published version was changed in place."""
+    """Store each definition version; refuse to start if a published version was changed in place or a version
+    that open cases are pinned to is missing."""
     async with pool.acquire() as conn, conn.transaction():
         for d in registry.all():
             body = d.model_dump(mode="json")
@@ -49,6 +50,11 @@ async def register_definitions(pool: asyncpg.Pool, registry: Registry) -> None:
                 raise DefinitionError(
                     f"definition {d.name} version {d.version} differs from the version already in use; "
                     "publish changes as a new version")
+        loaded = {(d.name, d.version) for d in registry.all()}
+        missing = [f"{n} v{v}" for n, v in await repository.versions_in_use(conn) if (n, v) not in loaded]
+        if missing:
+            raise DefinitionError(f"open cases are pinned to definition versions that are not deployed: "
+                                  f"{', '.join(missing)}; keep those files until their cases are closed")
 
 
 def make_eakte(settings: WorkflowSettings) -> EAkte:

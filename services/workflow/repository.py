@@ -61,6 +61,14 @@ async def register_definition(conn: Conn, name: str, version: int, service: str 
     return stored
 
 
+async def versions_in_use(conn: Conn) -> list[tuple[str, int]]:
+    """Definition versions that open cases are pinned to."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT definition, definition_version FROM wf_cases WHERE state <> 'closed' ORDER BY 1, 2"
+    )
+    return [(r["definition"], r["definition_version"]) for r in rows]
+
+
 # --- cases ---------------------------------------------------------------------------------------------
 
 async def insert_case(conn: Conn, case: dict[str, Any]) -> bool:

@@ -216,7 +216,10 @@ class Engine:
         assert event.type == "application.submitted"
         definition = self.registry.for_service(event.service)
         if definition is None:
-            raise WorkflowError(f"no workflow definition for service {event.service} and no fallback")
+            # Kept (not lost, not redelivered forever): it opens its case once a definition is deployed and the
+            # event is replayed from wf_pending by an operator.
+            await repository.add_pending(conn, event.id, event.application_id, event.model_dump(mode="json"))
+            return "no_definition"
         now = self.clock.now()
         case: dict[str, Any] = {
             "case_id": case_id_for(event.application_id), "application_id": event.application_id,

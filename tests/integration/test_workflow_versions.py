@@ -86,9 +86,24 @@ class TestDefinitionPinning:
         assert {e["definition_version"] for e in events} == {1}
 
     async def test_changing_a_published_version_in_place_refuses_the_start(self, wf_env: WfEnv) -> None:
-        async with running_app(wf_env, registry=registry(version(1))):
+        v2 = version(2, second_step="pruefung_v2", days=10)
+        async with running_app(wf_env, registry=registry(version(1), v2)):
             pass
         tampered = version(1, days=5)
         with pytest.raises(DefinitionError, match="differs from the version already in use"):
-            async with running_app(wf_env, registry=registry(tampered)):
+            async with running_app(wf_env, registry=registry(tampered, v2)):
+                pass
+
+    async def test_removing_a_version_with_open_cases_refuses_the_start(self, wf_env: WfEnv) -> None:
+        ags = random_ags()
+        event = submitted(ags, HUNDESTEUER, [])
+        definitions = [version(1), version(2, second_step="pruefung_v2", days=10), version(3, days=12)]
+        async with running_app(wf_env, registry=registry(*definitions)):
+            await wf_env.publish(event)
+            case = await wait_task(wf_env, event["application_id"])
+        assert case["definition_version"] == 3
+        with pytest.raises(DefinitionError, match=r"pinned to definition versions that are not deployed: "
+                                                  r"hundesteuer-pinning v3"):
+            async with running_app(wf_env, registry=registry(version(1), version(2, second_step="pruefung_v2",
+                                                                                 days=10))):
                 pass
