@@ -22,7 +22,7 @@ def load_for(fs: FaultStack, key: str, ags: str, *, rate: float, seconds: float,
     """Simulator traffic for the test's own municipality; failed batches are re-sent with the same ids."""
     return Load(LoadConfig(url=fs.ingest.url, rate=rate, seconds=seconds, max_events=max_events, batch_size=50,
                            concurrency=4, seed=uuid.uuid4().int % 10**6, duplicate_share=0.05, api_key=key,
-                           pair=(ags, WOHNSITZ), max_attempts=80))
+                           pair=(ags, WOHNSITZ), max_attempts=80, retry_grace_s=45))
 
 
 async def wait_accepted(load: Load, at_least: int, timeout: float = 30.0) -> None:
@@ -79,18 +79,23 @@ class TestBrokerRestart:
     ) -> None:
         load = load_for(healthy, api_key, own_ags, rate=300, seconds=20)
         task = asyncio.create_task(load.run())
-        await wait_accepted(load, 600)
-        await asyncio.to_thread(healthy.kafka.stop)
+        try:
+            await wait_accepted(load, 600)
+            await asyncio.to_thread(healthy.kafka.stop)
 
-        async def answered_503() -> int:
-            return load.result.statuses.get("503", 0)
+            async def answered_503() -> int:
+                return load.result.statuses.get("503", 0)
 
-        await eventually(answered_503, lambda n: n > 0, timeout=60, interval=0.2)
-        await asyncio.to_thread(healthy.kafka.start)
-        result = await task
+            await eventually(answered_503, lambda n: n > 0, timeout=60, interval=0.2)
+            await asyncio.to_thread(healthy.kafka.start)
+            result = await task
 
-        assert result.retry_after_seen > 0, result.statuses
-        await assert_exact(healthy, own_ags, result)
+            assert result.retry_after_seen > 0, result.statuses
+            await assert_exact(healthy, own_ags, result)
+        finally:
+            task.cancel()
+            # Leave a fresh ingest for the next scenario, whatever state the outage left this one in.
+            await asyncio.to_thread(healthy.ingest.stop)
 
 
 class TestPostgresRestart:
