@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+from aiokafka import TopicPartition
 from faststream.kafka import KafkaRouter
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
@@ -73,10 +74,23 @@ async def _no_decode(_msg: Any) -> None:
     return None
 
 
+def update_lag(engine: Engine, subscriber: Any, records: Sequence[Any]) -> None:
+    """Lag = partition end (as last fetched) minus the next offset to consume; observability only."""
+    consumer = getattr(subscriber, "consumer", None)
+    if consumer is None:
+        return
+    positions: dict[tuple[str, int], int] = {}
+    for r in records:
+        positions[(r.topic, r.partition)] = max(positions.get((r.topic, r.partition), 0), r.offset + 1)
+    for (topic, partition), nxt in positions.items():
+        end = consumer.highwater(TopicPartition(topic, partition))
+        if end is not None:
+            engine.metrics.consumer_lag.labels(topic, str(partition)).set(max(end - nxt, 0))
+
+
 def build_router(settings: WorkflowSettings, holder: dict[str, Any]) -> KafkaRouter:
     router = KafkaRouter()
-
-    @router.subscriber(
+    subscriber = router.subscriber(
         settings.application_topic,
         batch=True,
         max_records=settings.batch_max_records,
@@ -88,6 +102,7 @@ def build_router(settings: WorkflowSettings, holder: dict[str, Any]) -> KafkaRou
         title="application-events-workflow",
         description="Opens and advances cases from application events (inbox dedup, outbox).",
     )
+
     async def on_application_events(_body: Any, message: KafkaMessage) -> None:
         engine: Engine = holder["engine"]
         try:
@@ -96,5 +111,10 @@ def build_router(settings: WorkflowSettings, holder: dict[str, Any]) -> KafkaRou
             log.exception("batch failed; it will be redelivered")
             await asyncio.sleep(1.0)  # an outage of PostgreSQL must not become a busy loop
             raise
+        try:
+            update_lag(engine, subscriber, message.raw_message)
+        except Exception:  # the batch is committed; a metrics problem must not redeliver it
+            log.warning("updating the consumer lag failed", exc_info=True)
 
+    subscriber(on_application_events)
     return router

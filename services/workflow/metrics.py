@@ -33,5 +33,7 @@ class WorkflowMetrics:
                                    "Age of the oldest unpublished outbox row.", registry=r)
         self.batch_size = Histogram("kp_workflow_batch_size", "Application events per consumed batch.",
                                     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000), registry=r)
+        self.consumer_lag = Gauge("kp_workflow_consumer_lag", "Records behind the partition end (after a batch).",
+                                  ["topic", "partition"], registry=r)
         self.callbacks = Counter("kp_workflow_callbacks_total", "FIT-Connect-style callbacks.", ["event", "result"],
                                  registry=r)

@@ -107,10 +107,9 @@ class TestHttpEAkte:
                 return await case_of(wf_env.database_url, app_id)
 
             await eventually(case, lambda c: c is not None and c["state"] == "retrying")
-            for _ in range(2):
-                clock.advance(timedelta(minutes=30))
-                await eventually(case, lambda c: c is not None and c["state"] != "retrying"
-                                 or (c or {}).get("attempts", 0) >= 2)
+            clock.advance(timedelta(minutes=30))  # second attempt: the E-Akte still answers 503
+            await eventually(case, lambda c: c is not None and c["attempts"] == 2)
+            clock.advance(timedelta(minutes=30))  # third attempt succeeds
             done = await eventually(case, lambda c: c is not None and c["state"] == "closed")
             assert done is not None
             key = f"{done['case_id']}:akte"
@@ -131,7 +130,8 @@ class TestHttpEAkte:
             metrics = (await wf.client.get("/metrics")).text
             for name in ("kp_workflow_step_latency_seconds_bucket", "kp_workflow_step_retries_total",
                          "kp_workflow_timer_lag_seconds_bucket", "kp_workflow_outbox_lag_seconds_bucket",
-                         "kp_workflow_cases{", "kp_workflow_parked_cases", "kp_workflow_application_events_total"):
+                         "kp_workflow_cases{", "kp_workflow_parked_cases", "kp_workflow_application_events_total",
+                         f'kp_workflow_consumer_lag{{partition="0",topic="{wf_env.application_topic}"}}'):
                 assert name in metrics, name
             assert 'kp_workflow_step_retries_total{action="file"} 2.0' in metrics
         await eakte.aclose()
