@@ -38,9 +38,12 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
-        producer = make_producer(settings.kafka_bootstrap, request_timeout_ms=int(settings.produce_timeout_s * 1000))
+        sink = KafkaSink(
+            lambda: make_producer(settings.kafka_bootstrap, request_timeout_ms=int(settings.produce_timeout_s * 1000)),
+            USAGE_EVENTS.name, USAGE_REJECTED.name, settings.produce_timeout_s, metrics.observe_produce,
+        )
         try:
-            await producer.start()
+            await sink.start()
         except Exception:
             await pool.close()
             raise
@@ -55,10 +58,9 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
                                    {"Retry-After": str(settings.retry_after_s)}) from exc
 
         app.state.pool = pool
-        app.state.producer = producer
+        app.state.sink = sink
         app.state.runtime = Runtime(
-            sink=KafkaSink(producer, USAGE_EVENTS.name, USAGE_REJECTED.name, settings.produce_timeout_s,
-                           metrics.observe_produce),
+            sink=sink,
             auth=Authenticator(lookup, settings.api_key_cache_s, settings.ingest_auth_required),
             limiter=RateLimiter(),
             policy=Policy(clock_skew=timedelta(seconds=settings.clock_skew_s),
@@ -72,7 +74,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await producer.stop()  # flushes pending sends before closing
+            await sink.stop()  # flushes pending sends before closing
             await pool.close()
 
     app = FastAPI(
@@ -84,7 +86,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     app.state.metrics = metrics
 
     async def kafka_ready() -> None:
-        await app.state.producer.client.fetch_all_metadata()
+        await app.state.sink.ready()
 
     async def db_ready() -> None:
         async with app.state.pool.acquire() as conn:
