@@ -173,19 +173,28 @@ def _where(q: SearchQuery) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), args
 
 
+def _order(q: SearchQuery) -> str:
+    if q.sort == "relevance" and q.text:
+        return "ts_rank_cd(search, websearch_to_tsquery('german', $1)) DESC, modified_at DESC, name"
+    if q.sort == "title":
+        return "title, name"
+    return "modified_at DESC, name"
+
+
+FACET_SQL = """SELECT 'municipality' AS facet, municipality::text AS value, count(*) AS n FROM m GROUP BY 2
+            UNION ALL SELECT 'theme', t, count(*) FROM m, unnest(themes) t GROUP BY 2
+            UNION ALL SELECT 'format', f, count(*) FROM m, unnest(formats) f GROUP BY 2
+            UNION ALL SELECT 'licence', licence, count(*) FROM m GROUP BY 2
+            UNION ALL SELECT 'keyword', k, count(*) FROM m, unnest(keywords) k GROUP BY 2"""
+
+
 async def search(conn: Conn, q: SearchQuery, limit: int, offset: int) -> tuple[int, list[asyncpg.Record]]:
     """One page of matches and the total count."""
     where, args = _where(q)
-    if q.sort == "relevance" and q.text:
-        order = "ts_rank_cd(search, websearch_to_tsquery('german', $1)) DESC, modified_at DESC, name"
-    elif q.sort == "title":
-        order = "title, name"
-    else:
-        order = "modified_at DESC, name"
     args += [limit, offset]
     rows = await conn.fetch(
         f"""SELECT {DATASET_COLUMNS}, count(*) OVER () AS total FROM portal_datasets WHERE {where}
-            ORDER BY {order} LIMIT ${len(args) - 1} OFFSET ${len(args)}""",
+            ORDER BY {_order(q)} LIMIT ${len(args) - 1} OFFSET ${len(args)}""",
         *args,
     )
     if rows:
@@ -196,19 +205,25 @@ async def search(conn: Conn, q: SearchQuery, limit: int, offset: int) -> tuple[i
     return int(total), []
 
 
-async def facets(conn: Conn, q: SearchQuery) -> list[asyncpg.Record]:
-    """(facet, value, count) over all matches of the query."""
+async def search_with_facets(
+    conn: Conn, q: SearchQuery, limit: int, offset: int
+) -> tuple[int, list[asyncpg.Record], list[tuple[str, str, int]]]:
+    """One page of matches, the total and (facet, value, count) over all matches, in one round trip."""
     where, args = _where(q)
-    return await conn.fetch(
-        f"""WITH m AS (SELECT municipality, themes, formats, licence, keywords FROM portal_datasets WHERE {where})
-            SELECT 'municipality' AS facet, municipality::text AS value, count(*) AS n FROM m GROUP BY 2
-            UNION ALL SELECT 'theme', t, count(*) FROM m, unnest(themes) t GROUP BY 2
-            UNION ALL SELECT 'format', f, count(*) FROM m, unnest(formats) f GROUP BY 2
-            UNION ALL SELECT 'licence', licence, count(*) FROM m GROUP BY 2
-            UNION ALL SELECT 'keyword', k, count(*) FROM m, unnest(keywords) k GROUP BY 2
-            ORDER BY 1, 3 DESC, 2""",
+    args += [limit, offset]
+    # The match set is computed once; the facets ride along on every page row (or on one empty row).
+    rows = await conn.fetch(
+        f"""WITH m AS MATERIALIZED (SELECT {DATASET_COLUMNS}, search FROM portal_datasets WHERE {where}),
+                 f AS (SELECT (SELECT count(*) FROM m) AS total,
+                              (SELECT json_agg(json_build_array(facet, value, n) ORDER BY facet, n DESC, value)
+                               FROM ({FACET_SQL}) x) AS facets),
+                 p AS (SELECT {DATASET_COLUMNS} FROM m ORDER BY {_order(q)}
+                       LIMIT ${len(args) - 1} OFFSET ${len(args)})
+            SELECT f.total, f.facets, p.* FROM f LEFT JOIN p ON true""",
         *args,
     )
+    facet_rows = [(str(a), str(b), int(c)) for a, b, c in loads(rows[0]["facets"]) or []]
+    return int(rows[0]["total"]), [r for r in rows if r["id"] is not None], facet_rows
 
 
 async def published(conn: Conn, limit: int, offset: int) -> list[asyncpg.Record]:

@@ -336,12 +336,14 @@ async def search_window(
     conn: Conn, q: SearchQuery, limit: int, offset: int, base_url: str, with_facets: bool = True
 ) -> tuple[int, list[Dataset], dict[str, list[FacetItem]]]:
     """Matches from `offset` on, the total and (optionally) the facet counts over all matches."""
-    total, rows = await repository.search(conn, q, limit, offset)
     grouped: dict[str, list[FacetItem]] = {f: [] for f in FACETS}
-    if with_facets:
-        for f in await repository.facets(conn, q):
-            value = f["value"].strip()
-            grouped[f["facet"]].append(FacetItem(value=value, label=facet_label(f["facet"], value), count=f["n"]))
+    if not with_facets:
+        total, rows = await repository.search(conn, q, limit, offset)
+        return total, [to_dataset(r, base_url) for r in rows], grouped
+    total, rows, facets = await repository.search_with_facets(conn, q, limit, offset)
+    for facet, raw, n in facets:
+        value = raw.strip()
+        grouped[facet].append(FacetItem(value=value, label=facet_label(facet, value), count=n))
     return total, [to_dataset(r, base_url) for r in rows], grouped
 
 
