@@ -8,7 +8,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Request, Security
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
 
 from services.ingest import service
@@ -70,7 +70,9 @@ async def handle(request: Request, to_items: Callable[[Runtime, bytes], list[Ite
         body = service.decompress(body, request.headers.get("content-encoding"), rt.max_body_bytes)
         request.app.state.metrics.body_bytes.observe(len(body))
         items = to_items(rt, body)
-        return await service.ingest(items, caller, rt.sink, rt.policy, rt.counters)
+        result = await service.ingest(items, caller, rt.sink, rt.policy, rt.counters)
+        # Serialised directly: the model is already valid, FastAPI would validate and convert it once more.
+        return Response(result.model_dump_json(), media_type="application/json")
     except ProblemError as exc:
         if exc.status == 401:
             request.app.state.metrics.auth_failures.inc()
