@@ -103,21 +103,26 @@ def run_module(module: str, quick: bool, env: dict[str, str], work: Path) -> tup
                                 start_new_session=True)
         try:
             proc.wait(timeout=BUDGET_S[quick])
+            error = None
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            return [failed_row(module, f"exceeded its budget of {BUDGET_S[quick]:.0f}s; log: {log}")], \
-                time.monotonic() - started
+            error = f"exceeded its budget of {BUDGET_S[quick]:.0f}s"
     elapsed = time.monotonic() - started
-    if not out.exists():
-        return [failed_row(module, f"exited with {proc.returncode} without a result; log: {log}")], elapsed
-    result = json.loads(out.read_text())
-    if "error" in result:
-        tail = result.get("traceback", "").strip().splitlines()[-3:]
-        return [failed_row(module, result["error"] + (" | " + " / ".join(tail) if tail else ""))], elapsed
-    rows = [normalise(r, module) for r in result["rows"]]
-    if not rows:
-        rows = [failed_row(module, "run() returned no rows")]
-    return rows, elapsed
+    if error is None and not out.exists():
+        error = f"exited with {proc.returncode} without a result"
+    if error is None:
+        result = json.loads(out.read_text())
+        if "error" in result:
+            tail = result.get("traceback", "").strip().splitlines()[-3:]
+            error = result["error"] + (" -- " + " / ".join(t.strip() for t in tail) if tail else "")
+        elif not result["rows"]:
+            error = "run() returned no rows"
+        else:
+            return [normalise(r, module) for r in result["rows"]], elapsed
+    row = failed_row(module, error)
+    # The run folder is removed afterwards, so keep the end of the module's output with the result.
+    row["log_tail"] = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+    return [row], elapsed
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -181,7 +186,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         project = fmt(r.get("value"), r.get("unit") or "")
         if r.get("status") == "failed":
             project = str(r.get("error", ""))[:160]
-        lines.append([str(r.get("measure")), project, base, ratio, str(r.get("target") or "-"), met])
+        cells = [str(r.get("measure")), project, base, ratio, str(r.get("target") or "-"), met]
+        lines.append([c.replace("|", "/").replace("\n", " ") for c in cells])
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(head)]
     out = ["| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |",
            "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
