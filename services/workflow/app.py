@@ -87,10 +87,12 @@ def create_app(settings: WorkflowSettings | None = None, *, clock: Clock | None 
         app.state.producer = producer
         await broker.start()
         tasks = [
-            asyncio.create_task(run_relay(pool, producer, settings.relay_batch, settings.relay_interval_s, metrics)),
             asyncio.create_task(run_timers(pool, engine, settings.timer_batch, settings.timer_interval_s)),
             asyncio.create_task(refresh_metrics(pool, metrics, settings.metrics_interval_s)),
         ]
+        if settings.relay_in_process:
+            tasks.append(asyncio.create_task(
+                run_relay(pool, producer, settings.relay_batch, settings.relay_interval_s, metrics)))
         try:
             yield
         finally:

@@ -1,8 +1,12 @@
-"""Outbox relay: publishes committed outbox rows to Kafka, marks them after the broker acknowledged."""
+"""Outbox relay: publishes committed outbox rows to Kafka, marks them after the broker acknowledged.
+
+Runs inside the service by default; `python -m services.workflow.relay` runs it as a process of its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import asyncpg
@@ -10,6 +14,8 @@ from aiokafka import AIOKafkaProducer
 
 from services.workflow import repository
 from services.workflow.metrics import WorkflowMetrics
+from services.workflow.settings import WorkflowSettings
+from shared.kafka import make_producer
 
 log = logging.getLogger(__name__)
 
@@ -43,3 +49,35 @@ async def run_relay(pool: asyncpg.Pool, producer: AIOKafkaProducer, batch: int, 
             published = 0
         if published < batch:
             await asyncio.sleep(interval_s)
+
+
+async def serve(settings: WorkflowSettings) -> None:
+    """The relay alone, as its own process: scale it apart from the engine (`KP_RELAY_IN_PROCESS=false`)."""
+    import signal
+
+    from services.workflow.app import create_pool
+
+    pool = await create_pool(settings)
+    producer = make_producer(settings.kafka_bootstrap)
+    await producer.start()
+    task = asyncio.create_task(run_relay(pool, producer, settings.relay_batch, settings.relay_interval_s))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await producer.stop()
+        await pool.close()
+
+
+if __name__ == "__main__":
+    from shared.observability import setup_logging
+
+    _settings = WorkflowSettings()
+    setup_logging(_settings.log_level, _settings.log_json)
+    asyncio.run(serve(_settings))

@@ -27,6 +27,7 @@ class WorkflowSettings(KPSettings):
     workflow_topic: str = WORKFLOW_EVENTS.name
     relay_interval_s: float = 0.2
     relay_batch: int = 500
+    relay_in_process: bool = True
     batch_max_records: int = 500
     batch_timeout_ms: int = 20
     lanes: int = 8

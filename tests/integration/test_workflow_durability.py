@@ -146,3 +146,46 @@ async def _reminder_rows(env: WfEnv, application_ids: list[str]) -> int:
         return n
     finally:
         await conn.close()
+
+
+class TestStandaloneRelay:
+    async def test_relay_as_its_own_process_publishes_what_the_service_commits(
+        self, stack: LocalStack, wf_env: WfEnv
+    ) -> None:
+        import asyncio
+        import os
+        import sys
+
+        import orjson
+        from aiokafka import AIOKafkaConsumer
+
+        ags = random_ags()
+        event = submitted(ags, WOHNSITZ, DOCS)
+        service = stack.service("workflow", extra_env=wf_env.env(KP_CONSUMER_GROUP=f"wf-relay-{ags}",
+                                                                  KP_RELAY_IN_PROCESS="false"))
+        relay = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.workflow.relay",
+                                                     env={**os.environ, **stack.env, **wf_env.env()})
+        consumer = AIOKafkaConsumer(wf_env.workflow_topic, bootstrap_servers=wf_env.kafka_bootstrap,
+                                    auto_offset_reset="earliest", group_id=f"t-relay-{ags}")
+        service.start()
+        await consumer.start()
+        try:
+            service.wait_ready()
+            await wf_env.publish(event)
+            seen: list[dict[str, Any]] = []
+
+            async def received() -> list[dict[str, Any]]:
+                for records in (await consumer.getmany(timeout_ms=300)).values():
+                    seen.extend(p for r in records if (p := orjson.loads(r.value))["application_id"]
+                                == event["application_id"])
+                return seen
+
+            await eventually(received, lambda s: "workflow.case.closed" in [e["type"] for e in s], timeout=60)
+        finally:
+            await consumer.stop()
+            service.stop()
+            relay.terminate()
+            await asyncio.wait_for(relay.wait(), 30)
+        assert relay.returncode == 0  # SIGTERM is a graceful stop
+        assert [e["type"] for e in seen] == [e["type"] for e in await outbox_of(wf_env.database_url,
+                                                                                 event["application_id"])]
