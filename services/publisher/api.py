@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from email.utils import format_datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 from urllib.parse import urlencode
 
 import orjson
@@ -111,24 +111,25 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 # --- conditional responses ----------------------------------------------------------------------------------
 
-class EtagCache:
-    """ETags of recent responses, valid while the KPI change version they were computed under is current."""
+class VersionedCache:
+    """Values of recent requests (ETags, suppressed tables), valid while the KPI change version they were
+    computed under is current; least recently used entries leave first."""
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._entries: OrderedDict[tuple[Any, ...], tuple[int, str]] = OrderedDict()
+        self._entries: OrderedDict[tuple[Any, ...], tuple[int, Any]] = OrderedDict()
 
-    def get(self, key: tuple[Any, ...], version: int) -> str | None:
+    def get(self, key: tuple[Any, ...], version: int) -> Any:
         hit = self._entries.get(key)
         if hit is None or hit[0] != version:
             return None
         self._entries.move_to_end(key)
         return hit[1]
 
-    def put(self, key: tuple[Any, ...], version: int, etag: str) -> None:
+    def put(self, key: tuple[Any, ...], version: int, value: Any) -> None:
         if self._size <= 0:
             return
-        self._entries[key] = (version, etag)
+        self._entries[key] = (version, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
@@ -164,7 +165,7 @@ async def conditional(request: Request, key: tuple[Any, ...], build: Builder) ->
         "Vary": "Accept, Accept-Encoding",
     }
     if inm and changes.live:
-        known = st.etags.get(cache_key, changes.version)
+        known: str | None = st.etags.get(cache_key, changes.version)
         if known and _matches(inm, known):
             return Response(status_code=304, headers={**headers, "ETag": known})
     version, live = changes.version, changes.live  # read before the query: a later change must invalidate
@@ -303,12 +304,24 @@ def _query_out(q: service.KpiQuery, k: int) -> dict[str, Any]:
 
 
 async def _tables(request: Request, q: service.KpiQuery) -> list[service.Table]:
+    """The suppressed tables of a query; reused while the KPI data version is unchanged (they depend on
+    nothing else), so JSON, CSV, totals, pages and families of one query compute them once."""
+    st = request.app.state
+    changes = st.changes
+    key = (q.municipalities, q.services, q.period, q.date_from, q.date_to)
+    version, live = changes.version, changes.live
+    if live:
+        cached = st.tables.get(key, version)
+        if cached is not None:
+            return cast(list[service.Table], cached)
     start, end = q.bounds()
-    async with request.app.state.pool.acquire() as conn:
+    async with st.pool.acquire() as conn:
         rows = await repository.kpi_rows(conn, q.period, start, end, list(q.municipalities) or None,
                                          list(q.services) or None)
     tables = service.build_tables(rows)
-    service.apply_suppression(tables, request.app.state.settings.suppression_k)
+    service.apply_suppression(tables, st.settings.suppression_k)
+    if live:
+        st.tables.put(key, version, tables)
     return tables
 
 

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from starlette.middleware.gzip import GZipMiddleware
 
 from services.publisher import catalog
-from services.publisher.api import EtagCache, install_problem_handlers, router
+from services.publisher.api import VersionedCache, install_problem_handlers, router
 from services.publisher.catalog_api import router as catalog_router
 from services.publisher.changes import ChangeTracker
 from services.publisher.dashboard import router as dashboard_router
@@ -39,7 +39,8 @@ def create_app(settings: PublisherSettings | None = None) -> FastAPI:
     app = FastAPI(title="Kommunal-Pulse Open Data", version="1.0.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.changes = ChangeTracker(settings.database_url, settings.change_poll_s)
-    app.state.etags = EtagCache(settings.etag_cache_size)
+    app.state.etags = VersionedCache(settings.etag_cache_size)
+    app.state.tables = VersionedCache(settings.table_cache_size)
     install_problem_handlers(app)
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "OPTIONS"],

@@ -114,9 +114,14 @@ def identities(table: Table) -> list[list[tuple[Any, int]]]:
     return out
 
 
+def _cell_order(cell: tuple[Any, str, str]) -> tuple[int, float, str, str]:
+    p, m, d = cell
+    return (1, 0.0, m, d) if p == TOTAL else (0, p.timestamp(), m, d)
+
+
 def apply_suppression(tables: list[Table], k: int) -> None:
     for t in tables:
-        t.hidden = suppression.suppress(t.cells, identities(t), k)
+        t.hidden = suppression.suppress(t.cells, identities(t), k, _cell_order)
 
 
 def percentile(counts: dict[str, int], bounds: tuple[int, ...], q: float) -> float | None:
@@ -157,6 +162,7 @@ def _derived(t: Table, p: Any) -> list[tuple[str, str, float | None, bool]]:
     return out
 
 
+@lru_cache(maxsize=10_000)
 def dimension_key(d: str) -> tuple[int, float, str]:
     if d == "inf":
         return (0, math.inf, d)

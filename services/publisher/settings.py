@@ -15,6 +15,7 @@ class PublisherSettings(KPSettings):
     cache_max_age_s: int = Field(60, ge=0, description="Cache-Control max-age of open-data responses")
     change_poll_s: float = Field(30.0, gt=0, description="fallback poll of the KPI change time")
     etag_cache_size: int = Field(20_000, ge=0, description="remembered ETags answered with 304 without a query")
+    table_cache_size: int = Field(64, ge=0, description="suppressed query results kept for the data version")
     max_hour_range_days: int = Field(31, ge=1)
     max_day_range_days: int = Field(732, ge=1)
     gzip_min_bytes: int = Field(1_024, ge=0)

@@ -5,15 +5,19 @@ up to its sessions started, a metric's periods add up to its total over the rang
 sees — the published cells and the identities — forms a linear system whose unknowns are the suppressed
 cells. A suppressed cell is disclosed exactly when its unit vector lies in the row space of that system.
 
-Primary suppression hides every count with 0 < value < k. Secondary suppression then repeats: find a
-disclosed cell, hide the smallest published cell that shares an identity with it, until no suppressed cell
-is disclosed any more. Ranks are computed modulo a large prime: the identities have coefficients ±1, so
-the rank over the rationals and modulo this prime coincide.
+Primary suppression hides every count with 0 < value < k. Secondary suppression then repeats two steps
+until nothing is disclosed: (1) while an identity holds exactly one hidden cell, hide the smallest published
+cell of that identity as its complement (cheap, and what almost every disclosure looks like); (2) run the
+exact check (Gauss-Jordan elimination per connected group of hidden cells) and give every cell it still finds
+disclosed a complement the same way. Ranks are computed modulo a large prime: the identities have
+coefficients ±1, so the rank over the rationals and modulo this prime coincide.
+
+Ties are broken by a fixed order of the cells, so the same table always gives the same pattern.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 Cell = Any
@@ -31,25 +35,28 @@ def primary(cells: Mapping[C, int], k: int) -> set[C]:
 
 def disclosed(identities: Iterable[Identity], hidden: set[Cell]) -> set[Cell]:
     """Hidden cells whose value follows exactly from the published cells and the identities."""
-    rows: list[dict[Cell, int]] = []
+    order = {c: i for i, c in enumerate(sorted(hidden, key=repr))}
+    rows = []
     for identity in identities:
-        row: dict[Cell, int] = {}
-        for cell, coef in identity:
-            if cell in hidden:
-                row[cell] = (row.get(cell, 0) + coef) % _P
-        row = {c: v for c, v in row.items() if v}
+        row = _restrict(((order.get(c, -1), coef) for c, coef in identity))
         if row:
             rows.append(row)
-    result: set[Cell] = set()
-    for component in _components(rows):
-        result |= _determined(component)
-    return result
+    back = {i: c for c, i in order.items()}
+    return {back[i] for i in _disclosed_ints(rows)}
 
 
-def _components(rows: list[dict[Cell, int]]) -> list[list[dict[Cell, int]]]:
-    parent: dict[Cell, Cell] = {}
+def _restrict(pairs: Iterable[tuple[int, int]]) -> dict[int, int]:
+    row: dict[int, int] = {}
+    for i, coef in pairs:
+        if i >= 0:
+            row[i] = (row.get(i, 0) + coef) % _P
+    return {i: v for i, v in row.items() if v}
 
-    def find(x: Cell) -> Cell:
+
+def _disclosed_ints(rows: list[dict[int, int]]) -> set[int]:
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
         root = x
         while parent.setdefault(root, root) != root:
             root = parent[root]
@@ -64,24 +71,26 @@ def _components(rows: list[dict[Cell, int]]) -> list[list[dict[Cell, int]]]:
             r = find(c)
             if r != first:
                 parent[r] = first
-    groups: dict[Cell, list[dict[Cell, int]]] = {}
+    groups: dict[int, list[dict[int, int]]] = {}
     for row in rows:
         groups.setdefault(find(next(iter(row))), []).append(row)
-    return list(groups.values())
+    out: set[int] = set()
+    for group in groups.values():
+        out |= _determined(group)
+    return out
 
 
-def _determined(rows: list[dict[Cell, int]]) -> set[Cell]:
+def _determined(rows: list[dict[int, int]]) -> set[int]:
     """Gauss-Jordan elimination mod P; a variable is determined iff a reduced row holds only it."""
     if len(rows) == 1:
-        only = rows[0]
-        return set(only) if len(only) == 1 else set()
-    pivots: dict[Cell, dict[Cell, int]] = {}
+        return set(rows[0]) if len(rows[0]) == 1 else set()
+    pivots: dict[int, dict[int, int]] = {}
     for original in rows:
         row = dict(original)
-        for pc, prow in pivots.items():
+        for pc in [c for c in row if c in pivots]:
             f = row.get(pc)
             if f:
-                for c, v in prow.items():
+                for c, v in pivots[pc].items():
                     nv = (row.get(c, 0) - f * v) % _P
                     if nv:
                         row[c] = nv
@@ -89,7 +98,7 @@ def _determined(rows: list[dict[Cell, int]]) -> set[Cell]:
                         row.pop(c, None)
         if not row:
             continue
-        pc = min(row, key=repr)
+        pc = min(row)
         inv = pow(row[pc], _P - 2, _P)
         row = {c: v * inv % _P for c, v in row.items()}
         for other in pivots.values():
@@ -105,34 +114,64 @@ def _determined(rows: list[dict[Cell, int]]) -> set[Cell]:
     return {pc for pc, row in pivots.items() if len(row) == 1}
 
 
-def suppress(cells: Mapping[C, int], identities: Sequence[Identity], k: int) -> set[C]:
-    """Primary plus secondary suppression: the returned cells must be published as suppressed."""
-    hidden = primary(cells, k)
-    if not hidden:
-        return hidden
-    touching: dict[Cell, list[int]] = {}
-    for i, identity in enumerate(identities):
-        for cell, _ in identity:
-            touching.setdefault(cell, []).append(i)
-    relevant = [identities[i] for i in sorted({i for c in hidden for i in touching.get(c, ())})]
+def suppress(cells: Mapping[C, int], identities: Sequence[Identity], k: int,
+             order: Callable[[C], Any] = repr) -> set[C]:
+    """Primary plus secondary suppression: the returned cells must be published as suppressed.
+
+    `order` sorts the cells (a total order); ties between equally small complements go to the first."""
+    first = primary(cells, k)
+    if not first:
+        return first
+    keys = sorted(cells, key=order)
+    index = {c: i for i, c in enumerate(keys)}
+    value = [cells[c] for c in keys]
+    ids: list[list[int]] = []
+    coefs: list[dict[int, int]] = []
+    for identity in identities:
+        row = _restrict((index[c], coef) for c, coef in identity if c in index and value[index[c]] > 0)
+        if len(row) > 1:  # zeros are known; an identity left with one cell is not one the data satisfies
+            ids.append(sorted(row))
+            coefs.append(row)
+    touching: list[list[int]] = [[] for _ in keys]
+    for n, members in enumerate(ids):
+        for i in members:
+            touching[i].append(n)
+    hidden = {index[c] for c in first}
+    unknown = [sum(1 for i in members if i in hidden) for members in ids]
+
+    def hide(i: int, queue: list[int]) -> None:
+        hidden.add(i)
+        for n in touching[i]:
+            unknown[n] += 1
+            if unknown[n] == 1:
+                queue.append(n)
+
+    def complement(target: int) -> int | None:
+        options = [j for n in touching[target] for j in ids[n] if j not in hidden]
+        return min(options, key=lambda j: (value[j], j)) if options else None
+
+    queue = [n for n, u in enumerate(unknown) if u == 1]
     while True:
-        open_cells = disclosed(relevant, hidden)
-        if not open_cells:
-            return hidden
-        # Fix one disclosed cell per round; the next round re-checks, since one complement often covers several.
-        target = min(open_cells, key=repr)
-        candidates = {
-            cell for i in touching.get(target, ()) for cell, _ in identities[i]
-            if cell not in hidden and cells.get(cell, 0) > 0
-        }
-        if not candidates:  # every neighbour is hidden already: widen to cells next to any hidden cell
-            candidates = {
-                cell for h in hidden for i in touching.get(h, ()) for cell, _ in identities[i]
-                if cell not in hidden and cells.get(cell, 0) > 0
-            }
-        if not candidates:
-            return hidden
-        chosen = min(candidates, key=lambda c: (cells[c], repr(c)))
-        hidden.add(chosen)
-        known = {id(r) for r in relevant}
-        relevant.extend(identities[i] for i in touching.get(chosen, ()) if id(identities[i]) not in known)
+        while queue:
+            n = queue.pop()
+            if unknown[n] != 1:
+                continue
+            lone = next(i for i in ids[n] if i in hidden)
+            options = [j for j in ids[n] if j not in hidden]
+            chosen = min(options, key=lambda j: (value[j], j)) if options else complement(lone)
+            if chosen is None:
+                continue
+            hide(chosen, queue)
+        relevant = sorted({n for i in hidden for n in touching[i]})
+        rows = [{i: v for i, v in coefs[n].items() if i in hidden} for n in relevant]
+        still_open = sorted(_disclosed_ints([r for r in rows if r]))
+        if not still_open:
+            return {keys[i] for i in hidden}
+        progress = False
+        for target in still_open:
+            chosen = complement(target)
+            if chosen is not None:
+                hide(chosen, queue)
+                progress = True
+        if not progress:
+            return {keys[i] for i in hidden}

@@ -80,6 +80,14 @@ class TestSecondary:
         row = [("a", 1), ("b", 1), ("c", 1), ("t", -1)]
         assert suppression.suppress(cells, [row], 5) == {"a", "b"}
 
+    def test_signs_of_identities_count(self) -> None:
+        # a + b = c and a - b = f - e: each identity alone leaves a and b open, both together fix them
+        cells = {"a": 2, "b": 3, "c": 5, "e": 10, "f": 9}
+        ids = [[("a", 1), ("b", 1), ("c", -1)], [("a", 1), ("b", -1), ("e", 1), ("f", -1)]]
+        hidden = suppression.suppress(cells, ids, 5)
+        assert {"a", "b"} < hidden
+        assert recoverable(ids, hidden) == set()
+
     def test_two_by_two_pattern_in_a_table_with_both_margins_stays_hidden(self) -> None:
         # rows r1, r2 with row totals; columns x, y, z with column totals; one small cell at r1.x
         v = {("r1", "x"): 2, ("r1", "y"): 10, ("r1", "z"): 30, ("r2", "x"): 9, ("r2", "y"): 40, ("r2", "z"): 8}
