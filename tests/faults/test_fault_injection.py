@@ -6,7 +6,6 @@ import asyncio
 import uuid
 
 import orjson
-import pytest
 from aiokafka import AIOKafkaProducer
 
 from bench.load import Load, LoadConfig, LoadResult
@@ -68,12 +67,6 @@ class TestIngestKilled:
 
 
 class TestBrokerRestart:
-    @pytest.mark.xfail(
-        strict=False,
-        reason="ingest does not recover its idempotent producer after the outage: batches that expired while the "
-               "broker was down leave a sequence gap, the broker answers OutOfOrderSequenceNumber for that "
-               "partition from then on and ingest returns 503 until it is restarted (fails in about 2 of 3 runs)",
-    )
     async def test_broker_stop_gives_503_with_retry_after_then_counts_are_exact(
         self, healthy: FaultStack, api_key: str, own_ags: str
     ) -> None:
