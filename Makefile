@@ -11,12 +11,13 @@ setup: system $(VENV)/.installed
 system:
 	@bash scripts/setup-system.sh
 
-$(VENV)/.installed: pyproject.toml $(wildcard package.json)
+$(VENV)/.installed: pyproject.toml $(wildcard package.json package-lock.json)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[dev]"
-	@if [ -f package.json ]; then npm install --no-audit --no-fund --silent; fi
+	@if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --silent; \
+	elif [ -f package.json ]; then npm install --no-audit --no-fund --silent; fi
 	@touch $@
 
 run: setup
@@ -34,6 +35,9 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
+
+soak: setup
+	$(BIN)/python -m bench.soak --minutes $(or $(MINUTES),10)
 
 clean:
 	-$(BIN)/kp stack down

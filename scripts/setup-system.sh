@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the project needs when they are missing (Debian/Ubuntu, as root or via sudo):
 #   PostgreSQL server binaries (local cluster), promtool (metric and alert-rule checks), kcat (foreign Kafka
-#   client in tests), Chromium (headless browser tests), Java + Maven (the Kafka broker).
+#   client in tests), Chromium (headless browser tests), Java + Maven (the Kafka broker), npm (chart library,
+#   axe-core), docker-compose (validates docker-compose.yml; no Docker engine is needed).
 # Prints a clear message and fails when something is missing and cannot be installed.
 set -euo pipefail
 
@@ -13,6 +14,8 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# docker-compose only validates docker-compose.yml in the tests (no engine is needed for `config`).
+command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
