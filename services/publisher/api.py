@@ -325,6 +325,22 @@ async def _tables(request: Request, q: service.KpiQuery) -> list[service.Table]:
     return tables
 
 
+async def _cells(request: Request, q: service.KpiQuery, totals: bool) -> list[service.Cell]:
+    """Published cells of a query in their stable order, kept with the tables for the data version."""
+    st = request.app.state
+    key = ("cells", q, totals)
+    version, live = st.changes.version, st.changes.live
+    if live:
+        cached = st.tables.get(key, version)
+        if cached is not None:
+            return cast(list[service.Cell], cached)
+    tables = await _tables(request, q)
+    cells = service.total_cells(tables, q.families) if totals else service.kpi_cells(tables, q.families)
+    if live:
+        st.tables.put(key, version, cells)
+    return cells
+
+
 def _fmt(request: Request, offers: tuple[str, ...] = (JSON, "text/csv")) -> str:
     path = request.url.path
     if path.endswith(".csv"):
@@ -354,7 +370,7 @@ async def get_kpis(request: Request, q: Query_, limit: Limit = None, offset: Off
     k = request.app.state.settings.suppression_k
 
     async def build() -> tuple[bytes, str]:
-        cells = service.kpi_cells(await _tables(request, q), q.families)
+        cells = await _cells(request, q, totals=False)
         page = cells[offset:offset + size]
         nxt = None
         if offset + size < len(cells):
@@ -385,7 +401,7 @@ async def get_totals(request: Request, q: Query_, limit: Limit = None, offset: O
     k = request.app.state.settings.suppression_k
 
     async def build() -> tuple[bytes, str]:
-        cells = service.total_cells(await _tables(request, q), q.families)
+        cells = await _cells(request, q, totals=True)
         page = cells[offset:offset + size]
         nxt = None
         if offset + size < len(cells):
