@@ -122,6 +122,9 @@ class KafkaNode:
     port: int = 0
     controller_port: int = 0
     heap: str = "512m"
+    scram_users: dict[str, str] = field(default_factory=dict)
+    """When set, an extra SASL_PLAINTEXT listener with these SCRAM-SHA-512 users (name -> password)."""
+    sasl_port: int = 0
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -131,15 +134,31 @@ class KafkaNode:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def sasl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.sasl_port}"
+
     def _properties(self) -> str:
+        listeners = f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+        advertised = f"PLAINTEXT://127.0.0.1:{self.port}"
+        sasl: list[str] = []
+        if self.scram_users:
+            listeners += f",SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}"
+            advertised += f",SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}"
+            sasl = [
+                "sasl.enabled.mechanisms=SCRAM-SHA-512",
+                "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            ]
         return "\n".join([
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            f"listeners={listeners}",
+            f"advertised.listeners={advertised}",
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            *sasl,
             "inter.broker.listener.name=PLAINTEXT",
             f"log.dirs={self.root / 'data'}",
             "offsets.topic.replication.factor=1",
@@ -165,6 +184,8 @@ class KafkaNode:
                 self.port, self.controller_port = saved["port"], saved["controller_port"]
         self.port = self.port or free_port()
         self.controller_port = self.controller_port or free_port()
+        if self.scram_users:
+            self.sasl_port = self.sasl_port or free_port()
         state_file.write_text(json.dumps({"port": self.port, "controller_port": self.controller_port}))
         props = self.root / "server.properties"
         props.write_text(self._properties())
@@ -172,8 +193,11 @@ class KafkaNode:
         java = shutil.which("java") or "java"
         if not (self.root / "data" / "meta.properties").exists():
             cluster_id = base64_uuid()
+            scram = [a for name, pw in self.scram_users.items()
+                     for a in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={pw}]")]
             fmt = subprocess.run(
-                [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+                [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
+                 *scram],
                 capture_output=True, text=True, check=False,
             )
             if fmt.returncode != 0:

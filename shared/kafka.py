@@ -26,9 +26,11 @@ WORKFLOW_EVENTS = Topic("workflow.events.v1", 6, {"retention.ms": str(30 * 86400
 ALL_TOPICS: tuple[Topic, ...] = (USAGE_EVENTS, USAGE_REJECTED, APPLICATION_EVENTS, WORKFLOW_EVENTS)
 
 
-async def ensure_topics(bootstrap: str, topics: tuple[Topic, ...] = ALL_TOPICS, replication: int = 1) -> list[str]:
+async def ensure_topics(
+    bootstrap: str, topics: tuple[Topic, ...] = ALL_TOPICS, replication: int = 1, **client_options: object
+) -> list[str]:
     """Create missing topics with explicit partitions; return the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**{"bootstrap_servers": bootstrap, **client_options})
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,6 +22,11 @@ class KPSettings(BaseSettings):
     log_json: bool = True
     host: str = "127.0.0.1"
     port: int = 8000
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    """Kafka client authentication (e.g. Strimzi KafkaUser with SCRAM-SHA-512); PLAINTEXT for local stacks."""
     late_horizon_days: int = 7
     """Events older than this (by their `time`) are rejected as `too_late` by ingest and the aggregator."""
 
@@ -29,4 +34,36 @@ class KPSettings(BaseSettings):
     def _no_dev_defaults_in_production(self) -> KPSettings:
         if self.environment == "production" and "kp@127.0.0.1" in self.database_url:
             raise ValueError("KP_DATABASE_URL must be set explicitly in production")
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError("KP_KAFKA_SASL_USERNAME and KP_KAFKA_SASL_PASSWORD are required with SASL")
         return self
+
+    def kafka_client_options(self) -> dict[str, object]:
+        """Connection options for aiokafka clients (producer, consumer, admin)."""
+        options: dict[str, object] = {"bootstrap_servers": self.kafka_bootstrap,
+                                      "security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.endswith("SSL"):
+            import ssl
+
+            options["ssl_context"] = ssl.create_default_context()
+        if self.kafka_security_protocol.startswith("SASL"):
+            assert self.kafka_sasl_password is not None
+            options.update(sasl_mechanism=self.kafka_sasl_mechanism, sasl_plain_username=self.kafka_sasl_username,
+                           sasl_plain_password=self.kafka_sasl_password.get_secret_value())
+        return options
+
+    def faststream_security(self) -> object | None:
+        """The same authentication as a FastStream security object (None for PLAINTEXT)."""
+        from faststream.security import SASLPlaintext, SASLScram256, SASLScram512
+
+        if not self.kafka_security_protocol.startswith("SASL"):
+            return None
+        assert self.kafka_sasl_username is not None
+        assert self.kafka_sasl_password is not None
+        use_ssl = self.kafka_security_protocol == "SASL_SSL"
+        kind = {"SCRAM-SHA-512": SASLScram512, "SCRAM-SHA-256": SASLScram256, "PLAIN": SASLPlaintext}
+        return kind[self.kafka_sasl_mechanism](
+            self.kafka_sasl_username, self.kafka_sasl_password.get_secret_value(), use_ssl=use_ssl
+        )
