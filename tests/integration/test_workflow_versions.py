@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kp.local import LocalStack
 from services.workflow.adapters import ManualClock
 from services.workflow.definitions import DefinitionError, Registry, parse_definition
 from tests.integration.test_workflow_support import (
@@ -107,3 +109,43 @@ class TestDefinitionPinning:
             async with running_app(wf_env, registry=registry(version(1), version(2, second_step="pruefung_v2",
                                                                                  days=10))):
                 pass
+
+
+class TestSkeletonCases:
+    async def test_cases_of_the_walking_skeleton_are_closed_by_the_migration(
+        self, stack: LocalStack, tmp_path: Path
+    ) -> None:
+        import shutil
+        import uuid
+
+        import asyncpg
+
+        from shared.db import MIGRATIONS_DIR, migrate
+
+        assert stack.database_url
+        name = f"wf_{uuid.uuid4().hex[:10]}"
+        admin = await asyncpg.connect(stack.database_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        url = stack.database_url.rsplit("/", 1)[0] + f"/{name}"
+        for f in sorted(MIGRATIONS_DIR.glob("*.sql")):
+            if f.name < "0301":
+                shutil.copy(f, tmp_path / f.name)
+        await migrate(url, tmp_path)
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(
+                """INSERT INTO wf_cases (case_id, application_id, municipality, service, definition,
+                                         definition_version, state, opened_at)
+                   VALUES ($1, 'APP-skeleton', '06413000', '99115005104000', 'default', 1, 'acknowledged', now())""",
+                uuid.uuid4())
+            await migrate(url)
+            row = await conn.fetchrow(
+                "SELECT state, outcome, closed_at FROM wf_cases WHERE application_id = 'APP-skeleton'")
+        finally:
+            await conn.close()
+        assert row is not None
+        assert (row["state"], row["outcome"]) == ("closed", "acknowledged")
+        assert row["closed_at"] is not None
