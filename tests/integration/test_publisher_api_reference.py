@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import frictionless
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
@@ -129,3 +132,22 @@ class TestDataPackage:
             values = [r[-1] for r in rows[1:]]
             assert "." in values  # paypal 2 is suppressed
             assert "12" in values
+
+    async def test_frictionless_validates_the_package_with_its_csv(
+        self, client: httpx.AsyncClient, db: asyncpg.Connection, tmp_path: Path
+    ) -> None:
+        ags, svc = random_ags(), random_leika()
+        await insert(db, "day", [
+            (DAY, ags, svc, "sessions_started", "", 12), (DAY, ags, svc, "sessions_submitted", "", 7),
+            (DAY, ags, svc, "payment", "paypal", 2), (DAY, ags, svc, "page_views", "/a,b", 9),
+        ])
+        params = {"municipality": ags, "service": svc, "from": "2026-05-10", "to": "2026-05-10"}
+        pkg = (await client.get("/v1/kpis/datapackage.json", params=params)).json()
+        for res in pkg["resources"]:  # the same package, its CSV downloaded next to it
+            local = f"{res['name']}.csv"
+            (tmp_path / local).write_bytes((await client.get(res["path"])).content)
+            res["path"] = local
+        (tmp_path / "datapackage.json").write_text(json.dumps(pkg), encoding="utf-8")
+        report = frictionless.validate(str(tmp_path / "datapackage.json"))
+        assert report.valid, report.flatten(["type", "note"])
+        assert [t.stats["rows"] > 0 for t in report.tasks] == [True, True]  # both CSVs were read and checked
