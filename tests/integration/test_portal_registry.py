@@ -144,6 +144,8 @@ INVALID = [
     ("distributions[0]", _dist(format="CSV", media_type="application/pdf")),
     ("distributions[0].licence", _dist(licence="proprietär")),
     ("colour", _set("colour", "blau")),
+    ("title", _set("title", "Park\x00plätze")),
+    ("keywords", _set("keywords", ["Par\x00ken"])),
 ]
 
 
@@ -424,6 +426,17 @@ class TestSearch:
         await create(client, offenbach_key, in_title)
         r = (await client.get("/v1/portal/datasets", params={"q": f"Parkplatz {tag}"})).json()
         assert [d["name"] for d in r["results"]] == [in_title["name"], in_description["name"]]
+
+    async def test_nul_characters_are_refused_everywhere(self, client: httpx.AsyncClient) -> None:
+        r = await client.get("/v1/portal/datasets", params={"q": "Park\x00platz"})
+        assert r.status_code == 400
+        assert r.headers["content-type"] == "application/problem+json"
+        assert (await client.get("/v1/portal/datasets/a%00b")).status_code == 400
+        r = await client.get("/api/3/action/package_search", params={"q": "\x00"})
+        assert r.status_code == 409
+        assert r.json()["success"] is False
+        assert (await client.get("/portal", params={"q": "\x00"})).status_code == 400
+        assert (await client.get("/portal/datensaetze/a%00b")).status_code == 404
 
     async def test_bad_parameter_is_a_problem(self, client: httpx.AsyncClient) -> None:
         r = await client.get("/v1/portal/datasets", params={"sort": "zufall"})

@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from services.publisher.portal import ckan, service
 from services.publisher.portal.repository import SearchQuery
 from services.publisher.portal.schemas import Dataset, DatasetIn, History, SearchResult, UploadResult
-from services.publisher.portal.validation import Problem, _path
+from services.publisher.portal.validation import Problem, _path, has_nul
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     s: {"description": d, "content": {"application/problem+json": {}}}
@@ -37,6 +37,8 @@ class ProblemRoute(APIRoute):
         original = super().get_route_handler()
 
         async def handler(request: Request) -> Response:
+            if has_nul(*request.query_params.values(), *request.path_params.values()):
+                return problem_response(Problem(400, "Bad Request", "parameters must not contain NUL characters"))
             try:
                 return await original(request)
             except Problem as p:
@@ -203,6 +205,8 @@ async def _ckan_params(request: Request) -> dict[str, Any]:
             if not isinstance(body, dict):
                 raise ckan.CkanError(400, "Bad request", "JSON Error: the body must be an object")
             params.update(body)
+    if "\\u0000" in orjson.dumps(params).decode():
+        raise ckan.validation(params="must not contain NUL characters")
     return params
 
 

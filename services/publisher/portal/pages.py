@@ -13,7 +13,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from services.publisher.portal import service, vocab
 from services.publisher.portal.repository import SearchQuery
 from services.publisher.portal.schemas import SearchResult
-from services.publisher.portal.validation import Problem
+from services.publisher.portal.validation import Problem, has_nul
 from shared.reference import municipality_by_ags
 
 router = APIRouter(tags=["portal pages"], include_in_schema=False)
@@ -79,6 +79,9 @@ async def search_page(
     seite: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> HTMLResponse:
     base = str(request.app.state.settings.public_base_url).rstrip("/")
+    if has_nul(*request.query_params.values()):
+        return _render(request, "gone.html", status=400, heading="Ungültige Anfrage",
+                       message="Die Suchanfrage enthält unzulässige Steuerzeichen.")
     text = (q or "").strip() or None
     query = SearchQuery(text=text, municipalities=kommune or [], themes=thema or [], formats=format or [],
                         licences=lizenz or [], sort=sort)
@@ -99,6 +102,9 @@ async def search_page(
 @router.get("/portal/datensaetze/{name}", response_class=HTMLResponse)
 async def dataset_page(request: Request, name: str) -> HTMLResponse:
     base = str(request.app.state.settings.public_base_url).rstrip("/")
+    if has_nul(name):
+        return _render(request, "gone.html", status=404, heading="Datensatz nicht gefunden",
+                       message="Diesen Datensatz gibt es nicht.")
     async with request.app.state.pool.acquire() as conn:
         try:
             d = await service.get(conn, name, base)

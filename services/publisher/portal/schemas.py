@@ -48,8 +48,18 @@ Ags = Annotated[str, StringConstraints(pattern=r"^\d{8}$"), AfterValidator(_know
 Keyword = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=100)]
 
 
+def _no_nul(value: Any) -> Any:
+    texts = value if isinstance(value, list) else [value]
+    if any(isinstance(t, str) and "\x00" in t for t in texts):
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    # PostgreSQL text cannot hold NUL; refuse it here, naming the field, instead of failing on write.
+    _nul = field_validator("*", mode="before")(_no_nul)
 
 
 class Agent(Strict):

@@ -35,6 +35,11 @@ class Problem(Exception):
         return {"type": kind, "title": self.title, "status": self.status, "detail": self.detail, **self.extra}
 
 
+def has_nul(*values: object) -> bool:
+    """True when any of the (string) values holds a NUL character, which PostgreSQL text cannot store."""
+    return any(isinstance(v, str) and "\x00" in v for v in values)
+
+
 def _path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
