@@ -13,6 +13,7 @@ from email.utils import format_datetime
 from typing import Annotated, Any, Literal, cast
 from urllib.parse import urlencode
 
+import asyncpg
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -99,6 +100,12 @@ def install_problem_handlers(app: FastAPI) -> None:
             resp.headers[k] = v
         return resp
 
+    async def on_unavailable(request: Request, exc: Exception) -> Response:
+        log.warning("database unavailable on %s: %s", request.url.path, exc)
+        resp = problem(503, "Service Unavailable", "the database is not reachable", request.url.path)
+        resp.headers["Retry-After"] = "5"
+        return resp
+
     async def on_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
         return problem(500, "Internal Server Error", None, request.url.path)
@@ -106,6 +113,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(ParamError, on_param)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    for unavailable in (ConnectionError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+        app.add_exception_handler(unavailable, on_unavailable)
     app.add_exception_handler(Exception, on_error)
 
 

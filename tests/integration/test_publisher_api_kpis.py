@@ -316,3 +316,22 @@ class TestBadParameters:
         r = await client.get("/v1/kpis", headers={"Accept": "application/xml"})
         assert r.status_code == 406
         assert r.headers["content-type"] == "application/problem+json"
+
+
+class TestDatabaseDown:
+    async def test_unreachable_database_is_a_503_problem_not_a_500(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        class Down:
+            def acquire(self) -> None:
+                raise ConnectionRefusedError("connection refused")
+
+        pool = app.state.pool
+        app.state.pool = Down()
+        try:
+            r = await client.get("/v1/kpis", params={"municipality": random_ags()})
+        finally:
+            app.state.pool = pool
+        assert r.status_code == 503
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.headers["retry-after"] == "5"
