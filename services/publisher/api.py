@@ -324,9 +324,13 @@ async def _tables(request: Request, q: service.KpiQuery) -> list[service.Table]:
         if cached is not None:
             return cast(list[service.Table], cached)
     start, end = q.bounds()
+    most = st.settings.max_query_values
     async with st.pool.acquire() as conn:
         rows = await repository.kpi_rows(conn, q.period, start, end, list(q.municipalities) or None,
-                                         list(q.services) or None)
+                                         list(q.services) or None, most + 1)
+    if len(rows) > most:
+        raise ParamError("to", f"the query covers more than {most} stored values; narrow municipality, service "
+                               "or the range", status=422)
     tables = service.build_tables(rows)
     service.apply_suppression(tables, st.settings.suppression_k)
     if live:

@@ -14,15 +14,17 @@ CHANGE_CHANNEL = "kpi_values_changed"
 
 async def kpi_rows(
     conn: Conn, granularity: str, start: datetime, end: datetime, municipalities: list[str] | None,
-    services: list[str] | None,
+    services: list[str] | None, limit: int | None = None,
 ) -> list[asyncpg.Record]:
-    """(municipality, service, period_start, metric, dimension, value) of periods starting in [start, end)."""
+    """(municipality, service, period_start, metric, dimension, value) of periods starting in [start, end);
+    at most `limit` rows when given."""
     return await conn.fetch(
         """SELECT municipality::text, service::text, period_start, metric, dimension, value FROM kpi_values
            WHERE granularity = $1 AND period_start >= $2 AND period_start < $3
              AND ($4::text[] IS NULL OR municipality = ANY($4::text[]::char(8)[]))
-             AND ($5::text[] IS NULL OR service = ANY($5::text[]::char(14)[]))""",
-        granularity, start, end, municipalities, services,
+             AND ($5::text[] IS NULL OR service = ANY($5::text[]::char(14)[]))
+           LIMIT $6""",
+        granularity, start, end, municipalities, services, limit,
     )
 
 

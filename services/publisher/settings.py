@@ -17,6 +17,7 @@ class PublisherSettings(KPSettings):
     etag_cache_size: int = Field(20_000, ge=0, description="remembered ETags answered with 304 without a query")
     table_cache_size: int = Field(64, ge=0, description="suppressed query results kept for the data version")
     max_hour_range_days: int = Field(31, ge=1)
+    max_query_values: int = Field(200_000, ge=1, description="stored values one KPI query may read")
     max_day_range_days: int = Field(732, ge=1)
     gzip_min_bytes: int = Field(1_024, ge=0)
     # DCAT-AP.de catalog and dashboard (docs/catalog.md, docs/dashboard.md)

@@ -318,7 +318,7 @@ class TestBadParameters:
         assert r.headers["content-type"] == "application/problem+json"
 
 
-class TestDatabaseDown:
+class TestLimits:
     async def test_unreachable_database_is_a_503_problem_not_a_500(
         self, app: FastAPI, client: httpx.AsyncClient
     ) -> None:
@@ -335,3 +335,18 @@ class TestDatabaseDown:
         assert r.status_code == 503
         assert r.headers["content-type"] == "application/problem+json"
         assert r.headers["retry-after"] == "5"
+
+    async def test_query_over_too_many_stored_values_is_refused_naming_the_range(
+        self, app: FastAPI, client: httpx.AsyncClient, funnel: tuple[str, str]
+    ) -> None:
+        ags, svc = funnel
+        settings = app.state.settings
+        before = settings.max_query_values
+        settings.max_query_values = 3
+        try:
+            r = await client.get("/v1/kpis", params={"municipality": ags, "service": svc, "from": "2026-03-01",
+                                                     "to": "2026-03-02"})
+        finally:
+            settings.max_query_values = before
+        assert r.status_code == 422
+        assert r.json()["invalid-params"][0]["name"] == "to"
