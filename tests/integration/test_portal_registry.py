@@ -432,6 +432,8 @@ class TestSearch:
         assert r.status_code == 400
         assert r.headers["content-type"] == "application/problem+json"
         assert (await client.get("/v1/portal/datasets/a%00b")).status_code == 400
+        r = await client.get("/v1/portal/datasets", params=[("format", "\x00"), ("format", "CSV")])
+        assert r.status_code == 400
         r = await client.get("/api/3/action/package_search", params={"q": "\x00"})
         assert r.status_code == 409
         assert r.json()["success"] is False

@@ -37,7 +37,7 @@ class ProblemRoute(APIRoute):
         original = super().get_route_handler()
 
         async def handler(request: Request) -> Response:
-            if has_nul(*request.query_params.values(), *request.path_params.values()):
+            if has_nul(*(v for _, v in request.query_params.multi_items()), *request.path_params.values()):
                 return problem_response(Problem(400, "Bad Request", "parameters must not contain NUL characters"))
             try:
                 return await original(request)

@@ -79,7 +79,7 @@ async def search_page(
     seite: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> HTMLResponse:
     base = str(request.app.state.settings.public_base_url).rstrip("/")
-    if has_nul(*request.query_params.values()):
+    if has_nul(*(v for _, v in request.query_params.multi_items())):
         return _render(request, "gone.html", status=400, heading="Ungültige Anfrage",
                        message="Die Suchanfrage enthält unzulässige Steuerzeichen.")
     text = (q or "").strip() or None
