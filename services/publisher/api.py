@@ -209,14 +209,16 @@ def _negotiate(request: Request, offers: tuple[str, ...]) -> str:
                     q = 0.0
         ranges.append((q, i, mt.lower()))
     best: tuple[float, int, str] | None = None
-    for offer in offers:
+    for rank, offer in enumerate(offers):
         typ = offer.split("/")[0]
-        for q, _i, mt in ranges:
-            if q > 0 and mt in (offer, f"{typ}/*", "*/*"):
-                cand = (q, -offers.index(offer), offer)
-                if best is None or cand > best:
-                    best = cand
-                break
+        # the most specific range that matches an offer decides its quality (RFC 9110, 12.5.1)
+        patterns = ("*/*", f"{typ}/*", offer)  # least to most specific
+        matching = [(patterns.index(mt), q) for q, _i, mt in ranges if mt in patterns]
+        if not matching:
+            continue
+        q = max(matching)[1]
+        if q > 0 and (best is None or (q, -rank) > best[:2]):
+            best = (q, -rank, offer)
     if best is None:
         raise StarletteHTTPException(406, "Not Acceptable: available are " + ", ".join(offers))
     return best[2]

@@ -312,6 +312,18 @@ class TestBadParameters:
         assert body["status"] == r.status_code
         assert name in [p["name"] for p in body["invalid-params"]]
 
+    @pytest.mark.parametrize(("accept", "media_type"), [
+        ("text/csv", "text/csv"), ("*/*;q=0.1, text/csv", "text/csv"), ("text/*", "text/csv"),
+        ("application/json, text/csv;q=0.5", "application/json"), ("*/*", "application/json"),
+        ("text/csv;q=0, */*", "application/json"),
+    ])
+    async def test_accept_picks_the_representation(
+        self, client: httpx.AsyncClient, accept: str, media_type: str
+    ) -> None:
+        r = await client.get("/v1/kpis", params={"municipality": random_ags()}, headers={"Accept": accept})
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith(media_type)
+
     async def test_unacceptable_media_type_is_406(self, client: httpx.AsyncClient) -> None:
         r = await client.get("/v1/kpis", headers={"Accept": "application/xml"})
         assert r.status_code == 406
