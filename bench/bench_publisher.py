@@ -176,8 +176,7 @@ async def measure(url: str, quick: bool) -> list[dict[str, Any]]:
                  "met": cond_rps / full_rps >= TARGET_RATIO},
                 {"measure": f"304 path requests/s vs tables reused ({label})", "value": round(cond_rps, 1),
                  "unit": "req/s", "baseline": "full, tables reused", "baseline_value": round(warm_rps, 1),
-                 "ratio": round(cond_rps / warm_rps, 2), "target": f">= {TARGET_RATIO:g}x",
-                 "met": cond_rps / warm_rps >= TARGET_RATIO},
+                 "ratio": round(cond_rps / warm_rps, 2)},
             ]
     return rows
 
