@@ -161,6 +161,23 @@ class TestKpiQuery:
         assert [(i["period_start"], i["value"]) for i in r.json()["items"]] == [(DAY1_LOCAL, 90)]
 
 
+    async def test_hours_across_the_spring_dst_switch_keep_their_berlin_offsets(
+        self, client: httpx.AsyncClient, db: asyncpg.Connection
+    ) -> None:
+        ags, svc = random_ags(), random_leika()
+        hours = [datetime(2026, 3, 28, 22, tzinfo=UTC), datetime(2026, 3, 28, 23, tzinfo=UTC),
+                 datetime(2026, 3, 29, 0, tzinfo=UTC), datetime(2026, 3, 29, 1, tzinfo=UTC),
+                 datetime(2026, 3, 29, 22, tzinfo=UTC)]
+        await insert(db, "hour", [(h, ags, svc, "sessions_started", "", 10 + i) for i, h in enumerate(hours)])
+        r = await client.get("/v1/kpis", params={"municipality": ags, "period": "hour", "from": "2026-03-29",
+                                                 "to": "2026-03-29", "family": "usage"})
+        # 2026-03-29 in Berlin runs from 23:00 UTC the day before to 22:00 UTC; 02:00 local does not exist
+        assert [(i["period_start"], i["value"]) for i in r.json()["items"]] == [
+            ("2026-03-29T00:00:00+01:00", 11), ("2026-03-29T01:00:00+01:00", 12),
+            ("2026-03-29T03:00:00+02:00", 13),
+        ]
+
+
 class TestSuppression:
     async def test_small_count_and_its_complement_are_null_with_flag_and_total_stays(
         self, client: httpx.AsyncClient, funnel: tuple[str, str]
