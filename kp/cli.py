@@ -72,12 +72,21 @@ def stack_up(
             from kp import simulator
 
             async def traffic() -> None:
+                # Ctrl-C and SIGTERM end the traffic through the loop (no waiting thread that asyncio.run
+                # would have to join on shutdown, which hung on Ctrl-C).
+                done = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, done.set)
                 task = asyncio.create_task(simulator.run(stack.services["ingest"].url, rate, seed, None,
                                                          demo_key))
-                stopped = asyncio.create_task(asyncio.to_thread(stop.wait))
-                await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-                task.cancel()
-                stop.set()
+                waiter = asyncio.create_task(done.wait())
+                try:
+                    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    task.cancel()
+                    waiter.cancel()
+                    stop.set()
 
             asyncio.run(traffic())
         else:
