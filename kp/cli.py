@@ -83,6 +83,8 @@ def stack_up(
                 waiter = asyncio.create_task(done.wait())
                 try:
                     await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    if task.done() and not task.cancelled() and task.exception() is not None:
+                        typer.echo(f"error: demo traffic stopped: {task.exception()!r}", err=True)
                 finally:
                     task.cancel()
                     waiter.cancel()
