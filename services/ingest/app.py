@@ -38,8 +38,11 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+        # The cluster's authentication (SASL/SSL) from the shared settings; acks wait at most the produce timeout.
+        kafka_options = {**settings.kafka_client_options(),
+                         "request_timeout_ms": int(settings.produce_timeout_s * 1000)}
         sink = KafkaSink(
-            lambda: make_producer(settings.kafka_bootstrap, request_timeout_ms=int(settings.produce_timeout_s * 1000)),
+            lambda: make_producer(settings.kafka_bootstrap, **kafka_options),
             USAGE_EVENTS.name, USAGE_REJECTED.name, settings.produce_timeout_s, metrics.observe_produce,
         )
         try:
