@@ -10,6 +10,7 @@ Same-run baseline: the same measurement with a trickle of load (20 events/s). RS
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -58,18 +59,10 @@ def start_system(stack: LocalStack) -> dict[str, ServiceProcess]:
     return procs
 
 
-async def watch_markers(stack: LocalStack, since: datetime, stop: asyncio.Event, procs: dict[str, ServiceProcess],
-                        peaks: dict[str, float]) -> dict[str, float]:
-    """Poll the marker pair's hour rows; return first-seen wall time per period (ISO hour, UTC).
-
-    Every half second it also samples RSS per service and the aggregator's lag (maxima go into `peaks`).
-    """
-    assert stack.database_url
-    assert stack.kafka_bootstrap
-    database_url = stack.database_url
+async def watch_markers(database_url: str, since: datetime, stop: asyncio.Event) -> dict[str, float]:
+    """Poll the marker pair's hour rows every 20 ms; return first-seen wall time per period (ISO hour, UTC)."""
     seen: dict[str, float] = {}
     conn = await asyncpg.connect(database_url)
-    last_rss = 0.0
     try:
         while not stop.is_set():
             rows = await conn.fetch(
@@ -80,19 +73,27 @@ async def watch_markers(stack: LocalStack, since: datetime, stop: asyncio.Event,
             )
             now = time.time()
             for r in rows:
-                key = r["period_start"].astimezone(UTC).strftime("%Y-%m-%dT%H")
-                seen.setdefault(key, now)
-            if now - last_rss > 0.5:
-                last_rss = now
-                for name, sp in procs.items():
-                    if sp.proc is not None and (v := rss_mib(sp.proc.pid)) is not None:
-                        peaks[name] = max(peaks.get(name, 0.0), v)
-                lag = await aggregator_lag(stack.kafka_bootstrap, database_url)
-                peaks["lag"] = max(peaks.get("lag", 0), lag)
-            await asyncio.sleep(0.02)
+                seen.setdefault(r["period_start"].astimezone(UTC).strftime("%Y-%m-%dT%H"), now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.02)
     finally:
         await conn.close()
     return seen
+
+
+async def sample(stack: LocalStack, procs: dict[str, ServiceProcess], stop: asyncio.Event,
+                 peaks: dict[str, float]) -> None:
+    """Every half second: RSS per service and the aggregator's lag; the maxima go into `peaks`."""
+    assert stack.database_url
+    assert stack.kafka_bootstrap
+    while not stop.is_set():
+        for name, sp in procs.items():
+            if sp.proc is not None and (v := rss_mib(sp.proc.pid)) is not None:
+                peaks[name] = max(peaks.get(name, 0.0), v)
+        lag = await aggregator_lag(stack.kafka_bootstrap, stack.database_url)
+        peaks["lag"] = max(peaks.get("lag", 0), lag)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=0.5)
 
 
 def run_load(ingest_url: str, api_key: str | None, rate: float, seconds: float, markers: int, base: datetime,
@@ -115,7 +116,8 @@ async def phase(stack: LocalStack, procs: dict[str, ServiceProcess], api_key: st
     assert stack.database_url
     stop = asyncio.Event()
     # Marker hours lie at least three hours before `base`; simulator traffic stays within the last two.
-    watcher = asyncio.create_task(watch_markers(stack, base - timedelta(hours=2), stop, procs, peaks))
+    watcher = asyncio.create_task(watch_markers(stack.database_url, base - timedelta(hours=2), stop))
+    sampler = asyncio.create_task(sample(stack, procs, stop, peaks))
     summary = await asyncio.to_thread(run_load, procs["ingest"].url, api_key, rate, seconds, markers, base, seed)
     wanted = {m["period"] for m in summary["markers"]}
     deadline = time.monotonic() + 60
@@ -126,6 +128,7 @@ async def phase(stack: LocalStack, procs: dict[str, ServiceProcess], api_key: st
     await asyncio.sleep(0.1)  # one more poll of the watcher
     stop.set()
     seen = await watcher
+    await sampler
     fresh = [(seen[m["period"]] - m["accepted_at"]) * 1000 for m in summary["markers"] if m["period"] in seen]
     summary["markers_missing"] = len(wanted - set(seen))
     summary["freshness_ms_in_order"] = [round(f) for f in fresh]
