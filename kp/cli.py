@@ -159,9 +159,11 @@ def migrate() -> None:
 def topics() -> None:
     """Create the project's Kafka topics (explicit partitions) if missing."""
     from shared.kafka import ALL_TOPICS, ensure_topics
+    from shared.settings import KPSettings
 
     kafka, _ = _urls()
-    created = asyncio.run(ensure_topics(kafka))
+    options = KPSettings(kafka_bootstrap=kafka).kafka_client_options()
+    created = asyncio.run(ensure_topics(kafka, client_options=options))
     for t in ALL_TOPICS:
         typer.echo(f"{t.name:<28} partitions={t.partitions}  {'created' if t.name in created else 'exists'}")
 

@@ -27,10 +27,14 @@ ALL_TOPICS: tuple[Topic, ...] = (USAGE_EVENTS, USAGE_REJECTED, APPLICATION_EVENT
 
 
 async def ensure_topics(
-    bootstrap: str, topics: tuple[Topic, ...] = ALL_TOPICS, replication: int = 1, **client_options: object
+    bootstrap: str, topics: tuple[Topic, ...] = ALL_TOPICS, replication: int = 1,
+    client_options: dict[str, object] | None = None,
 ) -> list[str]:
-    """Create missing topics with explicit partitions; return the names created."""
-    admin = AIOKafkaAdminClient(**{"bootstrap_servers": bootstrap, **client_options})
+    """Create missing topics with explicit partitions; return the names created.
+
+    `client_options` are extra aiokafka connection options (authentication, see `KPSettings`).
+    """
+    admin = AIOKafkaAdminClient(**{**(client_options or {}), "bootstrap_servers": bootstrap})
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from faststream.security import BaseSecurity
 
 
 class KPSettings(BaseSettings):
@@ -54,7 +57,7 @@ class KPSettings(BaseSettings):
                            sasl_plain_password=self.kafka_sasl_password.get_secret_value())
         return options
 
-    def faststream_security(self) -> object | None:
+    def faststream_security(self) -> BaseSecurity | None:
         """The same authentication as a FastStream security object (None for PLAINTEXT)."""
         from faststream.security import SASLPlaintext, SASLScram256, SASLScram512
 

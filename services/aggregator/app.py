@@ -23,7 +23,10 @@ def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
     metrics = AggregatorMetrics.create()
     pool_holder: dict[str, asyncpg.Pool] = {}
     # Rejections must be durable before offsets move on: acks from all in-sync replicas, idempotent.
-    broker = KafkaBroker(settings.kafka_bootstrap, client_id="kp-aggregator", acks="all", enable_idempotence=True)
+    broker = KafkaBroker(
+        settings.kafka_bootstrap, client_id="kp-aggregator", acks="all", enable_idempotence=True,
+        security=settings.faststream_security(),
+    )
     router, streams = build_router(settings, pool_holder, metrics)
     broker.include_router(router)
 

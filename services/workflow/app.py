@@ -72,7 +72,7 @@ def create_app(settings: WorkflowSettings | None = None, *, clock: Clock | None 
     engine = Engine(registry=registry, eakte=eakte or make_eakte(settings), clock=clock or SystemClock(),
                     metrics=metrics, topic=settings.workflow_topic, retry_jitter=settings.retry_jitter)
     holder: dict[str, Any] = {"engine": engine}
-    broker = KafkaBroker(settings.kafka_bootstrap, client_id="kp-workflow")
+    broker = KafkaBroker(settings.kafka_bootstrap, client_id="kp-workflow", security=settings.faststream_security())
     broker.include_router(build_router(settings, holder))
 
     @asynccontextmanager
@@ -82,7 +82,7 @@ def create_app(settings: WorkflowSettings | None = None, *, clock: Clock | None 
         pool = await create_pool(settings)
         holder["pool"] = app.state.pool = pool
         await register_definitions(pool, registry)
-        producer = make_producer(settings.kafka_bootstrap)
+        producer = make_producer(settings.kafka_bootstrap, **settings.kafka_client_options())
         await producer.start()
         app.state.producer = producer
         await broker.start()

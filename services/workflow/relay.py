@@ -58,7 +58,7 @@ async def serve(settings: WorkflowSettings) -> None:
     from services.workflow.app import create_pool
 
     pool = await create_pool(settings)
-    producer = make_producer(settings.kafka_bootstrap)
+    producer = make_producer(settings.kafka_bootstrap, **settings.kafka_client_options())
     await producer.start()
     task = asyncio.create_task(run_relay(pool, producer, settings.relay_batch, settings.relay_interval_s))
     stop = asyncio.Event()
