@@ -25,6 +25,7 @@ from services.workflow.relay import run_relay
 from services.workflow.service import Engine
 from services.workflow.settings import WorkflowSettings
 from services.workflow.views import views
+from shared.db import track_pool
 from shared.kafka import make_producer
 from shared.observability import install_asyncapi, install_ops
 
@@ -35,6 +36,7 @@ async def create_pool(settings: WorkflowSettings) -> asyncpg.Pool:
         server_settings={"timezone": "UTC"}, command_timeout=30, init=repository.init_connection,
     )
     assert pool is not None
+    track_pool(pool)  # reported in kp_db_pool_* like the pools of the other services
     return pool
 
 

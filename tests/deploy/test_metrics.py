@@ -21,9 +21,7 @@ from tests.deploy.promql import metric_names, substitute_grafana
 
 # Metrics the rules or dashboards use that a service does not export yet, each with the reason. An alert on a
 # missing metric never fires, so this list must stay short and is reported to the service's owner.
-PENDING: dict[str, str] = {
-    "kp_workflow_consumer_lag": "workflow does not export its consumer lag yet (the alert covers the aggregator)",
-}
+PENDING: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
