@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +60,8 @@ class ServiceProcess:
             except httpx.HTTPError as exc:
                 last = str(exc)
             time.sleep(0.2)
-        raise StackError(f"{self.name} not ready after {timeout:.0f}s: {last}")
+        tail = self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+        raise StackError(f"{self.name} not ready after {timeout:.0f}s: {last}\n{tail}")
 
     def stop(self, timeout: float = 30.0) -> None:
         """Graceful stop (SIGTERM: drain, commit, close), SIGKILL only after the timeout."""
@@ -128,6 +130,20 @@ class LocalStack:
             port = wanted if self.fixed_ports and port_is_free(wanted) else free_port()
         sp = ServiceProcess(name, port, {**self.env, **(extra_env or {})}, self.run_dir / "logs" / f"{name}.log")
         return sp
+
+    @contextlib.contextmanager
+    def running(self, name: str, extra_env: dict[str, str] | None = None, *,
+                public_url: bool = False) -> Iterator[ServiceProcess]:
+        """Start one service, wait until it is ready, stop it on exit."""
+        sp = self.service(name, extra_env)
+        if public_url:
+            sp.env["KP_PUBLIC_BASE_URL"] = sp.url
+        sp.start()
+        try:
+            sp.wait_ready()
+            yield sp
+        finally:
+            sp.stop()
 
     def start_services(self, names: tuple[str, ...] = SERVICES, extra_env: dict[str, str] | None = None) -> None:
         for name in names:

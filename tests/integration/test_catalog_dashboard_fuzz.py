@@ -13,13 +13,8 @@ from kp.local import LocalStack, ServiceProcess
 
 @pytest.fixture(scope="module")
 def publisher(stack: LocalStack) -> Iterator[ServiceProcess]:
-    proc = stack.service("publisher")
-    proc.start()
-    try:
-        proc.wait_ready()
+    with stack.running("publisher") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 class TestOpenApiContract:

@@ -14,55 +14,31 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from kp.local import LocalStack, ServiceProcess
 from shared.reference import municipalities
+from tests.browser import ARTIFACTS, AXE, launch, require_browser
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
-ARTIFACTS = ROOT / "test-artifacts"
 GIESSEN = next(m for m in municipalities() if m.ags == "06531005")
 MARBURG = next(m for m in municipalities() if m.ags == "06534014")
 DAYS = [date(2021, 3, 1) + timedelta(days=i) for i in range(3)]
 USAGE = {"sessions_started": "Gestartet", "sessions_submitted": "Abgeschlossen", "sessions_abandoned": "Abgebrochen"}
 
-if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
-    pytest.skip(f"{CHROMIUM} not installed (scripts/setup-system.sh installs Debian's chromium)",
-                allow_module_level=True)
-if not AXE.exists():  # pragma: no cover
-    pytest.skip(f"{AXE} missing: run `npm install` (root package.json)", allow_module_level=True)
+require_browser()
 
 
 @pytest.fixture(scope="module")
 def publisher(stack: LocalStack) -> Iterator[ServiceProcess]:
-    sp = stack.service("publisher")
-    sp.env["KP_PUBLIC_BASE_URL"] = sp.url
-    sp.start()
-    try:
-        try:
-            sp.wait_ready()
-        except Exception:
-            print(sp.log_path.read_text()[-3000:])  # noqa: T201 - the reason, in the test report
-            raise
+    with stack.running("publisher", public_url=True) as sp:
         yield sp
-    finally:
-        sp.stop()
 
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run"],
-        )
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with launch() as b:
+        yield b
 
 
 @pytest.fixture

@@ -22,13 +22,8 @@ pytestmark = pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is no
 
 @pytest.fixture(scope="module")
 def aggregator(stack: LocalStack) -> Iterator[ServiceProcess]:
-    proc = stack.service("aggregator")
-    proc.start()
-    try:
-        proc.wait_ready()
+    with stack.running("aggregator") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def kcat_produce(bootstrap: str, payload: bytes) -> None:

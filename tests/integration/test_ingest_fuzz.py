@@ -17,13 +17,8 @@ from tests.ingest_keys import bearer, ingest_key
 
 @pytest.fixture(scope="module")
 def ingest_process(stack: LocalStack) -> Iterator[ServiceProcess]:
-    proc = stack.service("ingest")
-    proc.start()
-    try:
-        proc.wait_ready()
+    with stack.running("ingest") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")

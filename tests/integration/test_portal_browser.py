@@ -7,55 +7,33 @@ keyword of its own and searches for it, so other tests' datasets never show.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from kp.local import LocalStack, ServiceProcess
 from services.publisher.portal import service
+from tests.browser import ARTIFACTS, AXE, launch, require_browser
 from tests.factories import MARBURG, OFFENBACH, portal_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
-ARTIFACTS = ROOT / "test-artifacts"
 CSV = b"standort,stellplaetze,gebuehr_euro\nMarktplatz,120,1.50\nBahnhof,340,1.00\nHafen,80,2.00\n"
 
-if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
-    pytest.skip(f"{CHROMIUM} not installed (scripts/setup-system.sh installs Debian's chromium)",
-                allow_module_level=True)
-if not AXE.exists():  # pragma: no cover
-    pytest.skip(f"{AXE} missing: run `npm install` (root package.json)", allow_module_level=True)
+require_browser()
 
 
 @pytest.fixture(scope="module")
 def publisher(stack: LocalStack) -> Iterator[ServiceProcess]:
-    sp = stack.service("publisher")
-    sp.env["KP_PUBLIC_BASE_URL"] = sp.url
-    sp.start()
-    try:
-        sp.wait_ready()
+    with stack.running("publisher", public_url=True) as sp:
         yield sp
-    finally:
-        sp.stop()
 
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run"],
-        )
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with launch() as b:
+        yield b
 
 
 async def _page(browser: Browser, width: int, height: int) -> tuple[Page, list[str]]:

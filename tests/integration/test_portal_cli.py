@@ -20,14 +20,8 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def publisher(stack: LocalStack) -> Iterator[ServiceProcess]:
-    sp = stack.service("publisher")
-    sp.env["KP_PUBLIC_BASE_URL"] = sp.url
-    sp.start()
-    try:
-        sp.wait_ready()
+    with stack.running("publisher", public_url=True) as sp:
         yield sp
-    finally:
-        sp.stop()
 
 
 @pytest.fixture

@@ -17,14 +17,8 @@ from tests.factories import OFFENBACH
 
 @pytest.fixture(scope="module")
 def publisher(stack: LocalStack) -> Iterator[ServiceProcess]:
-    proc = stack.service("publisher")
-    proc.env["KP_PUBLIC_BASE_URL"] = proc.url
-    proc.start()
-    try:
-        proc.wait_ready()
+    with stack.running("publisher", public_url=True) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 async def _key(database_url: str) -> str:

@@ -16,13 +16,8 @@ from shared.reference import municipalities
 
 @pytest.fixture(scope="module")
 def publisher(stack: LocalStack) -> Iterator[ServiceProcess]:
-    proc = stack.service("publisher")
-    proc.start()
-    try:
-        proc.wait_ready()
+    with stack.running("publisher") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,37 @@
+"""Headless Debian Chromium driven by Playwright, and axe-core from the project's npm packages."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, async_playwright
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+ARTIFACTS = ROOT / "test-artifacts"
+# No background connections: this machine's network is closed, and a test must not depend on one.
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run"]
+
+
+def require_browser() -> None:
+    """Skip the calling test module, visibly, when Chromium or axe-core is not installed."""
+    if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
+        pytest.skip(f"{CHROMIUM} not installed (scripts/setup-system.sh installs Debian's chromium)",
+                    allow_module_level=True)
+    if not AXE.exists():  # pragma: no cover
+        pytest.skip(f"{AXE} missing: run `npm install` (root package.json)", allow_module_level=True)
+
+
+@asynccontextmanager
+async def launch() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
