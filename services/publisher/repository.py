@@ -17,15 +17,22 @@ async def kpi_rows(
     services: list[str] | None, limit: int | None = None,
 ) -> list[asyncpg.Record]:
     """(municipality, service, period_start, metric, dimension, value) of periods starting in [start, end);
-    at most `limit` rows when given."""
-    return await conn.fetch(
-        """SELECT municipality::text, service::text, period_start, metric, dimension, value FROM kpi_values
-           WHERE granularity = $1 AND period_start >= $2 AND period_start < $3
-             AND ($4::text[] IS NULL OR municipality = ANY($4::text[]::char(8)[]))
-             AND ($5::text[] IS NULL OR service = ANY($5::text[]::char(14)[]))
-           LIMIT $6""",
-        granularity, start, end, municipalities, services, limit,
-    )
+    at most `limit` rows when given.
+
+    Planned for the actual parameters every time: after five executions PostgreSQL would otherwise switch the
+    prepared statement to a generic plan, which cannot see which filters are set or how long the range is and
+    scans the period index over every municipality and service of the range (about 5 ms instead of 0.5 ms
+    for a month of one city and service)."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        return await conn.fetch(
+            """SELECT municipality::text, service::text, period_start, metric, dimension, value FROM kpi_values
+               WHERE granularity = $1 AND period_start >= $2 AND period_start < $3
+                 AND ($4::text[] IS NULL OR municipality = ANY($4::text[]::char(8)[]))
+                 AND ($5::text[] IS NULL OR service = ANY($5::text[]::char(14)[]))
+               LIMIT $6""",
+            granularity, start, end, municipalities, services, limit,
+        )
 
 
 async def last_change(conn: Conn) -> datetime | None:
