@@ -51,6 +51,7 @@ async def apply_lane(pool: asyncpg.Pool, engine: Engine, lane: list[ApplicationE
     try:
         async with pool.acquire() as conn, conn.transaction():
             sink = Sink()
+            await engine.prepare_lane(conn, lane, sink)
             results = [await engine.on_application_event(conn, e, sink) for e in lane]
             await sink.write(conn)
     except Exception:

@@ -31,6 +31,16 @@ async def claim_inbox(conn: Conn, event_id: UUID) -> bool:
     return row is not None
 
 
+async def claim_inbox_many(conn: Conn, event_ids: list[UUID]) -> set[UUID]:
+    """Record incoming event ids in one statement; returns those not processed before."""
+    rows = await conn.fetch(
+        """INSERT INTO wf_inbox (event_id) SELECT DISTINCT unnest($1::uuid[])
+           ON CONFLICT DO NOTHING RETURNING event_id""",
+        event_ids,
+    )
+    return {r["event_id"] for r in rows}
+
+
 async def add_pending(conn: Conn, event_id: UUID, application_id: str, body: dict[str, Any]) -> None:
     await conn.execute(
         "INSERT INTO wf_pending (event_id, application_id, body) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -43,6 +53,21 @@ async def take_pending(conn: Conn, application_id: str) -> list[dict[str, Any]]:
         "DELETE FROM wf_pending WHERE application_id = $1 RETURNING body, received_at", application_id
     )
     return [r["body"] for r in sorted(rows, key=lambda r: r["received_at"])]
+
+
+async def take_pending_many(conn: Conn, application_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """`take_pending` for several applications in one statement."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    if not application_ids:
+        return out
+    rows = await conn.fetch(
+        """DELETE FROM wf_pending WHERE application_id = ANY($1::text[])
+           RETURNING application_id, body, received_at""",
+        application_ids,
+    )
+    for r in sorted(rows, key=lambda r: r["received_at"]):
+        out.setdefault(r["application_id"], []).append(r["body"])
+    return out
 
 
 # --- definitions ---------------------------------------------------------------------------------------
@@ -82,6 +107,54 @@ async def insert_case(conn: Conn, case: dict[str, Any]) -> bool:
         case["context"], case["opened_at"],
     )
     return row is not None
+
+
+async def insert_cases(conn: Conn, cases: list[dict[str, Any]]) -> set[str]:
+    """`insert_case` for several cases in one statement; returns the application ids inserted."""
+    if not cases:
+        return set()
+    cols = ("case_id", "application_id", "municipality", "service", "definition", "definition_version", "state",
+            "current_step", "step_entered_at", "opened_at")
+    rows = await conn.fetch(
+        """INSERT INTO wf_cases (case_id, application_id, municipality, service, definition, definition_version,
+                                 state, current_step, step_entered_at, opened_at, context)
+           SELECT c, a, m, s, d, v, st, cs, se, o, ctx::jsonb
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
+                       $8::text[], $9::timestamptz[], $10::timestamptz[], $11::text[])
+                AS r(c, a, m, s, d, v, st, cs, se, o, ctx)
+           ON CONFLICT (application_id) DO NOTHING RETURNING application_id""",
+        *[[c[col] for c in cases] for col in cols], [orjson.dumps(c["context"]).decode() for c in cases],
+    )
+    return {r["application_id"] for r in rows}
+
+
+async def lock_cases_by_application(conn: Conn, application_ids: list[str]) -> list[dict[str, Any]]:
+    """Row-lock the existing cases of several applications in one statement (in case id order)."""
+    if not application_ids:
+        return []
+    rows = await conn.fetch(
+        f"""SELECT {CASE_COLUMNS} FROM wf_cases WHERE application_id = ANY($1::text[])
+            ORDER BY case_id FOR UPDATE""",
+        application_ids,
+    )
+    return [dict(r) for r in rows]
+
+
+async def save_cases(conn: Conn, cases: list[dict[str, Any]]) -> None:
+    """`save_case` for several cases in one statement."""
+    if not cases:
+        return
+    cols = ("case_id", "state", "current_step", "step_entered_at", "attempts", "last_error", "event_seq",
+            "outcome", "closed_at")
+    await conn.execute(
+        """UPDATE wf_cases w SET state = u.st, current_step = u.cs, step_entered_at = u.se, attempts = u.at,
+               last_error = u.le, context = u.ctx::jsonb, event_seq = u.seq, outcome = u.oc, closed_at = u.cl,
+               updated_at = now()
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::int[], $6::text[], $7::int[],
+                       $8::text[], $9::timestamptz[], $10::text[]) AS u(id, st, cs, se, at, le, seq, oc, cl, ctx)
+           WHERE w.case_id = u.id""",
+        *[[c[col] for c in cases] for col in cols], [orjson.dumps(c["context"]).decode() for c in cases],
+    )
 
 
 async def lock_case(conn: Conn, case_id: UUID, skip_locked: bool = False) -> dict[str, Any] | None:
@@ -130,8 +203,15 @@ async def count_cases_by_state(conn: Conn) -> dict[str, int]:
 # --- outbox --------------------------------------------------------------------------------------------
 
 async def add_outbox(conn: Conn, rows: list[tuple[str, bytes, bytes]]) -> None:
+    """All rows in one statement; ids follow the list order."""
     if rows:
-        await conn.executemany("INSERT INTO wf_outbox (topic, key, payload) VALUES ($1, $2, $3)", rows)
+        topics, keys, payloads = zip(*rows, strict=True)
+        await conn.execute(
+            """INSERT INTO wf_outbox (topic, key, payload)
+               SELECT t, k, p FROM unnest($1::text[], $2::bytea[], $3::bytea[]) WITH ORDINALITY AS r(t, k, p, n)
+               ORDER BY n""",
+            list(topics), list(keys), list(payloads),
+        )
 
 
 async def take_unpublished(conn: Conn, limit: int) -> list[asyncpg.Record]:
@@ -271,11 +351,22 @@ async def list_tasks(conn: Conn, municipalities: list[str], queue: str | None, s
 
 # --- audit ---------------------------------------------------------------------------------------------
 
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
 async def add_audit(conn: Conn, rows: list[tuple[UUID, datetime, str, str, Any, Any, Any]]) -> None:
+    """All rows in one statement; ids follow the list order (the trail's order)."""
     if rows:
-        await conn.executemany(
-            "INSERT INTO wf_audit (case_id, at, actor, action, before, after, detail) VALUES ($1,$2,$3,$4,$5,$6,$7)",
-            rows,
+        await conn.execute(
+            """INSERT INTO wf_audit (case_id, at, actor, action, before, after, detail)
+               SELECT c, a, ac, act, b::jsonb, af::jsonb, d::jsonb
+               FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
+                           $7::text[]) WITH ORDINALITY AS r(c, a, ac, act, b, af, d, n)
+               ORDER BY n""",
+            [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
+            [_json_or_null(r[4]) for r in rows], [_json_or_null(r[5]) for r in rows],
+            [orjson.dumps(r[6]).decode() for r in rows],
         )
 
 

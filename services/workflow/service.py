@@ -32,7 +32,7 @@ from services.workflow.definitions import (
 )
 from services.workflow.metrics import WorkflowMetrics
 from shared.db import Conn
-from shared.events import ApplicationEvent
+from shared.events import ApplicationEvent, application_event_adapter
 from shared.events import workflow as wf
 
 SOURCE = "kp-workflow"
@@ -89,9 +89,15 @@ class Engine:
 
         With a sink, outbox and audit rows are collected for one write at the end of the caller's transaction.
         """
-        if not await repository.claim_inbox(conn, event.id):
-            return "duplicate"
-        case = await repository.lock_case_by_application(conn, event.application_id)
+        if sink is not None and sink.claimed is not None:  # prepared lane: claims and case rows read up front
+            if event.id not in sink.claimed:
+                return "duplicate"
+            sink.claimed.discard(event.id)
+            case = sink.cases.get(event.application_id)
+        else:
+            if not await repository.claim_inbox(conn, event.id):
+                return "duplicate"
+            case = await repository.lock_case_by_application(conn, event.application_id)
         if event.type == "application.submitted":
             if case is not None:
                 run = self._run(conn, case, sink)
@@ -101,6 +107,8 @@ class Engine:
             return await self._open(conn, event, sink)
         if case is None:
             await repository.add_pending(conn, event.id, event.application_id, event.model_dump(mode="json"))
+            if sink is not None:
+                sink.pended.add(event.application_id)
             return "pending"
         run = self._run(conn, case, sink)
         await self._apply(run, event)
@@ -210,18 +218,32 @@ class Engine:
         await run.flush()
         return run.case
 
+    async def prepare_lane(self, conn: Conn, events: list[ApplicationEvent], sink: Sink) -> None:
+        """Do the reads and inserts of a lane's events in one statement each, before they are applied in order:
+        inbox claims, row locks on the existing cases, the rows of the cases the lane opens (locked by the
+        insert) and their pending events. `on_application_event` then uses these through the sink, and the case
+        rows are written back together by `Sink.write`."""
+        claimed = await repository.claim_inbox_many(conn, [e.id for e in events])
+        fresh = [e for e in events if e.id in claimed]
+        rows = await repository.lock_cases_by_application(conn, sorted({e.application_id for e in fresh}))
+        cases = {c["application_id"]: c for c in rows}
+        opening: dict[str, dict[str, Any]] = {}
+        for e in fresh:
+            if e.type == "application.submitted" and e.application_id not in cases and e.application_id not in opening:
+                definition = self.registry.for_service(e.service)
+                if definition is not None:
+                    opening[e.application_id] = self._new_case(e, definition)
+        inserted = await repository.insert_cases(conn, list(opening.values()))
+        sink.claimed, sink.cases = claimed, cases
+        sink.opening = {a: c for a, c in opening.items() if a in inserted}
+        sink.pending = await repository.take_pending_many(conn, sorted(sink.opening))
+
     # --- opening and events -------------------------------------------------------------------------
 
-    async def _open(self, conn: Conn, event: ApplicationEvent, sink: Sink | None = None) -> str:
+    def _new_case(self, event: ApplicationEvent, definition: Definition) -> dict[str, Any]:
         assert event.type == "application.submitted"
-        definition = self.registry.for_service(event.service)
-        if definition is None:
-            # Kept (not lost, not redelivered forever): it opens its case once a definition is deployed and the
-            # event is replayed from wf_pending by an operator.
-            await repository.add_pending(conn, event.id, event.application_id, event.model_dump(mode="json"))
-            return "no_definition"
         now = self.clock.now()
-        case: dict[str, Any] = {
+        return {
             "case_id": case_id_for(event.application_id), "application_id": event.application_id,
             "municipality": event.municipality, "service": event.service, "definition": definition.name,
             "definition_version": definition.version, "state": "running", "current_step": definition.start,
@@ -231,14 +253,36 @@ class Engine:
                         "submitted_at": event.time.isoformat(), "channel": event.data.channel,
                         "_timers": {}, "_task": False},
         }
+
+    async def _open(self, conn: Conn, event: ApplicationEvent, sink: Sink | None = None) -> str:
+        assert event.type == "application.submitted"
+        definition = self.registry.for_service(event.service)
+        if definition is None:
+            # Kept (not lost, not redelivered forever): it opens its case once a definition is deployed and the
+            # event is replayed from wf_pending by an operator.
+            await repository.add_pending(conn, event.id, event.application_id, event.model_dump(mode="json"))
+            return "no_definition"
+        if sink is not None and event.application_id in sink.opening:  # inserted by prepare_lane
+            case = sink.opening.pop(event.application_id)
+            sink.cases[event.application_id] = case
+            pending = sink.pending.pop(event.application_id, [])
+            if event.application_id in sink.pended:  # events of this lane that came before the submission
+                pending += await repository.take_pending(conn, event.application_id)
+            return await self._opened(conn, event, sink, case, definition, pending)
+        case = self._new_case(event, definition)
         if not await repository.insert_case(conn, case):
             return "ignored"
+        if sink is not None and sink.claimed is not None:
+            sink.cases[event.application_id] = case
+        return await self._opened(conn, event, sink, case, definition,
+                                  await repository.take_pending(conn, event.application_id))
+
+    async def _opened(self, conn: Conn, event: ApplicationEvent, sink: Sink | None, case: dict[str, Any],
+                      definition: Definition, pending: list[dict[str, Any]]) -> str:
         run = Run(self, conn, case, definition, sink)
         run.emit("workflow.case.opened", wf.CaseOpenedData())
         run.audit(f"event:{event.source}", "case_opened", {"event_id": str(event.id)}, after=run.snapshot())
-        for body in await repository.take_pending(conn, event.application_id):
-            from shared.events import application_event_adapter
-
+        for body in pending:
             await self._apply(run, application_event_adapter.validate_python(body), drive=False)
         if case["state"] != "closed":
             await self._enter(run, definition.start)
@@ -556,11 +600,20 @@ class Sink:
 
     outbox: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     audit: list[tuple[UUID, datetime, str, str, Any, Any, Any]] = field(default_factory=list)
+    # Filled by Engine.prepare_lane: claimed event ids, locked cases by application id, cases inserted for the
+    # lane's submissions and their pending events, applications with events pended in this lane.
+    claimed: set[UUID] | None = None
+    cases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    opening: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pending: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    pended: set[str] = field(default_factory=set)
+    dirty: dict[UUID, dict[str, Any]] = field(default_factory=dict)
 
     async def write(self, conn: Conn) -> None:
+        await repository.save_cases(conn, list(self.dirty.values()))
         await repository.add_outbox(conn, self.outbox)
         await repository.add_audit(conn, self.audit)
-        self.outbox, self.audit = [], []
+        self.outbox, self.audit, self.dirty = [], [], {}
 
 
 @dataclass
@@ -624,7 +677,10 @@ class Run:
         self.case["context"]["_task"] = False
 
     async def flush(self) -> None:
-        await repository.save_case(self.conn, self.case)
+        if self.sink is not None and self.sink.claimed is not None:
+            self.sink.dirty[self.case["case_id"]] = self.case  # saved with the lane's other cases
+        else:
+            await repository.save_case(self.conn, self.case)
         if self.sink is not None:
             self.sink.outbox += self.outbox
             self.sink.audit += self.audit_rows
