@@ -160,7 +160,7 @@ def _determined(rows: list[dict[int, int]]) -> set[int]:
             if c != pc:
                 xc = x.get(c)
                 if xc is None:
-                    xc = x[c] = rng.randrange(1, _P)  # a free variable
+                    xc = x[c] = rng.getrandbits(61) % (_P - 1) + 1  # a free variable, in 1..P-1
                 acc += v * xc
         x[pc] = value = -acc % _P
         if not value:
@@ -181,9 +181,16 @@ def suppress(cells: Mapping[C, int], identities: Sequence[Identity], k: int,
     value = [cells[c] for c in keys]
     ids: list[list[int]] = []
     coefs: list[dict[int, int]] = []
+    live = {c: i for i, c in enumerate(keys) if value[i] > 0}  # zeros are known
     for identity in identities:
-        row = _restrict((index[c], coef) for c, coef in identity if c in index and value[index[c]] > 0)
-        if len(row) > 1:  # zeros are known; an identity left with one cell is not one the data satisfies
+        row: dict[int, int] = {}
+        for c, coef in identity:
+            i = live.get(c)
+            if i is not None:
+                row[i] = (row.get(i, 0) + coef) % _P
+        if len(row) > 1 and 0 in row.values():
+            row = {i: v for i, v in row.items() if v}
+        if len(row) > 1:  # an identity left with one cell is not one the data satisfies
             ids.append(sorted(row))
             coefs.append(row)
     touching: list[list[int]] = [[] for _ in keys]
