@@ -93,7 +93,7 @@ async def apply_batch(stream: Stream, records: list[service.Record], publish: Pu
                 done.append((chunk, await _write(conn, stream, chunk)))
         finally:
             pending.cancel()  # only matters when a write failed; the thread's result is dropped
-        rejections = [r for chunk, _ in done for r in chunk.triage.rejections]
+        rejections = [r for chunk, _ in done for r in chunk.rejections]
         if rejections:
             # At least once to the rejected topic, before the offsets move: a redelivered batch may repeat a
             # rejection (its topic/partition/offset identify it), but none is ever lost.
@@ -104,8 +104,8 @@ async def apply_batch(stream: Stream, records: list[service.Record], publish: Pu
 
     fresh = [e for _, f in done for e in f]
     relevant = sum(len(chunk.relevant) for chunk, _ in done)
-    events = sum(len(chunk.triage.events) for chunk, _ in done)
-    duplicates = relevant - len(fresh) + sum(chunk.triage.in_batch_duplicates for chunk, _ in done)
+    events = sum(chunk.events for chunk, _ in done)
+    duplicates = relevant - len(fresh) + sum(chunk.in_batch_duplicates for chunk, _ in done)
     m.fold_seconds.labels(topic).observe(sum(chunk.seconds for chunk, _ in done))
     m.batch_size.labels(topic).observe(len(records))
     m.events.labels(topic, "counted").inc(len(fresh))
@@ -123,16 +123,15 @@ async def apply_batch(stream: Stream, records: list[service.Record], publish: Pu
         log.warning("updating the lag metric failed", exc_info=True)
 
 
-async def _write(conn: Conn, stream: Stream, chunk: service.Prepared) -> list[Any]:
+async def _write(conn: Conn, stream: Stream, chunk: service.Prepared) -> list[service.Counted]:
     """Dedup insert, then the chunk's KPI deltas; returns the events that were new."""
-    ids = [e.id for e in chunk.relevant]
-    new_ids = await repository.insert_new_ids(conn, ids, [e.time for e in chunk.relevant])
-    if len(new_ids) == len(ids):
+    seen = await repository.insert_ids(conn, [e.id for e in chunk.relevant], [e.time for e in chunk.relevant])
+    if not seen:
         fresh, deltas, counts = chunk.relevant, chunk.deltas, chunk.counts
     else:  # some were counted before (a replay): fold again without them
-        fresh = [e for e in chunk.relevant if e.id in new_ids]
-        deltas = service.fold(fresh, stream.contributions)
-        counts = service.fold_counts(fresh) if stream.daily_counts else Counter()
+        fresh = [e for e in chunk.relevant if e.id not in seen]
+        deltas = service.fold_counted(fresh)
+        counts = service.fold_counted_counts(fresh) if stream.daily_counts else Counter()
     await repository.upsert_kpis(conn, deltas)
     if stream.daily_counts:
         await repository.add_counts(conn, counts)

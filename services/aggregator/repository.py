@@ -11,20 +11,30 @@ from services.aggregator.service import CountKey, KpiKey
 from shared.db import Conn
 
 
-async def insert_new_ids(conn: Conn, ids: list[UUID], times: list[datetime]) -> set[UUID]:
-    """Record event ids; return those not seen before (ids must be unique within the call)."""
+async def insert_ids(conn: Conn, ids: list[UUID], times: list[datetime]) -> set[UUID]:
+    """Record event ids (unique within the call); return those that were recorded before (usually none).
+
+    Only the already known ids come back, so the common case (all new) transfers no rows.
+    """
     if not ids:
         return set()
     # Sorted, so concurrent inserters (two instances during a rebalance) take row locks in the same order.
     order = sorted(range(len(ids)), key=ids.__getitem__)
     rows = await conn.fetch(
-        """INSERT INTO agg_processed_events (event_id, event_time)
-           SELECT * FROM unnest($1::uuid[], $2::timestamptz[])
-           ON CONFLICT (event_id) DO NOTHING
-           RETURNING event_id""",
+        """WITH given AS (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) AS g (event_id, event_time)),
+                inserted AS (INSERT INTO agg_processed_events (event_id, event_time)
+                             SELECT event_id, event_time FROM given
+                             ON CONFLICT (event_id) DO NOTHING
+                             RETURNING event_id)
+           SELECT g.event_id FROM given g WHERE NOT EXISTS (SELECT FROM inserted i WHERE i.event_id = g.event_id)""",
         [ids[i] for i in order], [times[i] for i in order],
     )
     return {r["event_id"] for r in rows}
+
+
+async def insert_new_ids(conn: Conn, ids: list[UUID], times: list[datetime]) -> set[UUID]:
+    """Record event ids; return those not seen before (ids must be unique within the call)."""
+    return set(ids) - await insert_ids(conn, ids, times)
 
 
 async def upsert_kpis(conn: Conn, deltas: Mapping[KpiKey, int]) -> None:

@@ -87,6 +87,29 @@ def _errors(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
     return reason, errors
 
 
+def _window(r: Record, event: Any, oldest: float, newest: float, horizon: timedelta,
+            future_skew: timedelta) -> tuple[float, Rejection | None]:
+    """Event time as epoch seconds, and the rejection if it lies outside the accepted window."""
+    t: float = event.time.timestamp()
+    if t < oldest:
+        return t, Rejection(r, "too_late", [{
+            "type": "too_late", "loc": ["time"],
+            "msg": f"event time is older than the late horizon ({horizon.days} days)",
+        }], event.source, str(event.id))
+    if t > newest:
+        return t, Rejection(r, "from_future", [{
+            "type": "from_future", "loc": ["time"],
+            "msg": f"event time lies more than {int(future_skew.total_seconds())} s in the future",
+        }], event.source, str(event.id))
+    return t, None
+
+
+def _invalid(r: Record, exc: ValidationError) -> Rejection:
+    reason, errors = _errors(exc)
+    source, event_id = _declared(r.value)
+    return Rejection(r, reason, errors, source, event_id)
+
+
 def triage(
     records: Sequence[Record], adapter: TypeAdapter[Any], now: datetime, horizon: timedelta, future_skew: timedelta
 ) -> Triage:
@@ -102,22 +125,11 @@ def triage(
         try:
             event = adapter.validate_json(r.value)
         except ValidationError as exc:
-            reason, errors = _errors(exc)
-            source, event_id = _declared(r.value)
-            out.rejections.append(Rejection(r, reason, errors, source, event_id))
+            out.rejections.append(_invalid(r, exc))
             continue
-        t = event.time.timestamp()
-        if t < oldest:
-            out.rejections.append(Rejection(r, "too_late", [{
-                "type": "too_late", "loc": ["time"],
-                "msg": f"event time is older than the late horizon ({horizon.days} days)",
-            }], event.source, str(event.id)))
-            continue
-        if t > newest:
-            out.rejections.append(Rejection(r, "from_future", [{
-                "type": "from_future", "loc": ["time"],
-                "msg": f"event time lies more than {int(future_skew.total_seconds())} s in the future",
-            }], event.source, str(event.id)))
+        _, rejection = _window(r, event, oldest, newest, horizon, future_skew)
+        if rejection is not None:
+            out.rejections.append(rejection)
             continue
         if event.id in seen:
             out.in_batch_duplicates += 1
@@ -128,28 +140,74 @@ def triage(
 
 
 @dataclass(slots=True)
+class Counted:
+    """What the write path needs of one countable event; the validated model itself is not kept."""
+
+    id: UUID
+    time: datetime
+    hour: int
+    """Epoch hour (UTC) of the event time."""
+    municipality: str
+    service: str
+    type: str
+    contributions: tuple[Contribution, ...]
+
+
+@dataclass(slots=True)
 class Prepared:
     """A chunk of records validated and folded, ready to be written (deltas assume every event is new)."""
 
     records: Sequence[Record]
-    triage: Triage
-    relevant: list[Any]
+    rejections: list[Rejection]
+    events: int
+    """Valid events within the window, once per id (counted, duplicate or ignored)."""
+    in_batch_duplicates: int
+    relevant: list[Counted]
     deltas: dict[KpiKey, int]
     counts: Counter[CountKey]
     seconds: float
 
 
 def prepare(records: Sequence[Record], adapter: TypeAdapter[Any],
-            contributions: Callable[[Any], list[Contribution]], daily_counts: bool, now: datetime,
+            contributions: Callable[[Any], Sequence[Contribution]], daily_counts: bool, now: datetime,
             horizon: timedelta, future_skew: timedelta) -> Prepared:
-    """Triage and fold a chunk; pure, so it can run in a worker thread while the previous chunk is written."""
+    """Triage and fold a chunk; pure, so it can run in a worker thread while the previous chunk is written.
+
+    Same checks as `triage`, but each event is reduced to what the write path needs right after validation
+    (keeping thousands of validated models alive costs more in allocation and garbage collection than the
+    validation itself), and the fold happens in the same pass.
+    """
     started = time.perf_counter()
-    tri = triage(records, adapter, now, horizon, future_skew)
-    pairs = [(e, c) for e in tri.events if (c := contributions(e))]
-    relevant_events = [e for e, _ in pairs]
-    deltas = fold_contributions(pairs)
-    counts = fold_counts(relevant_events) if daily_counts else Counter()
-    return Prepared(records, tri, relevant_events, deltas, counts, time.perf_counter() - started)
+    oldest, newest = (now - horizon).timestamp(), (now + future_skew).timestamp()
+    validate = adapter.validate_json
+    rejections: list[Rejection] = []
+    relevant_events: list[Counted] = []
+    seen: set[UUID] = set()
+    events = duplicates = 0
+    for r in records:
+        try:
+            event = validate(r.value)
+        except ValidationError as exc:
+            rejections.append(_invalid(r, exc))
+            continue
+        t, rejection = _window(r, event, oldest, newest, horizon, future_skew)
+        if rejection is not None:
+            rejections.append(rejection)
+            continue
+        event_id = event.id
+        if event_id in seen:
+            duplicates += 1
+            continue
+        seen.add(event_id)
+        events += 1
+        contributed = tuple(contributions(event))
+        if contributed:
+            relevant_events.append(Counted(event_id, event.time, int(t) // 3600, event.municipality, event.service,
+                                           event.type, contributed))
+    deltas = fold_counted(relevant_events)
+    counts = fold_counted_counts(relevant_events) if daily_counts else Counter()
+    return Prepared(records, rejections, events, duplicates, relevant_events, deltas, counts,
+                    time.perf_counter() - started)
 
 
 # --- periods -------------------------------------------------------------------------------------------
@@ -189,43 +247,83 @@ Contribution = tuple[str, str, int]
 """(metric, dimension, value) an event adds to its period's KPIs."""
 
 
+def _page_viewed(e: PageViewed) -> list[Contribution]:
+    d = e.data
+    return [("page_views", d.page, 1), ("page_views_device", d.device, 1), ("page_views_referrer", d.referrer, 1)]
+
+
+def _session_started(e: SessionStarted) -> list[Contribution]:
+    return [("sessions_started", "", 1), ("channel", e.data.channel, 1), ("device", e.data.device, 1)]
+
+
+def _step_completed(e: StepCompleted) -> list[Contribution]:
+    return [("step_completed", str(e.data.step), 1)]
+
+
+def _auth_completed(e: AuthCompleted) -> list[Contribution]:
+    return [("auth", f"{e.data.method}:{e.data.level}", 1)]
+
+
+def _payment_completed(e: PaymentCompleted) -> list[Contribution]:
+    return [("payment", e.data.method, 1), ("payment_amount_cents", e.data.method, e.data.amount_cents)]
+
+
+def _session_submitted(e: SessionSubmitted) -> list[Contribution]:
+    s = e.data.duration_s
+    return [("sessions_submitted", "", 1), ("duration_le", bucket_label(s, DURATION_BUCKETS_S), 1),
+            ("duration_sum_s", "", s)]
+
+
+def _session_abandoned(e: SessionAbandoned) -> list[Contribution]:
+    return [("sessions_abandoned", "", 1), ("abandoned_after_step", str(e.data.last_step), 1)]
+
+
+def _feedback_given(e: FeedbackGiven) -> list[Contribution]:
+    return [("feedback", str(e.data.stars), 1)]
+
+
+# Dispatch on the exact class: isinstance() against pydantic models goes through ABCMeta and costs more than
+# the mapping itself. The contracts are closed (frozen, no subclasses are validated into).
+_USAGE: dict[type, Callable[[Any], list[Contribution]]] = {
+    PageViewed: _page_viewed, SessionStarted: _session_started, StepCompleted: _step_completed,
+    AuthCompleted: _auth_completed, PaymentCompleted: _payment_completed, SessionSubmitted: _session_submitted,
+    SessionAbandoned: _session_abandoned, FeedbackGiven: _feedback_given,
+}
+
+
 def usage_contributions(e: UsageEvent) -> list[Contribution]:
     """KPI increments of one usage event (see shared/kpis.py for the vocabulary)."""
-    if isinstance(e, PageViewed):
-        d = e.data
-        return [("page_views", d.page, 1), ("page_views_device", d.device, 1), ("page_views_referrer", d.referrer, 1)]
-    if isinstance(e, SessionStarted):
-        return [("sessions_started", "", 1), ("channel", e.data.channel, 1), ("device", e.data.device, 1)]
-    if isinstance(e, StepCompleted):
-        return [("step_completed", str(e.data.step), 1)]
-    if isinstance(e, AuthCompleted):
-        return [("auth", f"{e.data.method}:{e.data.level}", 1)]
-    if isinstance(e, PaymentCompleted):
-        return [("payment", e.data.method, 1), ("payment_amount_cents", e.data.method, e.data.amount_cents)]
-    if isinstance(e, SessionSubmitted):
-        s = e.data.duration_s
-        return [("sessions_submitted", "", 1), ("duration_le", bucket_label(s, DURATION_BUCKETS_S), 1),
-                ("duration_sum_s", "", s)]
-    if isinstance(e, SessionAbandoned):
-        return [("sessions_abandoned", "", 1), ("abandoned_after_step", str(e.data.last_step), 1)]
-    if isinstance(e, FeedbackGiven):
-        return [("feedback", str(e.data.stars), 1)]
-    raise TypeError(f"no KPI mapping for {type(e).__name__}")
+    mapping = _USAGE.get(type(e))
+    if mapping is None:
+        for cls, fn in _USAGE.items():  # a subclass of a contract (not produced by validation)
+            if isinstance(e, cls):
+                return fn(e)
+        raise TypeError(f"no KPI mapping for {type(e).__name__}")
+    return mapping(e)
+
+
+def _case_closed(e: CaseClosed) -> list[Contribution]:
+    pt = e.data.processing_time_s
+    return [("cases_closed", e.data.outcome, 1), ("processing_le", bucket_label(pt, PROCESSING_BUCKETS_S), 1),
+            ("processing_sum_s", "", pt)]
+
+
+_WORKFLOW: dict[type, Callable[[Any], list[Contribution]]] = {
+    CaseOpened: lambda e: [("cases_opened", "", 1)], CaseClosed: _case_closed,
+    DeadlineBreached: lambda e: [("deadline_breached", e.data.deadline, 1)],
+    CaseParked: lambda e: [("cases_parked", "", 1)],
+}
 
 
 def workflow_contributions(e: WorkflowEvent) -> list[Contribution]:
     """KPI increments of one workflow event; steps and task assignments add none."""
-    if isinstance(e, CaseOpened):
-        return [("cases_opened", "", 1)]
-    if isinstance(e, CaseClosed):
-        pt = e.data.processing_time_s
-        return [("cases_closed", e.data.outcome, 1), ("processing_le", bucket_label(pt, PROCESSING_BUCKETS_S), 1),
-                ("processing_sum_s", "", pt)]
-    if isinstance(e, DeadlineBreached):
-        return [("deadline_breached", e.data.deadline, 1)]
-    if isinstance(e, CaseParked):
-        return [("cases_parked", "", 1)]
-    return []
+    mapping = _WORKFLOW.get(type(e))
+    if mapping is None:
+        for cls, fn in _WORKFLOW.items():
+            if isinstance(e, cls):
+                return fn(e)
+        return []
+    return mapping(e)
 
 
 # --- folding -------------------------------------------------------------------------------------------
@@ -239,7 +337,7 @@ def fold(events: Iterable[E], contributions: Callable[[E], list[Contribution]]) 
     return fold_contributions((e, contributions(e)) for e in events)
 
 
-def fold_contributions(items: Iterable[tuple[Envelope, list[Contribution]]]) -> dict[KpiKey, int]:
+def fold_contributions(items: Iterable[tuple[Envelope, Sequence[Contribution]]]) -> dict[KpiKey, int]:
     """Sum (event, its contributions) pairs into KPI deltas for hour, day and month.
 
     Events are folded per hour first; days and months are unions of whole hours in Europe/Berlin, so they are
@@ -254,6 +352,22 @@ def fold_contributions(items: Iterable[tuple[Envelope, list[Contribution]]]) -> 
         for metric, dim, value in contributed:
             key = (epoch_hour, muni, svc, metric, dim)
             hourly[key] = get(key, 0) + value
+    return _roll_up(hourly)
+
+
+def fold_counted(events: Iterable[Counted]) -> dict[KpiKey, int]:
+    """Like `fold_contributions`, for events already reduced by `prepare`."""
+    hourly: dict[tuple[int, str, str, str, str], int] = {}
+    get = hourly.get
+    for e in events:
+        epoch_hour, muni, svc = e.hour, e.municipality, e.service
+        for metric, dim, value in e.contributions:
+            key = (epoch_hour, muni, svc, metric, dim)
+            hourly[key] = get(key, 0) + value
+    return _roll_up(hourly)
+
+
+def _roll_up(hourly: dict[tuple[int, str, str, str, str], int]) -> dict[KpiKey, int]:
     out: dict[KpiKey, int] = {}
     add = out.get
     for (epoch_hour, muni, svc, metric, dim), value in hourly.items():
@@ -275,12 +389,26 @@ def fold_counts(events: Iterable[UsageEvent]) -> Counter[CountKey]:
     return counts
 
 
+@lru_cache(maxsize=4096)
+def _berlin_date(hour_no: int) -> date:
+    return _hour(hour_no).astimezone(BERLIN).date()
+
+
+def fold_counted_counts(events: Iterable[Counted]) -> Counter[CountKey]:
+    """`fold_counts` for events already reduced by `prepare` (per hour first, then per Berlin day)."""
+    hourly: Counter[tuple[int, str, str, str]] = Counter((e.hour, e.municipality, e.service, e.type) for e in events)
+    counts: Counter[CountKey] = Counter()
+    for (hour_no, muni, svc, kind), n in hourly.items():
+        counts[(_berlin_date(hour_no), muni, svc, kind)] += n
+    return counts
+
+
 def relevant(events: Iterable[E], contributions: Callable[[E], list[Contribution]]) -> list[E]:
     """Events that change some KPI (only those need a dedup entry)."""
     return [e for e in events if contributions(e)]
 
 
-def late_count(events: Iterable[Envelope], now: datetime) -> int:
+def late_count(events: Iterable[Envelope | Counted], now: datetime) -> int:
     """Events that correct an hour that had already ended when they were processed."""
     current = hour_start(now)
     return sum(1 for e in events if e.time < current)
