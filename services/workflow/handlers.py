@@ -12,7 +12,7 @@ import asyncio
 import logging
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from aiokafka import TopicPartition
@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from services.workflow.service import Engine, Sink
 from services.workflow.settings import WorkflowSettings
+from shared.db import Conn
 from shared.events import ApplicationEvent, application_event_adapter
 
 log = logging.getLogger(__name__)
@@ -47,27 +48,79 @@ def lanes(events: list[ApplicationEvent], count: int) -> list[list[ApplicationEv
     return [lane for lane in out if lane]
 
 
-async def apply_lane(pool: asyncpg.Pool, engine: Engine, lane: list[ApplicationEvent]) -> None:
+class SerialConnection:
+    """One connection shared by the concurrent applications of a lane: statements run one at a time."""
+
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._lock:
+            return await self._conn.execute(*args, **kwargs)
+
+    async def executemany(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._lock:
+            return await self._conn.executemany(*args, **kwargs)
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._lock:
+            return await self._conn.fetch(*args, **kwargs)
+
+    async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._lock:
+            return await self._conn.fetchrow(*args, **kwargs)
+
+    async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._lock:
+            return await self._conn.fetchval(*args, **kwargs)
+
+
+async def apply_events(conn: Conn, engine: Engine, lane: list[ApplicationEvent], sink: Sink,
+                       concurrency: int) -> list[str]:
+    """Apply a prepared lane: each application's events in order, up to `concurrency` applications at a time
+    (so their external calls, e.g. E-Akte filings, overlap) on the lane's one connection and transaction."""
+    shared = cast(Conn, SerialConnection(conn))
+    slots = asyncio.Semaphore(max(1, concurrency))
+    by_application: dict[str, list[int]] = {}
+    for i, e in enumerate(lane):
+        by_application.setdefault(e.application_id, []).append(i)
+    results = [""] * len(lane)
+
+    async def one_application(indices: list[int]) -> None:
+        async with slots:
+            for i in indices:
+                results[i] = await engine.on_application_event(shared, lane[i], sink)
+
+    async with asyncio.TaskGroup() as group:  # one failure cancels the rest; the lane is retried
+        for indices in by_application.values():
+            group.create_task(one_application(indices))
+    return results
+
+
+async def apply_lane(pool: asyncpg.Pool, engine: Engine, lane: list[ApplicationEvent], concurrency: int = 1) -> None:
     try:
         async with pool.acquire() as conn, conn.transaction():
             sink = Sink()
             await engine.prepare_lane(conn, lane, sink)
-            results = [await engine.on_application_event(conn, e, sink) for e in lane]
+            results = await apply_events(conn, engine, lane, sink, concurrency)
             await sink.write(conn)
     except Exception:
         if len(lane) == 1:
             raise
         log.warning("lane of %d events failed; retrying them one by one", len(lane), exc_info=True)
         for e in lane:
-            await apply_lane(pool, engine, [e])
+            await apply_lane(pool, engine, [e], concurrency)
         return
     for e, result in zip(lane, results, strict=True):
         engine.metrics.events.labels(e.type, result).inc()
 
 
-async def apply_batch(pool: asyncpg.Pool, engine: Engine, values: Sequence[bytes | None], lane_count: int) -> None:
+async def apply_batch(pool: asyncpg.Pool, engine: Engine, values: Sequence[bytes | None], lane_count: int,
+                      lane_concurrency: int = 1) -> None:
     engine.metrics.batch_size.observe(len(values))
-    await asyncio.gather(*(apply_lane(pool, engine, lane) for lane in lanes(parse(values, engine), lane_count)))
+    await asyncio.gather(*(apply_lane(pool, engine, lane, lane_concurrency)
+                           for lane in lanes(parse(values, engine), lane_count)))
 
 
 async def _no_decode(_msg: Any) -> None:
@@ -107,7 +160,8 @@ def build_router(settings: WorkflowSettings, holder: dict[str, Any]) -> KafkaRou
     async def on_application_events(_body: Any, message: KafkaMessage) -> None:
         engine: Engine = holder["engine"]
         try:
-            await apply_batch(holder["pool"], engine, [r.value for r in message.raw_message], settings.lanes)
+            await apply_batch(holder["pool"], engine, [r.value for r in message.raw_message], settings.lanes,
+                              settings.lane_concurrency)
         except Exception:
             log.exception("batch failed; it will be redelivered")
             await asyncio.sleep(1.0)  # an outage of PostgreSQL must not become a busy loop

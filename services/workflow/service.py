@@ -8,6 +8,7 @@ so a step repeated after a crash before the commit files once.
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import random
 import time
@@ -400,6 +401,13 @@ class Engine:
             await self._assign(run, step)
 
     async def _assign(self, run: Run, step: HumanStep) -> None:
+        if run.sink is None:
+            await self._assign_locked(run, step)
+            return
+        async with run.sink.assign_lock:  # cases of one lane see each other's new tasks when balancing load
+            await self._assign_locked(run, step)
+
+    async def _assign_locked(self, run: Run, step: HumanStep) -> None:
         case = run.case
         candidates = step.assignment.by_municipality.get(case["municipality"], step.assignment.queues)
         loads = await repository.queue_loads(run.conn, case["municipality"], candidates)
@@ -608,6 +616,7 @@ class Sink:
     pending: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     pended: set[str] = field(default_factory=set)
     dirty: dict[UUID, dict[str, Any]] = field(default_factory=dict)
+    assign_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def write(self, conn: Conn) -> None:
         await repository.save_cases(conn, list(self.dirty.values()))

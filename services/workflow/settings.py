@@ -31,6 +31,7 @@ class WorkflowSettings(KPSettings):
     batch_max_records: int = 500
     batch_timeout_ms: int = 20
     lanes: int = 8
+    lane_concurrency: int = 16
     definitions_dir: Path = DEFINITIONS_DIR
 
     timer_interval_s: float = 0.5
