@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import itertools
 import json
 import os
-import tempfile
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -91,10 +93,18 @@ class FileSystemEAkte:
     """Reference adapter: one JSON + one XDOMEA-style XML file per idempotency key; repeated calls count only.
 
     `<root>/<municipality>/<key>.json` holds the record, the reference and how often it was called.
+
+    Group commit: the calls that arrive while a write is in progress are written together. Each file is written
+    to a temporary name, the data is made durable, the files are renamed into place and the renames are made
+    durable before any of the calls returns; on Linux one `syncfs` per stage covers the whole group (elsewhere
+    every file and directory is fsync'd).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, writers: int = 4) -> None:
         self.root = root
+        self.writers = writers
+        self._queue: list[tuple[str, FilingRecord, asyncio.Future[str]]] = []
+        self._running: set[asyncio.Task[None]] = set()
 
     def _path(self, key: str, municipality: str) -> Path:
         safe = key.replace(":", "_").replace("/", "_")
@@ -102,24 +112,65 @@ class FileSystemEAkte:
 
     async def file(self, key: str, record: FilingRecord) -> str:
         # Keys are unique per case step and a case is locked while it files, so calls never race on a key.
-        return await asyncio.to_thread(self._file_sync, key, record)
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._queue.append((key, record, future))
+        if len(self._running) < self.writers:  # up to `writers` groups are written at the same time
+            task = asyncio.create_task(self._write_groups())
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return await asyncio.shield(future)
 
-    def _file_sync(self, key: str, record: FilingRecord) -> str:
-        path = self._path(key, record.municipality)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if path.exists():
-                stored = json.loads(path.read_text())
-                stored["calls"] += 1
-                _atomic_write(path, json.dumps(stored, sort_keys=True))
-                return str(stored["reference"])
-            reference = f"eakte:{record.municipality}:{key}"
-            _atomic_write(path.with_suffix(".xml"), xdomea_like(record, key))
-            _atomic_write(path, json.dumps(
-                {"key": key, "reference": reference, "calls": 1, "record": record.as_dict()}, sort_keys=True))
-            return reference
-        except OSError as exc:
-            raise EAkteError(f"E-Akte store not writable: {exc.strerror or exc}") from exc
+    async def _write_groups(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue, []
+            try:
+                outcomes = await asyncio.to_thread(self._file_group, [(k, r) for k, r, _ in group])
+            except Exception as exc:  # the whole group failed (e.g. the sync); each call is retried by its case
+                outcomes = [EAkteError(f"E-Akte store not writable: {exc}") for _ in group]
+            for (_, _, future), outcome in zip(group, outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, Exception):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+    def _file_group(self, items: list[tuple[str, FilingRecord]]) -> list[str | Exception]:
+        outcomes: list[str | Exception] = []
+        renames: list[tuple[str, Path]] = []
+        written: dict[Path, dict[str, Any]] = {}  # documents of this group (a key twice in a group counts twice)
+        made: set[Path] = set()
+        for key, record in items:
+            path = self._path(key, record.municipality)
+            try:
+                if path.parent not in made:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    made.add(path.parent)
+                stored = written.get(path)
+                if stored is None and path.exists():
+                    stored = json.loads(path.read_text())
+                if stored is not None:
+                    stored["calls"] += 1
+                    written[path] = stored
+                    renames.append((_write_temp(path, json.dumps(stored, sort_keys=True)), path))
+                    outcomes.append(str(stored["reference"]))
+                    continue
+                reference = f"eakte:{record.municipality}:{key}"
+                doc = {"key": key, "reference": reference, "calls": 1, "record": record.as_dict()}
+                renames.append((_write_temp(path.with_suffix(".xml"), xdomea_like(record, key)),
+                                path.with_suffix(".xml")))
+                renames.append((_write_temp(path, json.dumps(doc, sort_keys=True)), path))
+                written[path] = doc
+                outcomes.append(reference)
+            except OSError as exc:
+                outcomes.append(EAkteError(f"E-Akte store not writable: {exc.strerror or exc}"))
+        if not renames:
+            return outcomes
+        _make_durable(self.root, [tmp for tmp, _ in renames])
+        for tmp, path in renames:
+            os.replace(tmp, path)
+        _make_durable(self.root, sorted({str(path.parent) for _, path in renames}))
+        return outcomes
 
     def stored(self) -> dict[str, dict[str, Any]]:
         """All filed documents by idempotency key (for operators and tests)."""
@@ -132,13 +183,44 @@ class FileSystemEAkte:
         return out
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _write_temp(path: Path, text: str) -> str:
+    """Write next to `path` under a temporary name (not yet durable); returns that name."""
+    tmp = f"{path.parent}/.tmp-{os.getpid()}-{next(_temp_numbers)}-{path.name}"
+    data = memoryview(text.encode())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
+    return tmp
+
+
+_temp_numbers = itertools.count()
+
+
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+_syncfs = getattr(_libc, "syncfs", None)
+
+
+def _make_durable(root: Path, paths: list[str]) -> None:
+    """Make the data of these files (or these directories' entries) durable: one syncfs of the file system
+    that holds `root` on Linux, else an fsync of each path."""
+    if _syncfs is not None:
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            if _syncfs(fd) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
+        finally:
+            os.close(fd)
+        return
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class HttpEAkte:
