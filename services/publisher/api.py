@@ -180,7 +180,8 @@ async def conditional(request: Request, key: tuple[Any, ...], build: Builder) ->
     version, live = changes.version, changes.live  # read before the query: a later change must invalidate
     body, media_type = await build()
     if gz and len(body) >= settings.gzip_min_bytes:
-        body = gzip.compress(body, compresslevel=5, mtime=0)
+        # level 1: for the JSON of 1,000 KPI rows (186 kB) 7.6 kB instead of 6.2 kB at level 5, in half the time
+        body = gzip.compress(body, compresslevel=1, mtime=0)
         headers["Content-Encoding"] = "gzip"
     etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
     headers["ETag"] = etag
