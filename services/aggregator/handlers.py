@@ -30,7 +30,6 @@ from pydantic import TypeAdapter
 from services.aggregator import repository, service
 from services.aggregator.metrics import AggregatorMetrics
 from services.aggregator.settings import AggregatorSettings
-from shared.db import Conn
 from shared.events import usage_event_adapter
 from shared.events.workflow import workflow_event_adapter
 from shared.rejections import Reason, rejected_payload
@@ -67,8 +66,9 @@ async def apply_batch(stream: Stream, records: list[service.Record], publish: Pu
                       now: datetime | None = None) -> None:
     """Apply one consumed batch exactly once; raises (and so redelivers the batch) on Kafka or DB errors.
 
-    A big batch is cut into chunks: while one chunk's dedup insert and upserts run in PostgreSQL, the next chunk
-    is validated and folded in a worker thread, all inside the one transaction of the batch.
+    A big batch is cut into chunks: while one chunk's dedup insert runs in PostgreSQL, the next chunk is validated
+    and folded in a worker thread; then the deltas of all new events are upserted once, all inside the one
+    transaction of the batch.
     """
     if not records:
         return
@@ -80,7 +80,9 @@ async def apply_batch(stream: Stream, records: list[service.Record], publish: Pu
         future_skew=timedelta(seconds=s.future_skew_s))
     size = max(s.fold_chunk_records, 1)
     chunks = [records[i:i + size] for i in range(0, len(records), size)]
-    done: list[tuple[service.Prepared, list[Any]]] = []
+    done: list[tuple[service.Prepared, list[service.Counted]]] = []
+    hourly: list[service.HourlyDeltas] = []
+    hourly_counts: service.HourlyCounts = Counter()
 
     started = time.perf_counter()
     async with stream.lock, stream.pool_holder["pool"].acquire() as conn, conn.transaction():
@@ -90,9 +92,24 @@ async def apply_batch(stream: Stream, records: list[service.Record], publish: Pu
                 chunk = await pending
                 if i + 1 < len(chunks):
                     pending = asyncio.ensure_future(asyncio.to_thread(prepare, chunks[i + 1]))
-                done.append((chunk, await _write(conn, stream, chunk)))
+                seen = await repository.insert_ids(conn, [e.id for e in chunk.relevant],
+                                                   [e.time for e in chunk.relevant])
+                if not seen:
+                    fresh, chunk_hourly, chunk_counts = chunk.relevant, chunk.hourly, chunk.hourly_counts
+                else:  # some were counted before (a replay): fold again without them
+                    fresh = [e for e in chunk.relevant if e.id not in seen]
+                    chunk_hourly = service.fold_hourly(fresh)
+                    chunk_counts = service.count_hourly(fresh) if stream.daily_counts else Counter()
+                done.append((chunk, fresh))
+                hourly.append(chunk_hourly)
+                hourly_counts.update(chunk_counts)
         finally:
             pending.cancel()  # only matters when a write failed; the thread's result is dropped
+        # The deltas of all chunks are written once per batch: a KPI row touched by several chunks is updated
+        # once, not once per chunk.
+        await repository.upsert_kpis(conn, service.roll_up(service.merge_hourly(hourly)))
+        if stream.daily_counts:
+            await repository.add_counts(conn, service.daily_counts(hourly_counts))
         rejections = [r for chunk, _ in done for r in chunk.rejections]
         if rejections:
             # At least once to the rejected topic, before the offsets move: a redelivered batch may repeat a
@@ -121,21 +138,6 @@ async def apply_batch(stream: Stream, records: list[service.Record], publish: Pu
         update_lag(stream)
     except Exception:  # the batch is committed; a metrics problem must not redeliver it
         log.warning("updating the lag metric failed", exc_info=True)
-
-
-async def _write(conn: Conn, stream: Stream, chunk: service.Prepared) -> list[service.Counted]:
-    """Dedup insert, then the chunk's KPI deltas; returns the events that were new."""
-    seen = await repository.insert_ids(conn, [e.id for e in chunk.relevant], [e.time for e in chunk.relevant])
-    if not seen:
-        fresh, deltas, counts = chunk.relevant, chunk.deltas, chunk.counts
-    else:  # some were counted before (a replay): fold again without them
-        fresh = [e for e in chunk.relevant if e.id not in seen]
-        deltas = service.fold_counted(fresh)
-        counts = service.fold_counted_counts(fresh) if stream.daily_counts else Counter()
-    await repository.upsert_kpis(conn, deltas)
-    if stream.daily_counts:
-        await repository.add_counts(conn, counts)
-    return fresh
 
 
 def _rejected(r: service.Rejection, now: datetime) -> tuple[bytes, bytes]:

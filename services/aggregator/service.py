@@ -163,8 +163,9 @@ class Prepared:
     """Valid events within the window, once per id (counted, duplicate or ignored)."""
     in_batch_duplicates: int
     relevant: list[Counted]
-    deltas: dict[KpiKey, int]
-    counts: Counter[CountKey]
+    hourly: HourlyDeltas
+    """KPI deltas per UTC hour; rolled up into hour/day/month rows once per batch (`roll_up`)."""
+    hourly_counts: HourlyCounts
     seconds: float
 
 
@@ -204,9 +205,9 @@ def prepare(records: Sequence[Record], adapter: TypeAdapter[Any],
         if contributed:
             relevant_events.append(Counted(event_id, event.time, int(t) // 3600, event.municipality, event.service,
                                            event.type, contributed))
-    deltas = fold_counted(relevant_events)
-    counts = fold_counted_counts(relevant_events) if daily_counts else Counter()
-    return Prepared(records, rejections, events, duplicates, relevant_events, deltas, counts,
+    hourly = fold_hourly(relevant_events)
+    hourly_counts = count_hourly(relevant_events) if daily_counts else Counter()
+    return Prepared(records, rejections, events, duplicates, relevant_events, hourly, hourly_counts,
                     time.perf_counter() - started)
 
 
@@ -352,22 +353,42 @@ def fold_contributions(items: Iterable[tuple[Envelope, Sequence[Contribution]]])
         for metric, dim, value in contributed:
             key = (epoch_hour, muni, svc, metric, dim)
             hourly[key] = get(key, 0) + value
-    return _roll_up(hourly)
+    return roll_up(hourly)
 
 
-def fold_counted(events: Iterable[Counted]) -> dict[KpiKey, int]:
-    """Like `fold_contributions`, for events already reduced by `prepare`."""
-    hourly: dict[tuple[int, str, str, str, str], int] = {}
+HourlyDeltas = dict[tuple[int, str, str, str, str], int]
+"""(epoch hour, municipality, service, metric, dimension) -> delta."""
+
+
+def fold_hourly(events: Iterable[Counted], into: HourlyDeltas | None = None) -> HourlyDeltas:
+    """Sum events already reduced by `prepare` per UTC hour (optionally adding to `into`)."""
+    hourly: HourlyDeltas = {} if into is None else into
     get = hourly.get
     for e in events:
         epoch_hour, muni, svc = e.hour, e.municipality, e.service
         for metric, dim, value in e.contributions:
             key = (epoch_hour, muni, svc, metric, dim)
             hourly[key] = get(key, 0) + value
-    return _roll_up(hourly)
+    return hourly
 
 
-def _roll_up(hourly: dict[tuple[int, str, str, str, str], int]) -> dict[KpiKey, int]:
+def merge_hourly(parts: Iterable[HourlyDeltas]) -> HourlyDeltas:
+    """Sum several hourly folds (the chunks of one batch)."""
+    out: HourlyDeltas = {}
+    get = out.get
+    for part in parts:
+        for key, value in part.items():
+            out[key] = get(key, 0) + value
+    return out
+
+
+def fold_counted(events: Iterable[Counted]) -> dict[KpiKey, int]:
+    """Like `fold_contributions`, for events already reduced by `prepare`."""
+    return roll_up(fold_hourly(events))
+
+
+def roll_up(hourly: HourlyDeltas) -> dict[KpiKey, int]:
+    """Hourly deltas as rows of `kpi_values`: each hour, and its Berlin day and month."""
     out: dict[KpiKey, int] = {}
     add = out.get
     for (epoch_hour, muni, svc, metric, dim), value in hourly.items():
@@ -394,9 +415,17 @@ def _berlin_date(hour_no: int) -> date:
     return _hour(hour_no).astimezone(BERLIN).date()
 
 
-def fold_counted_counts(events: Iterable[Counted]) -> Counter[CountKey]:
-    """`fold_counts` for events already reduced by `prepare` (per hour first, then per Berlin day)."""
-    hourly: Counter[tuple[int, str, str, str]] = Counter((e.hour, e.municipality, e.service, e.type) for e in events)
+HourlyCounts = Counter[tuple[int, str, str, str]]
+"""(epoch hour, municipality, service, event type) -> events."""
+
+
+def count_hourly(events: Iterable[Counted]) -> HourlyCounts:
+    """Events per UTC hour and type (rolled up into `kpi_event_counts_daily` rows by `daily_counts`)."""
+    return Counter((e.hour, e.municipality, e.service, e.type) for e in events)
+
+
+def daily_counts(hourly: HourlyCounts) -> Counter[CountKey]:
+    """Hourly event counts summed per Europe/Berlin day (the walking-skeleton table)."""
     counts: Counter[CountKey] = Counter()
     for (hour_no, muni, svc, kind), n in hourly.items():
         counts[(_berlin_date(hour_no), muni, svc, kind)] += n
