@@ -114,14 +114,16 @@ def identities(table: Table) -> list[list[tuple[Any, int]]]:
     return out
 
 
-def _cell_order(cell: tuple[Any, str, str]) -> tuple[int, float, str, str]:
-    p, m, d = cell
-    return (1, 0.0, m, d) if p == TOTAL else (0, p.timestamp(), m, d)
-
-
 def apply_suppression(tables: list[Table], k: int) -> None:
     for t in tables:
-        t.hidden = suppression.suppress(t.cells, identities(t), k, _cell_order)
+        # cells in time order (the range total last), then metric and dimension; periods ranked once
+        rank = {p: i for i, p in enumerate(t.periods)}
+        last = len(rank)
+
+        def order(cell: tuple[Any, str, str], rank: dict[Any, int] = rank, last: int = last) -> tuple[int, str, str]:
+            return (rank.get(cell[0], last), cell[1], cell[2])
+
+        t.hidden = suppression.suppress(t.cells, identities(t), k, order)
 
 
 def percentile(counts: dict[str, int], bounds: tuple[int, ...], q: float) -> float | None:
