@@ -92,9 +92,12 @@ async def apply_events(conn: Conn, engine: Engine, lane: list[ApplicationEvent],
             for i in indices:
                 results[i] = await engine.on_application_event(shared, lane[i], sink)
 
-    async with asyncio.TaskGroup() as group:  # one failure cancels the rest; the lane is retried
-        for indices in by_application.values():
-            group.create_task(one_application(indices))
+    try:
+        async with asyncio.TaskGroup() as group:  # one failure cancels the rest; the lane is retried
+            for indices in by_application.values():
+                group.create_task(one_application(indices))
+    except ExceptionGroup as failed:  # report the first cause as a one-event lane did before
+        raise failed.exceptions[0] from failed
     return results
 
 
