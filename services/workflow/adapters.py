@@ -185,7 +185,8 @@ class FileSystemEAkte:
 
 def _write_temp(path: Path, text: str) -> str:
     """Write next to `path` under a temporary name (not yet durable); returns that name."""
-    tmp = f"{path.parent}/.tmp-{os.getpid()}-{next(_temp_numbers)}-{path.name}"
+    # No .json/.xml suffix: a temporary file left by a crash is never taken for a filed document.
+    tmp = f"{path.parent}/.tmp-{os.getpid()}-{next(_temp_numbers)}"
     data = memoryview(text.encode())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
