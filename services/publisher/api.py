@@ -374,6 +374,15 @@ _KPI_DOC = ("KPI values per period. Same query, two representations: JSON (defau
             "metric, dimension.")
 
 
+def _page_of(request: Request, q: service.KpiQuery, cells: list[service.Cell], offset: int,
+             size: int) -> tuple[list[service.Cell], str | None]:
+    """One page of cells and the URL of the next page (None on the last page)."""
+    nxt = None
+    if offset + size < len(cells):
+        nxt = _url(request, request.url.path, [*_query_params(q), ("limit", str(size)), ("offset", str(offset + size))])
+    return cells[offset:offset + size], nxt
+
+
 @router.get("/v1/kpis", summary="KPI values per period", description=_KPI_DOC, response_model=KpiPage,
             responses={200: {"content": _CSV_CONTENT}, **_PROBLEM_RESPONSES})
 @router.get("/v1/kpis.json", summary="KPI values per period (JSON)", response_model=KpiPage,
@@ -387,11 +396,7 @@ async def get_kpis(request: Request, q: Query_, limit: Limit = None, offset: Off
 
     async def build() -> tuple[bytes, str]:
         cells = await _cells(request, q, totals=False)
-        page = cells[offset:offset + size]
-        nxt = None
-        if offset + size < len(cells):
-            nxt = _url(request, request.url.path, [*_query_params(q), ("limit", str(size)),
-                                                   ("offset", str(offset + size))])
+        page, nxt = _page_of(request, q, cells, offset, size)
         if fmt == "csv":
             return csvdata.render(csvdata.KPI_COLUMNS, csvdata.kpi_rows(q.period, page)), CSV
         items = [{"period": q.period, "period_start": c[0], "municipality": c[1], "service": c[2], "metric": c[3],
@@ -418,11 +423,7 @@ async def get_totals(request: Request, q: Query_, limit: Limit = None, offset: O
 
     async def build() -> tuple[bytes, str]:
         cells = await _cells(request, q, totals=True)
-        page = cells[offset:offset + size]
-        nxt = None
-        if offset + size < len(cells):
-            nxt = _url(request, request.url.path, [*_query_params(q), ("limit", str(size)),
-                                                   ("offset", str(offset + size))])
+        page, nxt = _page_of(request, q, cells, offset, size)
         if fmt == "csv":
             rows = csvdata.total_rows(q.date_from.isoformat(), q.date_to.isoformat(), q.period, page)
             return csvdata.render(csvdata.TOTAL_COLUMNS, rows), CSV
