@@ -27,6 +27,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.harness import bench_stack
 from kp.local import LocalStack, ServiceProcess
 from services.aggregator import repository
 from shared.events import usage_event_adapter
@@ -314,13 +315,8 @@ async def measure(stack: LocalStack, quick: bool) -> list[dict[str, Any]]:
 
 def run(quick: bool) -> list[dict[str, Any]]:
     """Entry point of the harness; uses KP_KAFKA_BOOTSTRAP / KP_DATABASE_URL or starts its own stack."""
-    run_dir = Path(os.environ.get("KP_BENCH_RUN_DIR") or ROOT / ".run" / f"bench-{os.getpid()}") / "aggregator"
-    stack = LocalStack.from_env(run_dir)
-    stack.start_infra()
-    try:
+    with bench_stack("aggregator") as stack:
         return asyncio.run(measure(stack, quick))
-    finally:
-        stack.stop()
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import statistics
 import sys
@@ -23,7 +22,7 @@ from typing import Any
 
 import asyncpg
 
-from kp.local import LocalStack
+from bench.harness import bench_stack
 from services.publisher.portal import service, vocab
 from services.publisher.portal.repository import DATASET_COLUMNS, FACET_SQL, SearchQuery
 from services.publisher.portal.schemas import DatasetIn
@@ -191,14 +190,9 @@ async def measure(database_url: str, quick: bool) -> list[dict[str, Any]]:
 
 def run(quick: bool) -> list[dict[str, Any]]:
     """Entry point of the harness; uses KP_DATABASE_URL (with KP_KAFKA_BOOTSTRAP) or starts its own stack."""
-    run_dir = Path(os.environ.get("KP_BENCH_RUN_DIR") or ROOT / ".run" / f"bench-{os.getpid()}") / "portal"
-    stack = LocalStack.from_env(run_dir)
-    stack.start_infra()
-    try:
+    with bench_stack("portal") as stack:
         assert stack.database_url
         return asyncio.run(measure(stack.database_url, quick))
-    finally:
-        stack.stop()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import statistics
 import sys
@@ -31,7 +30,7 @@ import asyncpg
 import httpx
 from asgi_lifespan import LifespanManager
 
-from kp.local import LocalStack
+from bench.harness import bench_stack
 from services.publisher.api import VersionedCache
 from services.publisher.app import create_app
 from services.publisher.service import BERLIN
@@ -193,14 +192,9 @@ async def measure(url: str, quick: bool) -> list[dict[str, Any]]:
 
 def run(quick: bool) -> list[dict[str, Any]]:
     """Entry point of the harness; uses KP_DATABASE_URL or starts its own PostgreSQL (and Kafka)."""
-    run_dir = Path(os.environ.get("KP_BENCH_RUN_DIR") or ROOT / ".run" / f"bench-{os.getpid()}") / "publisher"
-    stack = LocalStack.from_env(run_dir)
-    stack.start_infra()
-    try:
+    with bench_stack("publisher") as stack:
         assert stack.database_url
         return asyncio.run(measure(stack.database_url, quick))
-    finally:
-        stack.stop()
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.harness import bench_stack
 from bench.load import create_api_key
 from bench.probes import aggregator_lag, rss_mib
 from kp.local import LocalStack, ServiceProcess
@@ -204,13 +205,8 @@ async def measure(stack: LocalStack, quick: bool) -> list[dict[str, Any]]:
 
 def run(quick: bool) -> list[dict[str, Any]]:
     """Entry point of the harness; uses KP_KAFKA_BOOTSTRAP / KP_DATABASE_URL or starts its own stack."""
-    run_dir = Path(os.environ.get("KP_BENCH_RUN_DIR") or ROOT / ".run" / f"bench-{os.getpid()}") / "system"
-    stack = LocalStack.from_env(run_dir)
-    stack.start_infra()
-    try:
+    with bench_stack("system") as stack:
         return asyncio.run(measure(stack, quick))
-    finally:
-        stack.stop()
 
 
 if __name__ == "__main__":

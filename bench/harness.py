@@ -20,11 +20,26 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kp.local import LocalStack
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def bench_stack(name: str) -> Iterator[LocalStack]:
+    """The stack a benchmark module runs on: the harness's (KP_KAFKA_BOOTSTRAP / KP_DATABASE_URL) or its own."""
+    run_dir = Path(os.environ.get("KP_BENCH_RUN_DIR") or ROOT / ".run" / f"bench-{os.getpid()}") / name
+    stack = LocalStack.from_env(run_dir)
+    stack.start_infra()
+    try:
+        yield stack
+    finally:
+        stack.stop()
 BENCH_DIR = ROOT / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
 ROW_FIELDS = ("measure", "value", "unit", "baseline", "baseline_value", "ratio", "target", "met")
