@@ -1,4 +1,4 @@
-"""`kp workflow`: check workflow definitions before deploying them."""
+"""`kp workflow`: check workflow definitions before deploying them; export the file-system E-Akte."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
+from services.workflow.adapters import FileSystemEAkte
 from services.workflow.definitions import DEFINITIONS_DIR, DefinitionError, load_definitions
 
-workflow_app = typer.Typer(help="Workflow definitions.", no_args_is_help=True)
+workflow_app = typer.Typer(help="Workflow definitions and the file-system E-Akte.", no_args_is_help=True)
 
 
 @workflow_app.command("validate")
@@ -24,3 +25,15 @@ def validate(
         raise typer.Exit(1) from exc
     for d in sorted(registry.all(), key=lambda d: (d.name, d.version)):
         typer.echo(f"ok  {d.name} v{d.version}  service={d.service or '(fallback)'}  steps={len(d.steps)}")
+
+
+@workflow_app.command("export-xdomea")
+def export_xdomea(
+    target: Annotated[Path, typer.Argument(help="Directory for the XML files (one per filed document).")],
+    root: Annotated[Path | None, typer.Option(help="E-Akte root; default KP_EAKTE_ROOT.")] = None,
+) -> None:
+    """Export every document of the file-system E-Akte as XDOMEA-style XML (Akte / Vorgang / Dokument)."""
+    from services.workflow.settings import WorkflowSettings
+
+    count = FileSystemEAkte(root or WorkflowSettings().eakte_root).export_xdomea(target)
+    typer.echo(f"{count} documents exported to {target}")

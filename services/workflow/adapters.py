@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
+import functools
 import itertools
 import json
+import multiprocessing
 import os
-import sys
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from xml.sax.saxutils import escape
 
 import httpx
@@ -90,41 +92,61 @@ def xdomea_like(record: FilingRecord, key: str) -> str:
 
 
 class FileSystemEAkte:
-    """Reference adapter: one JSON + one XDOMEA-style XML file per idempotency key; repeated calls count only.
+    """Reference adapter: one JSON document per idempotency key; repeated calls only count.
 
-    `<root>/<municipality>/<key>.json` holds the record, the reference and how often it was called.
+    `<root>/<municipality>/<key>.json` holds the record, the reference and how often it was called;
+    `export_xdomea` writes an XDOMEA-style XML (Akte / Vorgang / Dokument) of every filed document.
 
-    Group commit: the calls that arrive while a write is in progress are written together. Each file is written
-    to a temporary name, the data is made durable, the files are renamed into place and the renames are made
-    durable before any of the calls returns; on Linux one `syncfs` per stage covers the whole group (elsewhere
-    every file and directory is fsync'd).
+    Group commit: the calls that arrive while a write is in progress are written together. A new document is
+    created under its final name, written and fsync'd, then its directory is fsync'd, before any call of the
+    group returns; a document that already exists is replaced atomically (temporary file, fsync, rename,
+    directory fsync) with its call count raised. A crash before the fsyncs can leave a partial document: it was
+    never reported as filed, so it counts as absent (the next call for the key writes it again).
+
+    The groups are written by worker processes (`writers` of them, started on first use): a file system call
+    releases the interpreter lock, and a thread of the busy service process would then wait for it again after
+    each of the many small calls of a group, which made filing slower than the disk.
     """
 
-    def __init__(self, root: Path, writers: int = 4) -> None:
+    def __init__(self, root: Path, writers: int = 1) -> None:
         self.root = root
         self.writers = writers
         self._queue: list[tuple[str, FilingRecord, asyncio.Future[str]]] = []
         self._running: set[asyncio.Task[None]] = set()
-
-    def _path(self, key: str, municipality: str) -> Path:
-        safe = key.replace(":", "_").replace("/", "_")
-        return self.root / municipality / f"{safe}.json"
+        self._pool: ProcessPoolExecutor | None = None
 
     async def file(self, key: str, record: FilingRecord) -> str:
         # Keys are unique per case step and a case is locked while it files, so calls never race on a key.
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._queue.append((key, record, future))
         if len(self._running) < self.writers:  # up to `writers` groups are written at the same time
-            task = asyncio.create_task(self._write_groups())
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._running.add(asyncio.create_task(self._write_groups()))
         return await asyncio.shield(future)
 
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.writers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
     async def _write_groups(self) -> None:
+        try:
+            await self._drain_queue()
+        finally:
+            # Leave the running set in the same step as the last look at the queue: a call queued after that
+            # look starts a writer of its own (a done-callback would run later and could strand such a call).
+            self._running.discard(cast("asyncio.Task[None]", asyncio.current_task()))
+
+    async def _drain_queue(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._queue:
             group, self._queue = self._queue, []
+            outcomes: list[str | Exception]
             try:
-                outcomes = await asyncio.to_thread(self._file_group, [(k, r) for k, r, _ in group])
+                outcomes = await loop.run_in_executor(self._executor(), file_group, self.root,
+                                                      [(k, r) for k, r, _ in group])
+            except BrokenProcessPool as exc:  # a writer died; the next group starts fresh ones
+                self._pool = None
+                outcomes = [EAkteError(f"E-Akte writer stopped: {exc}") for _ in group]
             except Exception as exc:  # the whole group failed (e.g. the sync); each call is retried by its case
                 outcomes = [EAkteError(f"E-Akte store not writable: {exc}") for _ in group]
             for (_, _, future), outcome in zip(group, outcomes, strict=True):
@@ -135,42 +157,11 @@ class FileSystemEAkte:
                 else:
                     future.set_result(outcome)
 
-    def _file_group(self, items: list[tuple[str, FilingRecord]]) -> list[str | Exception]:
-        outcomes: list[str | Exception] = []
-        renames: list[tuple[str, Path]] = []
-        written: dict[Path, dict[str, Any]] = {}  # documents of this group (a key twice in a group counts twice)
-        made: set[Path] = set()
-        for key, record in items:
-            path = self._path(key, record.municipality)
-            try:
-                if path.parent not in made:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    made.add(path.parent)
-                stored = written.get(path)
-                if stored is None and path.exists():
-                    stored = json.loads(path.read_text())
-                if stored is not None:
-                    stored["calls"] += 1
-                    written[path] = stored
-                    renames.append((_write_temp(path, json.dumps(stored, sort_keys=True)), path))
-                    outcomes.append(str(stored["reference"]))
-                    continue
-                reference = f"eakte:{record.municipality}:{key}"
-                doc = {"key": key, "reference": reference, "calls": 1, "record": record.as_dict()}
-                renames.append((_write_temp(path.with_suffix(".xml"), xdomea_like(record, key)),
-                                path.with_suffix(".xml")))
-                renames.append((_write_temp(path, json.dumps(doc, sort_keys=True)), path))
-                written[path] = doc
-                outcomes.append(reference)
-            except OSError as exc:
-                outcomes.append(EAkteError(f"E-Akte store not writable: {exc.strerror or exc}"))
-        if not renames:
-            return outcomes
-        _make_durable(self.root, [tmp for tmp, _ in renames])
-        for tmp, path in renames:
-            os.replace(tmp, path)
-        _make_durable(self.root, sorted({str(path.parent) for _, path in renames}))
-        return outcomes
+    def close(self) -> None:
+        """Stop the writer processes (they are started again if the adapter is used afterwards)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def stored(self) -> dict[str, dict[str, Any]]:
         """All filed documents by idempotency key (for operators and tests)."""
@@ -178,20 +169,98 @@ class FileSystemEAkte:
         if not self.root.is_dir():
             return out
         for p in self.root.glob("*/*.json"):
-            doc = json.loads(p.read_text())
-            out[doc["key"]] = doc
+            doc = _read_document(p)
+            if doc is not None:
+                out[doc["key"]] = doc
         return out
+
+    def export_xdomea(self, target: Path) -> int:
+        """Write `<target>/<municipality>/<key>.xml` for every filed document; returns how many."""
+        count = 0
+        for key, doc in sorted(self.stored().items()):
+            r = doc["record"]
+            record = FilingRecord(**{**r, "filed_at": datetime.fromisoformat(r["filed_at"])})
+            path = _document_path(target, key, record.municipality).with_suffix(".xml")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(xdomea_like(record, key), encoding="utf-8")
+            count += 1
+        return count
+
+
+def _document_path(root: Path, key: str, municipality: str) -> Path:
+    safe = key.replace(":", "_").replace("/", "_")
+    return root / municipality / f"{safe}.json"
+
+
+def _read_document(path: Path) -> dict[str, Any] | None:
+    """A stored document, or None if it is absent or partial (left by a crash before it was durable)."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and "reference" in doc and "calls" in doc else None
+
+
+def file_group(root: Path, items: list[tuple[str, FilingRecord]]) -> list[str | Exception]:
+    """Write one group of filings durably (runs in a writer process); one outcome per item, in order."""
+    outcomes: list[str | Exception] = []
+    created: list[int] = []  # descriptors of new documents, fsync'd below
+    renames: list[tuple[str, Path]] = []
+    written: dict[Path, dict[str, Any]] = {}  # documents of this group (a key twice in a group counts twice)
+    made: set[Path] = set()
+    try:
+        for key, record in items:
+            path = _document_path(root, key, record.municipality)
+            try:
+                if path.parent not in made:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    made.add(path.parent)
+                stored = written.get(path)
+                if stored is None:
+                    reference = f"eakte:{record.municipality}:{key}"
+                    doc = {"key": key, "reference": reference, "calls": 1, "record": record.as_dict()}
+                    try:
+                        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                    except FileExistsError:
+                        stored = _read_document(path)
+                    else:
+                        created.append(fd)
+                        _write_all(fd, json.dumps(doc, sort_keys=True).encode())
+                        written[path] = doc
+                        outcomes.append(reference)
+                        continue
+                    if stored is None:  # a partial document of an attempt that never returned: write it anew
+                        stored = {**doc, "calls": 0}
+                stored["calls"] += 1
+                written[path] = stored
+                renames.append((_write_temp(path, json.dumps(stored, sort_keys=True)), path))
+                outcomes.append(str(stored["reference"]))
+            except OSError as exc:
+                outcomes.append(EAkteError(f"E-Akte store not writable: {exc.strerror or exc}"))
+        _make_durable([*created, *(tmp for tmp, _ in renames)])
+    finally:
+        for fd in created:
+            os.close(fd)
+    for tmp, path in renames:
+        os.replace(tmp, path)
+    if created or renames:
+        _make_durable(sorted({str(path.parent) for path in written}))
+    return outcomes
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _write_temp(path: Path, text: str) -> str:
     """Write next to `path` under a temporary name (not yet durable); returns that name."""
-    # No .json/.xml suffix: a temporary file left by a crash is never taken for a filed document.
+    # No .json suffix: a temporary file left by a crash is never taken for a filed document.
     tmp = f"{path.parent}/.tmp-{os.getpid()}-{next(_temp_numbers)}"
-    data = memoryview(text.encode())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        while data:
-            data = data[os.write(fd, data):]
+        _write_all(fd, text.encode())
     finally:
         os.close(fd)
     return tmp
@@ -200,28 +269,37 @@ def _write_temp(path: Path, text: str) -> str:
 _temp_numbers = itertools.count()
 
 
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
-_syncfs = getattr(_libc, "syncfs", None)
+# fsyncs of one group run side by side: the file system commits them together (journal group commit).
+_SYNC_THREADS = 16
 
 
-def _make_durable(root: Path, paths: list[str]) -> None:
-    """Make the data of these files (or these directories' entries) durable: one syncfs of the file system
-    that holds `root` on Linux, else an fsync of each path."""
-    if _syncfs is not None:
-        fd = os.open(root, os.O_RDONLY)
-        try:
-            if _syncfs(fd) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, os.strerror(err))
-        finally:
-            os.close(fd)
+def _fsync(target: str | int) -> None:
+    """fsync an open descriptor, or a path (a file or a directory)."""
+    if isinstance(target, int):
+        os.fsync(target)
         return
-    for p in paths:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_durable(targets: list[str | int]) -> None:
+    """Make the data of these files (descriptors or paths) or these directories' entries durable: an fsync of
+    each, several at a time. Only these are flushed, so the cost does not depend on what else is dirty on the
+    disk (a `syncfs` would also write out Kafka's and PostgreSQL's unflushed pages)."""
+    if len(targets) <= 1:
+        for t in targets:
+            _fsync(t)
+        return
+    list(_sync_pool().map(_fsync, targets))
+
+
+@functools.cache
+def _sync_pool() -> ThreadPoolExecutor:
+    """The threads that run the fsyncs of this process (kept: starting threads per group costs more)."""
+    return ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="eakte-fsync")
 
 
 class HttpEAkte:

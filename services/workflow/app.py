@@ -21,12 +21,11 @@ from services.workflow.auth import TokenVerifier
 from services.workflow.definitions import DefinitionError, Registry, load_definitions
 from services.workflow.handlers import build_router
 from services.workflow.metrics import WorkflowMetrics
-from services.workflow.relay import run_relay
+from services.workflow.relay import make_relay_producer, run_relay
 from services.workflow.service import Engine
 from services.workflow.settings import WorkflowSettings
 from services.workflow.views import views
 from shared.db import track_pool
-from shared.kafka import make_producer
 from shared.observability import install_asyncapi, install_ops
 
 
@@ -84,7 +83,7 @@ def create_app(settings: WorkflowSettings | None = None, *, clock: Clock | None 
         pool = await create_pool(settings)
         holder["pool"] = app.state.pool = pool
         await register_definitions(pool, registry)
-        producer = make_producer(settings.kafka_bootstrap, **settings.kafka_client_options())
+        producer = make_relay_producer(settings)
         await producer.start()
         app.state.producer = producer
         await broker.start()
@@ -107,6 +106,8 @@ def create_app(settings: WorkflowSettings | None = None, *, clock: Clock | None 
             await producer.stop()
             if isinstance(engine.eakte, HttpEAkte):
                 await engine.eakte.aclose()
+            elif isinstance(engine.eakte, FileSystemEAkte):
+                await asyncio.to_thread(engine.eakte.close)
             await pool.close()
 
     app = FastAPI(title="Kommunal-Pulse Workflow", version="1.0.0", lifespan=lifespan)

@@ -202,22 +202,28 @@ async def count_cases_by_state(conn: Conn) -> dict[str, int]:
 
 # --- outbox --------------------------------------------------------------------------------------------
 
-async def add_outbox(conn: Conn, rows: list[tuple[str, bytes, bytes]]) -> None:
-    """All rows in one statement; ids follow the list order."""
+async def add_outbox(conn: Conn, rows: list[tuple[str, bytes, list[bytes]]]) -> None:
+    """All rows in one statement; ids follow the list order, each row's events keep their order."""
     if rows:
-        topics, keys, payloads = zip(*rows, strict=True)
+        topics, keys, groups = zip(*rows, strict=True)
+        payloads = [p for group in groups for p in group]
+        owners = [n for n, group in enumerate(groups, 1) for _ in group]
         await conn.execute(
-            """INSERT INTO wf_outbox (topic, key, payload)
-               SELECT t, k, p FROM unnest($1::text[], $2::bytea[], $3::bytea[]) WITH ORDINALITY AS r(t, k, p, n)
-               ORDER BY n""",
-            list(topics), list(keys), list(payloads),
+            """INSERT INTO wf_outbox (topic, key, payloads)
+               SELECT r.t, r.k, e.ps
+               FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS r(t, k, n)
+               JOIN (SELECT g, array_agg(p ORDER BY i) AS ps
+                     FROM unnest($3::bytea[], $4::int[]) WITH ORDINALITY AS x(p, g, i) GROUP BY g) e ON e.g = r.n
+               ORDER BY r.n""",
+            list(topics), list(keys), payloads, owners,
         )
 
 
 async def take_unpublished(conn: Conn, limit: int) -> list[asyncpg.Record]:
     """Lock a slice of unpublished rows; concurrent relays skip each other's rows."""
     return await conn.fetch(
-        """SELECT id, topic, key, payload, created_at FROM wf_outbox WHERE published_at IS NULL
+        """SELECT id, topic, key, coalesce(payloads, ARRAY[payload]) AS payloads, created_at
+           FROM wf_outbox WHERE published_at IS NULL
            ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
         limit,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import hashlib
 import random
 import time
 import uuid
@@ -35,6 +36,7 @@ from services.workflow.metrics import WorkflowMetrics
 from shared.db import Conn
 from shared.events import ApplicationEvent, application_event_adapter
 from shared.events import workflow as wf
+from shared.events.base import Contract
 
 SOURCE = "kp-workflow"
 MAX_STEPS_PER_RUN = 100
@@ -67,6 +69,16 @@ def add_months(moment: datetime, months: int) -> datetime:
     year, month = moment.year + month0 // 12, month0 % 12 + 1
     day = min(moment.day, calendar.monthrange(year, month)[1])
     return moment.replace(year=year, month=month, day=day)
+
+
+def event_id(case_id: UUID, seq: int) -> str:
+    """`str(uuid.uuid5(case_id, f"event:{seq}"))` (RFC 4122 name-based, SHA-1), without the UUID objects: the
+    engine derives one per emitted event, so a repeated step emits the same id."""
+    digest = bytearray(hashlib.sha1(case_id.bytes + f"event:{seq}".encode(), usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def case_id_for(application_id: str) -> UUID:
@@ -606,7 +618,7 @@ class Engine:
 class Sink:
     """Outbox and audit rows of several cases, written together before the transaction commits."""
 
-    outbox: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    outbox: list[tuple[str, bytes, list[bytes]]] = field(default_factory=list)
     audit: list[tuple[UUID, datetime, str, str, Any, Any, Any]] = field(default_factory=list)
     # Filled by Engine.prepare_lane: claimed event ids, locked cases by application id, cases inserted for the
     # lane's submissions and their pending events, applications with events pended in this lane.
@@ -644,16 +656,20 @@ class Run:
     def snapshot(self) -> dict[str, Any]:
         return {"state": self.case["state"], "step": self.case["current_step"]}
 
-    def emit(self, type_: str, data: Any) -> None:
+    def emit(self, type_: str, data: Contract) -> None:
+        """Queue a workflow event for the outbox. The envelope comes from the case row (validated when the case
+        opened) and `data` is an already validated contract model, so the event is serialised directly; tests
+        validate every emitted type against the contract (`workflow_event_adapter`)."""
         c = self.case
         c["event_seq"] += 1
-        event = wf.workflow_event_adapter.validate_python({
-            "id": uuid.uuid5(c["case_id"], f"event:{c['event_seq']}"), "type": type_, "source": SOURCE,
-            "time": self.now, "municipality": c["municipality"], "service": c["service"], "case_id": c["case_id"],
+        event = {
+            "id": event_id(c["case_id"], c["event_seq"]), "schema_version": 1, "source": SOURCE,
+            "time": self.now, "municipality": c["municipality"], "service": c["service"], "case_id": str(c["case_id"]),
             "application_id": c["application_id"], "definition": c["definition"],
-            "definition_version": c["definition_version"], "data": data,
-        })
-        self.outbox.append((self.engine.topic, event.kafka_key, orjson.dumps(event.model_dump(mode="json"))))
+            "definition_version": c["definition_version"], "type": type_, "data": data.model_dump(),
+        }
+        key = f"{c['municipality']}:{c['service']}".encode()  # the contract's partition key (Envelope.kafka_key)
+        self.outbox.append((self.engine.topic, key, orjson.dumps(event, option=orjson.OPT_UTC_Z)))
 
     def audit(self, actor: str, action: str, detail: dict[str, Any], before: Any = None, after: Any = None) -> None:
         self.audit_rows.append((self.case["case_id"], self.now, actor, action, before, after, detail))
@@ -690,13 +706,25 @@ class Run:
             self.sink.dirty[self.case["case_id"]] = self.case  # saved with the lane's other cases
         else:
             await repository.save_case(self.conn, self.case)
+        rows = outbox_rows(self.outbox)
         if self.sink is not None:
-            self.sink.outbox += self.outbox
+            self.sink.outbox += rows
             self.sink.audit += self.audit_rows
         else:
-            await repository.add_outbox(self.conn, self.outbox)
+            await repository.add_outbox(self.conn, rows)
             await repository.add_audit(self.conn, self.audit_rows)
         self.outbox, self.audit_rows = [], []
+
+
+def outbox_rows(events: list[tuple[str, bytes, bytes]]) -> list[tuple[str, bytes, list[bytes]]]:
+    """Outbox rows for a case's events: consecutive events with the same topic and key share a row."""
+    rows: list[tuple[str, bytes, list[bytes]]] = []
+    for topic, key, payload in events:
+        if rows and rows[-1][0] == topic and rows[-1][1] == key:
+            rows[-1][2].append(payload)
+        else:
+            rows.append((topic, key, [payload]))
+    return rows
 
 
 def _missing(definition: Definition, ctx: dict[str, Any]) -> list[str]:

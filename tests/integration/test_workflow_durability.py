@@ -37,13 +37,14 @@ async def states(env: WfEnv, application_ids: list[str]) -> dict[str, str]:
 
 
 async def per_case_counts(env: WfEnv, application_ids: list[str], sql_filter: str) -> dict[str, int]:
-    """How many outbox rows per application match the filter (a jsonb condition on `p`)."""
+    """How many outbox events per application match the filter (a jsonb condition on `p`)."""
     conn = await asyncpg.connect(env.database_url)
     await init_connection(conn)
     try:
         rows = await conn.fetch(
             f"""SELECT p->>'application_id' AS a, count(*) AS n
-                FROM (SELECT convert_from(payload, 'UTF8')::jsonb AS p FROM wf_outbox) o
+                FROM (SELECT convert_from(e, 'UTF8')::jsonb AS p
+                      FROM wf_outbox, unnest(coalesce(payloads, ARRAY[payload])) AS e) o
                 WHERE p->>'application_id' = ANY($1::text[]) AND {sql_filter} GROUP BY 1""",
             application_ids)
         return {r["a"]: r["n"] for r in rows}

@@ -33,6 +33,7 @@ from services.workflow.definitions import Registry
 from services.workflow.repository import init_connection
 from services.workflow.settings import WorkflowSettings
 from shared.db import migrate
+from shared.events.workflow import workflow_event_adapter
 from shared.kafka import Topic, ensure_topics
 
 ISSUER = "https://login.example-kommune.de/realms/kp"
@@ -179,9 +180,10 @@ async def outbox_of(db_url: str, application_id: str) -> list[dict[str, Any]]:
     conn = await asyncpg.connect(db_url)
     try:
         rows = await conn.fetch(
-            "SELECT payload FROM wf_outbox WHERE convert_from(payload, 'UTF8')::jsonb->>'application_id' = $1 "
-            "ORDER BY id", application_id)
-        return [orjson.loads(r["payload"]) for r in rows]
+            """SELECT e FROM wf_outbox, unnest(coalesce(payloads, ARRAY[payload])) WITH ORDINALITY AS u(e, n)
+               WHERE convert_from(e, 'UTF8')::jsonb->>'application_id' = $1 ORDER BY id, n""", application_id)
+        # Every event must be what the v1 contract says (the engine serialises them itself).
+        return [workflow_event_adapter.validate_json(r["e"]).model_dump(mode="json") for r in rows]
     finally:
         await conn.close()
 

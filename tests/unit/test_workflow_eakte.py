@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+from xml.etree import ElementTree
 
 from services.workflow.adapters import EAkteError, FileSystemEAkte, FilingRecord
 
@@ -17,6 +18,10 @@ def _record(municipality: str = "06413000", case: str = "c1") -> FilingRecord:
     )
 
 
+def temporary_files(root: Path) -> list[Path]:
+    return list(root.rglob(".tmp-*"))
+
+
 class TestGroupFiling:
     async def test_same_key_filed_concurrently_gives_one_document_counting_every_call(self, tmp_path: Path) -> None:
         akte = FileSystemEAkte(tmp_path)
@@ -25,7 +30,7 @@ class TestGroupFiling:
         stored = akte.stored()
         assert list(stored) == ["case-1:ablage"]
         assert stored["case-1:ablage"]["calls"] == 3
-        assert (tmp_path / "06413000" / "case-1_ablage.xml").exists()
+        assert sorted(p.name for p in (tmp_path / "06413000").iterdir()) == ["case-1_ablage.json"]
 
     async def test_refiling_after_a_restart_returns_the_same_reference(self, tmp_path: Path) -> None:
         first = await FileSystemEAkte(tmp_path).file("k1", _record())
@@ -50,3 +55,55 @@ class TestGroupFiling:
         (tmp_path / "06413000" / ".tmp-999-0").write_text('{"key": "ghost", "calls": 1}')
         assert list(akte.stored()) == ["k1"]
 
+
+    async def test_partial_document_left_by_a_crash_counts_as_not_filed(self, tmp_path: Path) -> None:
+        # A crash between creating the document and its fsync leaves a truncated file; that call never returned.
+        (tmp_path / "06413000").mkdir()
+        (tmp_path / "06413000" / "k1.json").write_text('{"key": "k1", "refer')
+        akte = FileSystemEAkte(tmp_path)
+        assert akte.stored() == {}
+        reference = await akte.file("k1", _record())
+        doc = akte.stored()["k1"]
+        assert doc["reference"] == reference == "eakte:06413000:k1"
+        assert doc["calls"] == 1
+        assert doc["record"]["application_id"] == "APP-c1"
+
+    async def test_many_keys_in_several_municipalities_in_one_group(self, tmp_path: Path) -> None:
+        akte = FileSystemEAkte(tmp_path, writers=1)
+        cities = ["06413000", "06534014", "06531005"]
+        refs = await asyncio.gather(*(akte.file(f"case-{i}:ablage", _record(cities[i % 3], f"c{i}"))
+                                      for i in range(60)))
+        assert refs == [f"eakte:{cities[i % 3]}:case-{i}:ablage" for i in range(60)]
+        stored = akte.stored()
+        assert len(stored) == 60
+        assert {d["calls"] for d in stored.values()} == {1}
+        assert temporary_files(tmp_path) == []
+        akte.close()
+
+
+class TestXdomeaExport:
+    async def test_export_writes_one_xml_per_document_with_its_codes(self, tmp_path: Path) -> None:
+        akte = FileSystemEAkte(tmp_path / "akte")
+        await akte.file("case-1:ablage", _record("06413000", "c1"))
+        await akte.file("case-2:ablage", _record("06534014", "c2"))
+        assert akte.export_xdomea(tmp_path / "export") == 2
+        root = ElementTree.parse(tmp_path / "export" / "06534014" / "case-2_ablage.xml").getroot()
+        ns = {"x": "urn:kommunal-pulse:xdomea-export:1"}
+        assert root.findtext("x:Identifikation/x:Aktenzeichen", namespaces=ns) == "APP-c2"
+        assert root.findtext("x:Behoerde/x:AGS", namespaces=ns) == "06534014"
+        assert root.findtext("x:Leistung/x:LeiKa", namespaces=ns) == "99115005104000"
+        assert root.findtext("x:Dokument/x:ID", namespaces=ns) == "case-2:ablage"
+        assert [a.text for a in root.findall("x:Dokument/x:Anlage", namespaces=ns)] == ["meldeformular"]
+        assert (tmp_path / "export" / "06413000" / "case-1_ablage.xml").exists()
+
+    async def test_no_call_is_stranded_when_a_writer_stops_as_it_arrives(self, tmp_path: Path) -> None:
+        # Many cases filing one step after another: calls keep arriving just as a writer finds its queue empty.
+        akte = FileSystemEAkte(tmp_path, writers=1)
+
+        async def case(n: int) -> list[str]:
+            return [await akte.file(f"case-{n}:step-{i}", _record(case=f"{n}-{i}")) for i in range(8)]
+
+        refs = await asyncio.wait_for(asyncio.gather(*(case(n) for n in range(40))), timeout=60)
+        assert sum(len(r) for r in refs) == 320
+        assert len(akte.stored()) == 320
+        akte.close()
