@@ -8,6 +8,8 @@ import itertools
 import json
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -125,7 +127,8 @@ class FileSystemEAkte:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.writers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(self.writers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_exit_with_parent, initargs=(os.getpid(),))
         return self._pool
 
     async def _write_groups(self) -> None:
@@ -185,6 +188,17 @@ class FileSystemEAkte:
             path.write_text(xdomea_like(record, key), encoding="utf-8")
             count += 1
         return count
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Writer processes end when the service process is gone, even if it was killed (kill -9)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="eakte-parent-watch", daemon=True).start()
 
 
 def _document_path(root: Path, key: str, municipality: str) -> Path:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from xml.etree import ElementTree
+
+import pytest
 
 from services.workflow.adapters import EAkteError, FileSystemEAkte, FilingRecord
 
@@ -107,3 +113,46 @@ class TestXdomeaExport:
         assert sum(len(r) for r in refs) == 320
         assert len(akte.stored()) == 320
         akte.close()
+
+
+KILLED_SERVICE = """
+import asyncio, os, signal, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from services.workflow.adapters import FileSystemEAkte, FilingRecord
+
+async def main() -> None:
+    akte = FileSystemEAkte(Path(sys.argv[1]))
+    await akte.file("k1", FilingRecord(
+        case_id="c1", application_id="APP-c1", municipality="06413000", service="99115005104000",
+        definition="wohnsitz_anmeldung", definition_version=1, step="ablage", decision=None,
+        documents=[], filed_at=datetime.now(UTC)))
+    print(*akte._pool._processes, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return not any(line.startswith("State:") and "Z" in line for line in status)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to look at processes")
+def test_writer_process_ends_when_the_service_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "service.py"
+    script.write_text(KILLED_SERVICE)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "akte")], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=60, check=False)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    writers = [int(p) for p in done.stdout.split()]
+    assert writers
+    deadline = time.monotonic() + 15
+    while any(running(p) for p in writers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(running(p) for p in writers)
