@@ -30,7 +30,7 @@ class WorkflowSettings(KPSettings):
     relay_in_process: bool = True
     batch_max_records: int = 500
     batch_timeout_ms: int = 20
-    lanes: int = 8
+    lanes: int = 4
     lane_concurrency: int = 16
     definitions_dir: Path = DEFINITIONS_DIR
 
