@@ -6,12 +6,12 @@ import asyncio
 import functools
 import itertools
 import json
-import multiprocessing
 import os
-import threading
-import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import socket
+import struct
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any, Protocol, cast
 from xml.sax.saxutils import escape
 
 import httpx
+import orjson
 
 
 class Clock(Protocol):
@@ -105,9 +106,10 @@ class FileSystemEAkte:
     directory fsync) with its call count raised. A crash before the fsyncs can leave a partial document: it was
     never reported as filed, so it counts as absent (the next call for the key writes it again).
 
-    The groups are written by worker processes (`writers` of them, started on first use): a file system call
-    releases the interpreter lock, and a thread of the busy service process would then wait for it again after
-    each of the many small calls of a group, which made filing slower than the disk.
+    The groups are written by writer processes (`writers` of them, started on first use), each reached over a
+    socket from the event loop: a file system call releases the interpreter lock, and a thread of the busy
+    service process would wait for it again after each of the many small calls of a group (filing became slower
+    than the disk); a process pool's helper threads cost the service process about a tenth of its time.
     """
 
     def __init__(self, root: Path, writers: int = 1) -> None:
@@ -115,7 +117,8 @@ class FileSystemEAkte:
         self.writers = writers
         self._queue: list[tuple[str, FilingRecord, asyncio.Future[str]]] = []
         self._running: set[asyncio.Task[None]] = set()
-        self._pool: ProcessPoolExecutor | None = None
+        self._idle: list[_Writer] = []
+        self._all: list[_Writer] = []
 
     async def file(self, key: str, record: FilingRecord) -> str:
         # Keys are unique per case step and a case is locked while it files, so calls never race on a key.
@@ -125,11 +128,9 @@ class FileSystemEAkte:
             self._running.add(asyncio.create_task(self._write_groups()))
         return await asyncio.shield(future)
 
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.writers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_exit_with_parent, initargs=(os.getpid(),))
-        return self._pool
+    def writer_pids(self) -> list[int]:
+        """Process ids of the running writer processes (for operators and tests)."""
+        return [w.process.pid for w in self._all if w.process.poll() is None]
 
     async def _write_groups(self) -> None:
         try:
@@ -140,31 +141,51 @@ class FileSystemEAkte:
             self._running.discard(cast("asyncio.Task[None]", asyncio.current_task()))
 
     async def _drain_queue(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._queue:
-            group, self._queue = self._queue, []
-            outcomes: list[str | Exception]
-            try:
-                outcomes = await loop.run_in_executor(self._executor(), file_group, self.root,
-                                                      [(k, r) for k, r, _ in group])
-            except BrokenProcessPool as exc:  # a writer died; the next group starts fresh ones
-                self._pool = None
-                outcomes = [EAkteError(f"E-Akte writer stopped: {exc}") for _ in group]
-            except Exception as exc:  # the whole group failed (e.g. the sync); each call is retried by its case
-                outcomes = [EAkteError(f"E-Akte store not writable: {exc}") for _ in group]
-            for (_, _, future), outcome in zip(group, outcomes, strict=True):
-                if future.done():
-                    continue
-                if isinstance(outcome, Exception):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
+        writer: _Writer | None = None
+        try:
+            while self._queue:
+                group, self._queue = self._queue, []
+                outcomes: list[str | Exception]
+                try:
+                    if writer is None:
+                        writer = self._idle.pop() if self._idle else self._start_writer()
+                    outcomes = await writer.write(self.root, [(k, r) for k, r, _ in group])
+                except _WriterStopped as exc:  # the writer died; the next group starts a fresh one
+                    self._discard(writer)
+                    writer = None
+                    outcomes = [EAkteError(f"E-Akte writer stopped: {exc}") for _ in group]
+                except Exception as exc:  # the whole group failed; each call is retried by its case
+                    outcomes = [EAkteError(f"E-Akte store not writable: {exc}") for _ in group]
+                for (_, _, future), outcome in zip(group, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(outcome, Exception):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        except BaseException:  # cancelled mid-group: the writer's reply would be read by the next group
+            self._discard(writer)
+            raise
+        else:
+            if writer is not None:
+                self._idle.append(writer)
+
+    def _start_writer(self) -> _Writer:
+        writer = _Writer.start()
+        self._all.append(writer)
+        return writer
+
+    def _discard(self, writer: _Writer | None) -> None:
+        if writer is not None:
+            writer.stop(kill=True)
+            if writer in self._all:
+                self._all.remove(writer)
 
     def close(self) -> None:
         """Stop the writer processes (they are started again if the adapter is used afterwards)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        for writer in self._all:
+            writer.stop()
+        self._all, self._idle = [], []
 
     def stored(self) -> dict[str, dict[str, Any]]:
         """All filed documents by idempotency key (for operators and tests)."""
@@ -190,15 +211,94 @@ class FileSystemEAkte:
         return count
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Writer processes end when the service process is gone, even if it was killed (kill -9)."""
+class _WriterStopped(RuntimeError):
+    """The writer process is gone (or answered nonsense)."""
 
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
 
-    threading.Thread(target=watch, name="eakte-parent-watch", daemon=True).start()
+_HEADER = struct.Struct("!I")
+
+
+@dataclass
+class _Writer:
+    """A writer process and the socket to it. The service talks to it from its event loop (no helper threads
+    in the service process); the process ends when the socket closes, so also when the service is killed."""
+
+    process: subprocess.Popen[bytes]
+    sock: socket.socket
+
+    @classmethod
+    def start(cls) -> _Writer:
+        ours, theirs = socket.socketpair()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (str(_PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", "import sys; from services.workflow.adapters import serve_writer; "
+                 "serve_writer(int(sys.argv[1]))", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        return cls(process, ours)
+
+    async def write(self, root: Path, items: list[tuple[str, FilingRecord]]) -> list[str | Exception]:
+        loop = asyncio.get_running_loop()
+        body = orjson.dumps({"root": str(root), "items": [(k, r.municipality, r.as_dict()) for k, r in items]})
+        try:
+            await loop.sock_sendall(self.sock, _HEADER.pack(len(body)) + body)
+            (size,) = _HEADER.unpack(await self._read(loop, _HEADER.size))
+            replies = orjson.loads(await self._read(loop, size))
+        except (OSError, ValueError) as exc:
+            raise _WriterStopped(str(exc) or type(exc).__name__) from exc
+        if not isinstance(replies, list) or len(replies) != len(items):
+            raise _WriterStopped("unexpected reply")
+        return [str(r["reference"]) if "reference" in r else EAkteError(str(r["error"])) for r in replies]
+
+    async def _read(self, loop: asyncio.AbstractEventLoop, size: int) -> bytes:
+        data = bytearray()
+        while len(data) < size:
+            chunk = await loop.sock_recv(self.sock, size - len(data))
+            if not chunk:
+                raise _WriterStopped(f"exit code {self.process.poll()}")
+            data += chunk
+        return bytes(data)
+
+    def stop(self, kill: bool = False) -> None:
+        self.sock.close()  # the process reads end-of-file and exits
+        if kill:
+            self.process.kill()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def serve_writer(fd: int) -> None:
+    """Main loop of a writer process: read a group, write it durably, answer; end when the service is gone."""
+    sock = socket.socket(fileno=fd)
+    stream = sock.makefile("rb")
+    while True:
+        header = stream.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            return
+        (size,) = _HEADER.unpack(header)
+        body = stream.read(size)
+        if len(body) < size:
+            return
+        request = orjson.loads(body)
+        try:
+            outcomes = file_group(Path(request["root"]), [tuple(i) for i in request["items"]])
+        except Exception as exc:
+            outcomes = [EAkteError(f"E-Akte store not writable: {exc}") for _ in request["items"]]
+        reply = orjson.dumps([{"error": str(o)} if isinstance(o, Exception) else {"reference": o} for o in outcomes])
+        try:
+            sock.sendall(_HEADER.pack(len(reply)) + reply)
+        except OSError:
+            return
 
 
 def _document_path(root: Path, key: str, municipality: str) -> Path:
@@ -215,24 +315,25 @@ def _read_document(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) and "reference" in doc and "calls" in doc else None
 
 
-def file_group(root: Path, items: list[tuple[str, FilingRecord]]) -> list[str | Exception]:
-    """Write one group of filings durably (runs in a writer process); one outcome per item, in order."""
+def file_group(root: Path, items: list[tuple[str, str, dict[str, Any]]]) -> list[str | Exception]:
+    """Write one group of filings (key, municipality, record as JSON) durably (runs in a writer process); one
+    outcome per item, in order."""
     outcomes: list[str | Exception] = []
     created: list[int] = []  # descriptors of new documents, fsync'd below
     renames: list[tuple[str, Path]] = []
     written: dict[Path, dict[str, Any]] = {}  # documents of this group (a key twice in a group counts twice)
     made: set[Path] = set()
     try:
-        for key, record in items:
-            path = _document_path(root, key, record.municipality)
+        for key, municipality, record in items:
+            path = _document_path(root, key, municipality)
             try:
                 if path.parent not in made:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     made.add(path.parent)
                 stored = written.get(path)
                 if stored is None:
-                    reference = f"eakte:{record.municipality}:{key}"
-                    doc = {"key": key, "reference": reference, "calls": 1, "record": record.as_dict()}
+                    reference = f"eakte:{municipality}:{key}"
+                    doc = {"key": key, "reference": reference, "calls": 1, "record": record}
                     try:
                         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                     except FileExistsError:

@@ -85,6 +85,32 @@ def case_id_for(application_id: str) -> UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"kp:case:{application_id}")
 
 
+# --- event data on the hot path ------------------------------------------------------------------
+# Every case emits these; they are built as plain dicts, field for field what their contract model dumps
+# (tests/unit/test_workflow_emit.py holds each builder against its model): building and dumping a pydantic
+# model per event cost more than the rest of `Run.emit`. Rarer events are still built from the models.
+
+CASE_OPENED: dict[str, Any] = {}
+
+
+def step_started(step: str, kind: str) -> dict[str, Any]:
+    return {"step": step, "kind": kind}
+
+
+def step_completed(step: str, duration_ms: int) -> dict[str, Any]:
+    return {"step": step, "duration_ms": duration_ms}
+
+
+def case_closed(outcome: str, processing_time_s: int) -> dict[str, Any]:
+    return {"outcome": outcome, "processing_time_s": processing_time_s}
+
+
+def notification(kind: str, deadline: datetime | None = None, consequence: str | None = None,
+                 amount_cents: int | None = None, documents: list[str] | None = None) -> dict[str, Any]:
+    return {"kind": kind, "deadline": deadline, "consequence": consequence, "amount_cents": amount_cents,
+            "documents": documents or []}
+
+
 @dataclass
 class Engine:
     registry: Registry
@@ -293,7 +319,7 @@ class Engine:
     async def _opened(self, conn: Conn, event: ApplicationEvent, sink: Sink | None, case: dict[str, Any],
                       definition: Definition, pending: list[dict[str, Any]]) -> str:
         run = Run(self, conn, case, definition, sink)
-        run.emit("workflow.case.opened", wf.CaseOpenedData())
+        run.emit("workflow.case.opened", CASE_OPENED)
         run.audit(f"event:{event.source}", "case_opened", {"event_id": str(event.id)}, after=run.snapshot())
         for body in pending:
             await self._apply(run, application_event_adapter.validate_python(body), drive=False)
@@ -342,7 +368,7 @@ class Engine:
             run.audit("timer", "retry_due", {"attempt": case["attempts"] + 1})
             await self._drive(run)
         elif name == "timer" and isinstance(step, TimerStep):
-            run.emit("workflow.step.completed", wf.StepCompletedData(step=step.id, duration_ms=_ms(run, step.id)))
+            run.emit("workflow.step.completed", step_completed(step.id, _ms(run, step.id)))
             await self._enter(run, step.next)
             await self._drive(run)
         elif name == "reminder" and isinstance(step, (WaitStep, HumanStep)) and step.deadline:
@@ -399,7 +425,7 @@ class Engine:
         case["current_step"], case["step_entered_at"] = step_id, run.now
         case["attempts"], case["last_error"] = 0, None
         case["state"] = {"automatic": "running", "end": "running", "human": "task"}.get(step.kind, "waiting")
-        run.emit("workflow.step.started", wf.StepStartedData(step=step_id, kind=step.kind))
+        run.emit("workflow.step.started", step_started(step_id, step.kind))
         run.audit("system", "step_entered", {"step": step_id, "kind": step.kind}, before=before,
                   after=run.snapshot())
         if isinstance(step, (WaitStep, HumanStep)) and step.deadline:
@@ -448,7 +474,7 @@ class Engine:
             if isinstance(step, WaitStep):
                 if not _satisfied(run.definition, step, case):
                     return
-                run.emit("workflow.step.completed", wf.StepCompletedData(step=step.id, duration_ms=_ms(run, step.id)))
+                run.emit("workflow.step.completed", step_completed(step.id, _ms(run, step.id)))
                 await self._enter(run, step.next)
                 continue
             if not isinstance(step, AutomaticStep) or case["state"] != "running":
@@ -461,7 +487,7 @@ class Engine:
                 await self._failed(run, step, exc)
                 return
             self.metrics.step_latency.labels(step.action, "ok").observe(time.perf_counter() - started)
-            run.emit("workflow.step.completed", wf.StepCompletedData(step=step.id, duration_ms=_ms(run, step.id)))
+            run.emit("workflow.step.completed", step_completed(step.id, _ms(run, step.id)))
             target = step.target(outcome)
             assert target is not None
             await self._enter(run, target)
@@ -499,7 +525,7 @@ class Engine:
             run.case["context"]["decision"] = decision
         run.audit(actor, "task_completed", {"task_id": str(task["task_id"]), "decision": decision,
                                             "reason": reason})
-        run.emit("workflow.step.completed", wf.StepCompletedData(step=step.id, duration_ms=_ms(run, step.id)))
+        run.emit("workflow.step.completed", step_completed(step.id, _ms(run, step.id)))
         await self._enter(run, step.decisions[decision])  # type: ignore[index]
         await self._drive(run)
 
@@ -526,7 +552,7 @@ class Engine:
         await run.cancel_tasks()
         case.update(state="closed", outcome=outcome, closed_at=run.now, attempts=0, last_error=None)
         seconds = max(0, int((run.now - case["opened_at"]).total_seconds()))
-        run.emit("workflow.case.closed", wf.CaseClosedData(outcome=outcome, processing_time_s=seconds))
+        run.emit("workflow.case.closed", case_closed(outcome, seconds))
         run.audit("system", "case_closed", {"outcome": outcome, "processing_time_s": seconds}, before=before,
                   after=run.snapshot())
 
@@ -540,8 +566,8 @@ class Engine:
                 received=run.now.date().isoformat(), days=d.statutory.processing_days,
                 deadline=deadline.date().isoformat(), consequence=CONSEQUENCE_TEXT[d.statutory.consequence],
                 basis=d.statutory.legal_basis)
-            run.emit("workflow.notification.requested", wf.NotificationRequestedData(
-                kind="eingangsbestaetigung", deadline=deadline, consequence=d.statutory.consequence))
+            run.emit("workflow.notification.requested",
+                     notification("eingangsbestaetigung", deadline=deadline, consequence=d.statutory.consequence))
             run.audit("system", "eingangsbestaetigung", {"text": text, "deadline": deadline.isoformat()})
             return "done"
         if step.action == "check_completeness":
@@ -577,7 +603,7 @@ class Engine:
             return "done"
         if step.action == "notify":
             assert step.notification is not None
-            run.emit("workflow.notification.requested", wf.NotificationRequestedData(kind=step.notification))
+            run.emit("workflow.notification.requested", notification(step.notification))
             return "done"
         if step.action == "start_fiction_watch":
             assert d.fiction is not None
@@ -656,7 +682,7 @@ class Run:
     def snapshot(self) -> dict[str, Any]:
         return {"state": self.case["state"], "step": self.case["current_step"]}
 
-    def emit(self, type_: str, data: Contract) -> None:
+    def emit(self, type_: str, data: Contract | dict[str, Any]) -> None:
         """Queue a workflow event for the outbox. The envelope comes from the case row (validated when the case
         opened) and `data` is an already validated contract model, so the event is serialised directly; tests
         validate every emitted type against the contract (`workflow_event_adapter`)."""
@@ -666,7 +692,7 @@ class Run:
             "id": event_id(c["case_id"], c["event_seq"]), "schema_version": 1, "source": SOURCE,
             "time": self.now, "municipality": c["municipality"], "service": c["service"], "case_id": str(c["case_id"]),
             "application_id": c["application_id"], "definition": c["definition"],
-            "definition_version": c["definition_version"], "type": type_, "data": data.model_dump(),
+            "definition_version": c["definition_version"], "type": type_, "data": data if isinstance(data, dict) else data.model_dump(),
         }
         key = f"{c['municipality']}:{c['service']}".encode()  # the contract's partition key (Envelope.kafka_key)
         self.outbox.append((self.engine.topic, key, orjson.dumps(event, option=orjson.OPT_UTC_Z)))

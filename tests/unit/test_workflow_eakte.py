@@ -87,6 +87,22 @@ class TestGroupFiling:
         akte.close()
 
 
+    async def test_a_dead_writer_fails_its_call_and_the_next_call_gets_a_fresh_writer(self, tmp_path: Path) -> None:
+        import os
+
+        akte = FileSystemEAkte(tmp_path, writers=1)
+        await akte.file("k1", _record(case="c1"))
+        [first] = akte.writer_pids()
+        os.kill(first, signal.SIGKILL)
+        with pytest.raises(EAkteError, match="writer stopped"):
+            await akte.file("k2", _record(case="c2"))
+        assert await akte.file("k2", _record(case="c2")) == "eakte:06413000:k2"
+        assert akte.writer_pids() and first not in akte.writer_pids()
+        assert {k: d["calls"] for k, d in akte.stored().items()} == {"k1": 1, "k2": 1}
+        akte.close()
+        assert akte.writer_pids() == []
+
+
 class TestXdomeaExport:
     async def test_export_writes_one_xml_per_document_with_its_codes(self, tmp_path: Path) -> None:
         akte = FileSystemEAkte(tmp_path / "akte")
@@ -127,7 +143,7 @@ async def main() -> None:
         case_id="c1", application_id="APP-c1", municipality="06413000", service="99115005104000",
         definition="wohnsitz_anmeldung", definition_version=1, step="ablage", decision=None,
         documents=[], filed_at=datetime.now(UTC)))
-    print(*akte._pool._processes, flush=True)
+    print(*akte.writer_pids(), flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import pytest
 from asyncpg.pgproto.pgproto import UUID as PgUUID
 
 from services.workflow.adapters import ManualClock
+from services.workflow import service
 from services.workflow.service import Engine, Run, event_id
 from shared.events import workflow as wf
 from shared.events.base import Contract
@@ -81,3 +82,36 @@ def test_event_id_is_the_rfc_4122_name_based_uuid(seq: int) -> None:
     case_id = uuid.uuid4()
     assert event_id(case_id, seq) == str(uuid.uuid5(case_id, f"event:{seq}"))
     assert event_id(PgUUID(str(case_id)), seq) == str(uuid.uuid5(case_id, f"event:{seq}"))
+
+
+# The hot-path builders against their contract models: same fields, same values, defaults included.
+BUILT: list[tuple[str, dict[str, Any], Contract]] = [
+    ("workflow.case.opened", service.CASE_OPENED, wf.CaseOpenedData()),
+    ("workflow.step.started", service.step_started("pruefung", "automatic"),
+     wf.StepStartedData(step="pruefung", kind="automatic")),
+    ("workflow.step.completed", service.step_completed("pruefung", 0), wf.StepCompletedData(step="pruefung")),
+    ("workflow.step.completed", service.step_completed("ablage", 987),
+     wf.StepCompletedData(step="ablage", duration_ms=987)),
+    ("workflow.case.closed", service.case_closed("approved", 3_600),
+     wf.CaseClosedData(outcome="approved", processing_time_s=3_600)),
+    ("workflow.notification.requested", service.notification("bescheid"), wf.NotificationRequestedData(kind="bescheid")),
+    ("workflow.notification.requested",
+     service.notification("eingangsbestaetigung", deadline=DEADLINE, consequence="genehmigungsfiktion"),
+     wf.NotificationRequestedData(kind="eingangsbestaetigung", deadline=DEADLINE, consequence="genehmigungsfiktion")),
+    ("workflow.notification.requested",
+     service.notification("zahlungsaufforderung", amount_cents=1_200, documents=["ausweisdokument"]),
+     wf.NotificationRequestedData(kind="zahlungsaufforderung", amount_cents=1_200, documents=["ausweisdokument"])),
+]
+
+
+@pytest.mark.parametrize(("type_", "built", "model"), BUILT, ids=[f"{t}-{i}" for i, (t, _, _) in enumerate(BUILT)])
+def test_hot_path_data_is_what_the_model_dumps(type_: str, built: dict[str, Any], model: Contract) -> None:
+    assert built == model.model_dump()
+    run = a_run()
+    run.emit(type_, built)
+    [(_, _, payload)] = run.outbox
+    event = wf.workflow_event_adapter.validate_json(payload)
+    assert event.data == model
+    other = a_run()
+    other.emit(type_, model)
+    assert payload == other.outbox[0][2]  # byte for byte the same event as from the model
