@@ -116,7 +116,7 @@ async def apply_lane(pool: asyncpg.Pool, engine: Engine, lane: list[ApplicationE
             await apply_lane(pool, engine, [e], concurrency)
         return
     for e, result in zip(lane, results, strict=True):
-        engine.metrics.events.labels(e.type, result).inc()
+        engine.metrics.event(e.type, result).inc()
 
 
 async def apply_batch(pool: asyncpg.Pool, engine: Engine, values: Sequence[bytes | None], lane_count: int,

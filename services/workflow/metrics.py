@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -11,6 +13,7 @@ LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.
 class WorkflowMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
         r = self.registry
         self.cases_by_state = Gauge("kp_workflow_cases", "Cases by state (refreshed periodically).", ["state"],
                                     registry=r)
@@ -37,3 +40,18 @@ class WorkflowMetrics:
                                   ["topic", "partition"], registry=r)
         self.callbacks = Counter("kp_workflow_callbacks_total", "FIT-Connect-style callbacks.", ["event", "result"],
                                  registry=r)
+
+    def step(self, action: str, result: str) -> Any:
+        """The step latency histogram of one action and result (looked up once; the engine observes every step)."""
+        return self._child("step", self.step_latency, action, result)
+
+    def event(self, type_: str, result: str) -> Any:
+        """The consumed-events counter of one type and result (looked up once)."""
+        return self._child("event", self.events, type_, result)
+
+    def _child(self, name: str, metric: Any, *labels: str) -> Any:
+        key = (name, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child

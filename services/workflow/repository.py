@@ -357,21 +357,20 @@ async def list_tasks(conn: Conn, municipalities: list[str], queue: str | None, s
 
 # --- audit ---------------------------------------------------------------------------------------------
 
-async def add_audit(conn: Conn, rows: list[tuple[UUID, datetime, str, str, Any, Any, Any]]) -> None:
+async def add_audit(conn: Conn, rows: list[tuple[UUID | str, datetime, str, str, Any, Any, Any]]) -> None:
     """All rows in one statement; ids follow the list order (the trail's order).
 
-    The rows travel as one JSON array (one C-level serialisation) instead of seven parameter arrays, whose
-    element-wise encoding cost the service more than the audit is worth; absent before/after stay SQL NULL.
+    The rows travel as one JSON array of arrays (a single C-level serialisation) instead of seven parameter
+    arrays, whose element-wise encoding cost the service more than the audit is worth.
     """
     if rows:
-        doc = [{"c": str(r[0]), "a": r[1], "u": r[2], "x": r[3], "d": r[6],
-                **({} if r[4] is None else {"b": r[4]}), **({} if r[5] is None else {"f": r[5]})} for r in rows]
         await conn.execute(
             """INSERT INTO wf_audit (case_id, at, actor, action, before, after, detail)
-               SELECT (e->>'c')::uuid, (e->>'a')::timestamptz, e->>'u', e->>'x', e->'b', e->'f', e->'d'
+               SELECT (e->>0)::uuid, (e->>1)::timestamptz, e->>2, e->>3, nullif(e->4, 'null'), nullif(e->5, 'null'),
+                      e->6
                FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS r(e, n)
                ORDER BY n""",
-            orjson.dumps(doc).decode(),
+            orjson.dumps([r if isinstance(r[0], str) else (str(r[0]), *r[1:]) for r in rows]).decode(),
         )
 
 

@@ -74,7 +74,11 @@ def add_months(moment: datetime, months: int) -> datetime:
 def event_id(case_id: UUID, seq: int) -> str:
     """`str(uuid.uuid5(case_id, f"event:{seq}"))` (RFC 4122 name-based, SHA-1), without the UUID objects: the
     engine derives one per emitted event, so a repeated step emits the same id."""
-    digest = bytearray(hashlib.sha1(case_id.bytes + f"event:{seq}".encode(), usedforsecurity=False).digest()[:16])
+    return _event_id(case_id.bytes, seq)
+
+
+def _event_id(case_bytes: bytes, seq: int) -> str:
+    digest = bytearray(hashlib.sha1(case_bytes + b"event:%d" % seq, usedforsecurity=False).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = digest.hex()
@@ -483,10 +487,10 @@ class Engine:
             try:
                 outcome = await self._act(run, step)
             except Exception as exc:  # any failing step is retried, then parked; never lost
-                self.metrics.step_latency.labels(step.action, "error").observe(time.perf_counter() - started)
+                self.metrics.step(step.action, "error").observe(time.perf_counter() - started)
                 await self._failed(run, step, exc)
                 return
-            self.metrics.step_latency.labels(step.action, "ok").observe(time.perf_counter() - started)
+            self.metrics.step(step.action, "ok").observe(time.perf_counter() - started)
             run.emit("workflow.step.completed", step_completed(step.id, _ms(run, step.id)))
             target = step.target(outcome)
             assert target is not None
@@ -645,7 +649,7 @@ class Sink:
     """Outbox and audit rows of several cases, written together before the transaction commits."""
 
     outbox: list[tuple[str, bytes, list[bytes]]] = field(default_factory=list)
-    audit: list[tuple[UUID, datetime, str, str, Any, Any, Any]] = field(default_factory=list)
+    audit: list[tuple[UUID | str, datetime, str, str, Any, Any, Any]] = field(default_factory=list)
     # Filled by Engine.prepare_lane: claimed event ids, locked cases by application id, cases inserted for the
     # lane's submissions and their pending events, applications with events pended in this lane.
     claimed: set[UUID] | None = None
@@ -673,11 +677,16 @@ class Run:
     definition: Definition
     sink: Sink | None = None
     outbox: list[tuple[str, bytes, bytes]] = field(default_factory=list)
-    audit_rows: list[tuple[UUID, datetime, str, str, Any, Any, Any]] = field(default_factory=list)
+    audit_rows: list[tuple[UUID | str, datetime, str, str, Any, Any, Any]] = field(default_factory=list)
     now: datetime = field(init=False)
+    case_key: str = field(init=False)
+    """The case id as text (formatted once; events and audit rows carry it)."""
+    case_bytes: bytes = field(init=False)
 
     def __post_init__(self) -> None:
         self.now = self.engine.clock.now()
+        self.case_key = str(self.case["case_id"])
+        self.case_bytes = self.case["case_id"].bytes
 
     def snapshot(self) -> dict[str, Any]:
         return {"state": self.case["state"], "step": self.case["current_step"]}
@@ -689,8 +698,8 @@ class Run:
         c = self.case
         c["event_seq"] += 1
         event = {
-            "id": event_id(c["case_id"], c["event_seq"]), "schema_version": 1, "source": SOURCE,
-            "time": self.now, "municipality": c["municipality"], "service": c["service"], "case_id": str(c["case_id"]),
+            "id": _event_id(self.case_bytes, c["event_seq"]), "schema_version": 1, "source": SOURCE,
+            "time": self.now, "municipality": c["municipality"], "service": c["service"], "case_id": self.case_key,
             "application_id": c["application_id"], "definition": c["definition"],
             "definition_version": c["definition_version"], "type": type_, "data": data if isinstance(data, dict) else data.model_dump(),
         }
@@ -698,7 +707,7 @@ class Run:
         self.outbox.append((self.engine.topic, key, orjson.dumps(event, option=orjson.OPT_UTC_Z)))
 
     def audit(self, actor: str, action: str, detail: dict[str, Any], before: Any = None, after: Any = None) -> None:
-        self.audit_rows.append((self.case["case_id"], self.now, actor, action, before, after, detail))
+        self.audit_rows.append((self.case_key, self.now, actor, action, before, after, detail))
 
     # Timers and the active task are tracked in the case context, so steps without them cost no query.
 
