@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import itertools
 import json
 import os
-import socket
-import struct
-import subprocess
-import sys
+import secrets
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 from xml.sax.saxutils import escape
 
 import httpx
@@ -95,107 +93,143 @@ def xdomea_like(record: FilingRecord, key: str) -> str:
 
 
 class FileSystemEAkte:
-    """Reference adapter: one JSON document per idempotency key; repeated calls only count.
+    """Reference adapter: an append-only filing journal per municipality; repeated calls only count.
 
-    `<root>/<municipality>/<key>.json` holds the record, the reference and how often it was called;
-    `export_xdomea` writes an XDOMEA-style XML (Akte / Vorgang / Dokument) of every filed document.
+    Every filing call appends one JSON line (key, reference, record) to this adapter's current journal segment,
+    `<root>/<municipality>/journal-<adapter>-<n>.jsonl`. A key's document is its first line and its call count
+    the number of its lines over all segments, so several service instances can share one root without
+    coordination (a case is locked while it files, so two calls for one key never race). Documents that earlier
+    releases filed as `<root>/<municipality>/<key>.json` are still read. `export_xdomea` writes an XDOMEA-style
+    XML (Akte / Vorgang / Dokument) of every filed document.
 
-    Group commit: the calls that arrive while a write is in progress are written together. A new document is
-    created under its final name, written and fsync'd, then its directory is fsync'd, before any call of the
-    group returns; a document that already exists is replaced atomically (temporary file, fsync, rename,
-    directory fsync) with its call count raised. A crash before the fsyncs can leave a partial document: it was
-    never reported as filed, so it counts as absent (the next call for the key writes it again).
-
-    The groups are written by writer processes (`writers` of them, started on first use), each reached over a
-    socket from the event loop: a file system call releases the interpreter lock, and a thread of the busy
-    service process would wait for it again after each of the many small calls of a group (filing became slower
-    than the disk); a process pool's helper threads cost the service process about a tenth of its time.
+    Group commit: the calls that arrive while a group is being made durable are appended together, and one
+    fdatasync per segment (plus a directory fsync when a segment is created) makes them durable before any call
+    of the group returns. A crash can leave a partial last line: that call was never reported as filed, so only
+    lines ending in a newline count. A segment whose write or sync failed is abandoned (the next call starts a
+    new one), so an acknowledged line never follows a partial one. Creating a file per filing, as before, cost
+    more than the rest of the case under load (inode allocation), and its time swung with the disk's history.
     """
 
-    def __init__(self, root: Path, writers: int = 1) -> None:
+    SEGMENT_BYTES = 64 * 1024 * 1024
+    """A segment is closed after the group that takes it past this size."""
+
+    def __init__(self, root: Path) -> None:
         self.root = root
-        self.writers = writers
+        self._name = f"{time.time_ns():x}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._numbers = itertools.count()
+        self._segments: dict[str, _Segment] = {}
         self._queue: list[tuple[str, FilingRecord, asyncio.Future[str]]] = []
-        self._running: set[asyncio.Task[None]] = set()
-        self._idle: list[_Writer] = []
-        self._all: list[_Writer] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._sync: ThreadPoolExecutor | None = None
 
     async def file(self, key: str, record: FilingRecord) -> str:
-        # Keys are unique per case step and a case is locked while it files, so calls never race on a key.
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._queue.append((key, record, future))
-        if len(self._running) < self.writers:  # up to `writers` groups are written at the same time
-            self._running.add(asyncio.create_task(self._write_groups()))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_groups())
         return await asyncio.shield(future)
-
-    def writer_pids(self) -> list[int]:
-        """Process ids of the running writer processes (for operators and tests)."""
-        return [w.process.pid for w in self._all if w.process.poll() is None]
 
     async def _write_groups(self) -> None:
         try:
-            await self._drain_queue()
-        finally:
-            # Leave the running set in the same step as the last look at the queue: a call queued after that
-            # look starts a writer of its own (a done-callback would run later and could strand such a call).
-            self._running.discard(cast("asyncio.Task[None]", asyncio.current_task()))
-
-    async def _drain_queue(self) -> None:
-        writer: _Writer | None = None
-        try:
             while self._queue:
                 group, self._queue = self._queue, []
-                outcomes: list[str | Exception]
                 try:
-                    if writer is None:
-                        writer = self._idle.pop() if self._idle else self._start_writer()
-                    outcomes = await writer.write(self.root, [(k, r) for k, r, _ in group])
-                except _WriterStopped as exc:  # the writer died; the next group starts a fresh one
-                    self._discard(writer)
-                    writer = None
-                    outcomes = [EAkteError(f"E-Akte writer stopped: {exc}") for _ in group]
-                except Exception as exc:  # the whole group failed; each call is retried by its case
-                    outcomes = [EAkteError(f"E-Akte store not writable: {exc}") for _ in group]
-                for (_, _, future), outcome in zip(group, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(outcome, Exception):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
-        except BaseException:  # cancelled mid-group: the writer's reply would be read by the next group
-            self._discard(writer)
-            raise
-        else:
-            if writer is not None:
-                self._idle.append(writer)
+                    await self._write_group(group)
+                except Exception as exc:  # a bug, not the disk: fail the group's calls rather than strand them
+                    for _, _, future in group:
+                        if not future.done():
+                            future.set_exception(EAkteError(f"E-Akte filing failed: {exc!r}"))
+        finally:
+            # Cleared in the same step as the last look at the queue: a call queued after it starts a new writer.
+            self._writer = None
 
-    def _start_writer(self) -> _Writer:
-        writer = _Writer.start()
-        self._all.append(writer)
-        return writer
+    async def _write_group(self, group: list[tuple[str, FilingRecord, asyncio.Future[str]]]) -> None:
+        outcomes: list[str | Exception] = [""] * len(group)
+        lines: dict[str, list[tuple[int, bytes]]] = {}
+        for i, (key, record, _) in enumerate(group):
+            reference = f"eakte:{record.municipality}:{key}"
+            outcomes[i] = reference
+            lines.setdefault(record.municipality, []).append((i, orjson.dumps(
+                {"key": key, "reference": reference, "record": record.as_dict()}) + b"\n"))
+        written: list[tuple[str, _Segment, list[int]]] = []
+        for municipality, items in lines.items():
+            try:
+                segment = self._segment(municipality)
+                _write_all(segment.fd, b"".join(line for _, line in items))
+                segment.size += sum(len(line) for _, line in items)
+                written.append((municipality, segment, [i for i, _ in items]))
+            except OSError as exc:
+                self._abandon(municipality)
+                for i, _ in items:
+                    outcomes[i] = EAkteError(f"E-Akte store not writable: {exc.strerror or exc}")
+        if written:
+            if self._sync is None:
+                self._sync = ThreadPoolExecutor(1, thread_name_prefix="eakte-sync")
+            failures = await asyncio.get_running_loop().run_in_executor(
+                self._sync, _make_durable, [segment for _, segment, _ in written])
+            for (municipality, segment, indices), failure in zip(written, failures, strict=True):
+                if failure is not None:
+                    self._abandon(municipality)
+                    for i in indices:
+                        outcomes[i] = EAkteError(f"E-Akte store not writable: {failure}")
+                elif segment.size >= self.SEGMENT_BYTES:
+                    self._abandon(municipality)
+        for (_, _, future), outcome in zip(group, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
-    def _discard(self, writer: _Writer | None) -> None:
-        if writer is not None:
-            writer.stop(kill=True)
-            if writer in self._all:
-                self._all.remove(writer)
+    def _segment(self, municipality: str) -> _Segment:
+        segment = self._segments.get(municipality)
+        if segment is None:
+            folder = self.root / municipality
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"journal-{self._name}-{next(self._numbers):04d}.jsonl"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+            segment = self._segments[municipality] = _Segment(fd, str(folder))
+        return segment
+
+    def _abandon(self, municipality: str) -> None:
+        segment = self._segments.pop(municipality, None)
+        if segment is not None:
+            with contextlib.suppress(OSError):
+                os.close(segment.fd)
 
     def close(self) -> None:
-        """Stop the writer processes (they are started again if the adapter is used afterwards)."""
-        for writer in self._all:
-            writer.stop()
-        self._all, self._idle = [], []
+        """Close the open segments (a later call starts new ones)."""
+        for municipality in list(self._segments):
+            self._abandon(municipality)
+        if self._sync is not None:
+            self._sync.shutdown(wait=True)
+            self._sync = None
 
     def stored(self) -> dict[str, dict[str, Any]]:
-        """All filed documents by idempotency key (for operators and tests)."""
+        """All filed documents by idempotency key, with their call counts (for operators and tests)."""
         out: dict[str, dict[str, Any]] = {}
         if not self.root.is_dir():
             return out
-        for p in self.root.glob("*/*.json"):
-            doc = _read_document(p)
-            if doc is not None:
-                out[doc["key"]] = doc
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            for path in sorted(folder.glob("*.json")):  # one document per key, as filed by earlier releases
+                doc = _read_document(path)
+                if doc is not None:
+                    out[doc["key"]] = doc
+            for path in sorted(folder.glob("journal-*.jsonl")):
+                for line in path.read_bytes().split(b"\n")[:-1]:  # a partial last line is not a filing
+                    try:
+                        entry = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if not isinstance(entry, dict) or not {"key", "reference", "record"} <= entry.keys():
+                        continue
+                    doc = out.get(entry["key"])
+                    if doc is None:
+                        out[entry["key"]] = {"key": entry["key"], "reference": entry["reference"], "calls": 1,
+                                             "record": entry["record"]}
+                    else:
+                        doc["calls"] += 1
         return out
 
     def export_xdomea(self, target: Path) -> int:
@@ -204,217 +238,57 @@ class FileSystemEAkte:
         for key, doc in sorted(self.stored().items()):
             r = doc["record"]
             record = FilingRecord(**{**r, "filed_at": datetime.fromisoformat(r["filed_at"])})
-            path = _document_path(target, key, record.municipality).with_suffix(".xml")
+            safe = key.replace(":", "_").replace("/", "_")
+            path = target / record.municipality / f"{safe}.xml"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(xdomea_like(record, key), encoding="utf-8")
             count += 1
         return count
 
 
-class _WriterStopped(RuntimeError):
-    """The writer process is gone (or answered nonsense)."""
-
-
-_HEADER = struct.Struct("!I")
-
-
 @dataclass
-class _Writer:
-    """A writer process and the socket to it. The service talks to it from its event loop (no helper threads
-    in the service process); the process ends when the socket closes, so also when the service is killed."""
+class _Segment:
+    """An open journal segment: its descriptor, folder, bytes written, and whether its directory entry is
+    durable yet."""
 
-    process: subprocess.Popen[bytes]
-    sock: socket.socket
+    fd: int
+    folder: str
+    size: int = 0
+    new: bool = True
 
-    @classmethod
-    def start(cls) -> _Writer:
-        ours, theirs = socket.socketpair()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (str(_PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+
+def _make_durable(segments: list[_Segment]) -> list[str | None]:
+    """fdatasync each segment (and its folder once, when the segment is new); the failure per segment, if any."""
+    failures: list[str | None] = []
+    for segment in segments:
         try:
-            process = subprocess.Popen(
-                [sys.executable, "-c", "import sys; from services.workflow.adapters import serve_writer; "
-                 "serve_writer(int(sys.argv[1]))", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
-        finally:
-            theirs.close()
-        ours.setblocking(False)
-        return cls(process, ours)
-
-    async def write(self, root: Path, items: list[tuple[str, FilingRecord]]) -> list[str | Exception]:
-        loop = asyncio.get_running_loop()
-        body = orjson.dumps({"root": str(root), "items": [(k, r.municipality, r.as_dict()) for k, r in items]})
-        try:
-            await loop.sock_sendall(self.sock, _HEADER.pack(len(body)) + body)
-            (size,) = _HEADER.unpack(await self._read(loop, _HEADER.size))
-            replies = orjson.loads(await self._read(loop, size))
-        except (OSError, ValueError) as exc:
-            raise _WriterStopped(str(exc) or type(exc).__name__) from exc
-        if not isinstance(replies, list) or len(replies) != len(items):
-            raise _WriterStopped("unexpected reply")
-        return [str(r["reference"]) if "reference" in r else EAkteError(str(r["error"])) for r in replies]
-
-    async def _read(self, loop: asyncio.AbstractEventLoop, size: int) -> bytes:
-        data = bytearray()
-        while len(data) < size:
-            chunk = await loop.sock_recv(self.sock, size - len(data))
-            if not chunk:
-                raise _WriterStopped(f"exit code {self.process.poll()}")
-            data += chunk
-        return bytes(data)
-
-    def stop(self, kill: bool = False) -> None:
-        self.sock.close()  # the process reads end-of-file and exits
-        if kill:
-            self.process.kill()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def serve_writer(fd: int) -> None:
-    """Main loop of a writer process: read a group, write it durably, answer; end when the service is gone."""
-    sock = socket.socket(fileno=fd)
-    stream = sock.makefile("rb")
-    while True:
-        header = stream.read(_HEADER.size)
-        if len(header) < _HEADER.size:
-            return
-        (size,) = _HEADER.unpack(header)
-        body = stream.read(size)
-        if len(body) < size:
-            return
-        request = orjson.loads(body)
-        try:
-            outcomes = file_group(Path(request["root"]), [tuple(i) for i in request["items"]])
-        except Exception as exc:
-            outcomes = [EAkteError(f"E-Akte store not writable: {exc}") for _ in request["items"]]
-        reply = orjson.dumps([{"error": str(o)} if isinstance(o, Exception) else {"reference": o} for o in outcomes])
-        try:
-            sock.sendall(_HEADER.pack(len(reply)) + reply)
-        except OSError:
-            return
-
-
-def _document_path(root: Path, key: str, municipality: str) -> Path:
-    safe = key.replace(":", "_").replace("/", "_")
-    return root / municipality / f"{safe}.json"
+            os.fdatasync(segment.fd)
+            if segment.new:
+                fd = os.open(segment.folder, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                segment.new = False
+            failures.append(None)
+        except OSError as exc:
+            failures.append(exc.strerror or str(exc))
+    return failures
 
 
 def _read_document(path: Path) -> dict[str, Any] | None:
-    """A stored document, or None if it is absent or partial (left by a crash before it was durable)."""
+    """A document of the earlier one-file-per-key layout, or None if it is partial (left by a crash)."""
     try:
         doc = json.loads(path.read_bytes())
     except (FileNotFoundError, ValueError):
         return None
-    return doc if isinstance(doc, dict) and "reference" in doc and "calls" in doc else None
-
-
-def file_group(root: Path, items: list[tuple[str, str, dict[str, Any]]]) -> list[str | Exception]:
-    """Write one group of filings (key, municipality, record as JSON) durably (runs in a writer process); one
-    outcome per item, in order."""
-    outcomes: list[str | Exception] = []
-    created: list[int] = []  # descriptors of new documents, fsync'd below
-    renames: list[tuple[str, Path]] = []
-    written: dict[Path, dict[str, Any]] = {}  # documents of this group (a key twice in a group counts twice)
-    made: set[Path] = set()
-    try:
-        for key, municipality, record in items:
-            path = _document_path(root, key, municipality)
-            try:
-                if path.parent not in made:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    made.add(path.parent)
-                stored = written.get(path)
-                if stored is None:
-                    reference = f"eakte:{municipality}:{key}"
-                    doc = {"key": key, "reference": reference, "calls": 1, "record": record}
-                    try:
-                        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                    except FileExistsError:
-                        stored = _read_document(path)
-                    else:
-                        created.append(fd)
-                        _write_all(fd, json.dumps(doc, sort_keys=True).encode())
-                        written[path] = doc
-                        outcomes.append(reference)
-                        continue
-                    if stored is None:  # a partial document of an attempt that never returned: write it anew
-                        stored = {**doc, "calls": 0}
-                stored["calls"] += 1
-                written[path] = stored
-                renames.append((_write_temp(path, json.dumps(stored, sort_keys=True)), path))
-                outcomes.append(str(stored["reference"]))
-            except OSError as exc:
-                outcomes.append(EAkteError(f"E-Akte store not writable: {exc.strerror or exc}"))
-        _make_durable([*created, *(tmp for tmp, _ in renames)])
-    finally:
-        for fd in created:
-            os.close(fd)
-    for tmp, path in renames:
-        os.replace(tmp, path)
-    if created or renames:
-        _make_durable(sorted({str(path.parent) for path in written}))
-    return outcomes
+    return doc if isinstance(doc, dict) and {"key", "reference", "calls", "record"} <= doc.keys() else None
 
 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-def _write_temp(path: Path, text: str) -> str:
-    """Write next to `path` under a temporary name (not yet durable); returns that name."""
-    # No .json suffix: a temporary file left by a crash is never taken for a filed document.
-    tmp = f"{path.parent}/.tmp-{os.getpid()}-{next(_temp_numbers)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        _write_all(fd, text.encode())
-    finally:
-        os.close(fd)
-    return tmp
-
-
-_temp_numbers = itertools.count()
-
-
-# fsyncs of one group run side by side: the file system commits them together (journal group commit).
-_SYNC_THREADS = 16
-
-
-def _fsync(target: str | int) -> None:
-    """fsync an open descriptor, or a path (a file or a directory)."""
-    if isinstance(target, int):
-        os.fsync(target)
-        return
-    fd = os.open(target, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _make_durable(targets: list[str | int]) -> None:
-    """Make the data of these files (descriptors or paths) or these directories' entries durable: an fsync of
-    each, several at a time. Only these are flushed, so the cost does not depend on what else is dirty on the
-    disk (a `syncfs` would also write out Kafka's and PostgreSQL's unflushed pages)."""
-    if len(targets) <= 1:
-        for t in targets:
-            _fsync(t)
-        return
-    list(_sync_pool().map(_fsync, targets))
-
-
-@functools.cache
-def _sync_pool() -> ThreadPoolExecutor:
-    """The threads that run the fsyncs of this process (kept: starting threads per group costs more)."""
-    return ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="eakte-fsync")
 
 
 class HttpEAkte:

@@ -701,7 +701,8 @@ class Run:
             "id": _event_id(self.case_bytes, c["event_seq"]), "schema_version": 1, "source": SOURCE,
             "time": self.now, "municipality": c["municipality"], "service": c["service"], "case_id": self.case_key,
             "application_id": c["application_id"], "definition": c["definition"],
-            "definition_version": c["definition_version"], "type": type_, "data": data if isinstance(data, dict) else data.model_dump(),
+            "definition_version": c["definition_version"], "type": type_,
+            "data": data if isinstance(data, dict) else data.model_dump(),
         }
         key = f"{c['municipality']}:{c['service']}".encode()  # the contract's partition key (Envelope.kafka_key)
         self.outbox.append((self.engine.topic, key, orjson.dumps(event, option=orjson.OPT_UTC_Z)))

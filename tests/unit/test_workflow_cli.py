@@ -36,7 +36,7 @@ class TestExportCommand:
             case_id="c1", application_id="APP-0001", municipality="06531005", service="99115005104000",
             definition="wohnsitz_anmeldung", definition_version=1, step="ablage", decision=None,
             documents=["meldeformular"], filed_at=datetime(2026, 11, 25, 9, 0, tzinfo=UTC))
-        akte = FileSystemEAkte(tmp_path / "akte", writers=1)
+        akte = FileSystemEAkte(tmp_path / "akte")
         asyncio.run(akte.file("c1:ablage", record))
         akte.close()
         result = CliRunner().invoke(app, ["workflow", "export-xdomea", str(tmp_path / "out"),

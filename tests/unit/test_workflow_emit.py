@@ -12,8 +12,8 @@ import orjson
 import pytest
 from asyncpg.pgproto.pgproto import UUID as PgUUID
 
-from services.workflow.adapters import ManualClock
 from services.workflow import service
+from services.workflow.adapters import ManualClock
 from services.workflow.service import Engine, Run, event_id
 from shared.events import workflow as wf
 from shared.events.base import Contract
@@ -94,7 +94,8 @@ BUILT: list[tuple[str, dict[str, Any], Contract]] = [
      wf.StepCompletedData(step="ablage", duration_ms=987)),
     ("workflow.case.closed", service.case_closed("approved", 3_600),
      wf.CaseClosedData(outcome="approved", processing_time_s=3_600)),
-    ("workflow.notification.requested", service.notification("bescheid"), wf.NotificationRequestedData(kind="bescheid")),
+    ("workflow.notification.requested", service.notification("bescheid"),
+     wf.NotificationRequestedData(kind="bescheid")),
     ("workflow.notification.requested",
      service.notification("eingangsbestaetigung", deadline=DEADLINE, consequence="genehmigungsfiktion"),
      wf.NotificationRequestedData(kind="eingangsbestaetigung", deadline=DEADLINE, consequence="genehmigungsfiktion")),
