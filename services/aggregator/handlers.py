@@ -93,7 +93,7 @@ async def apply_batch(stream: Stream, records: list[service.Record], publish: Pu
                 if i + 1 < len(chunks):
                     pending = asyncio.ensure_future(asyncio.to_thread(prepare, chunks[i + 1]))
                 seen = await repository.insert_ids(conn, [e.id for e in chunk.relevant],
-                                                   [e.time for e in chunk.relevant])
+                                                   [e.epoch for e in chunk.relevant])
                 if not seen:
                     fresh, chunk_hourly, chunk_counts = chunk.relevant, chunk.hourly, chunk.hourly_counts
                 else:  # some were counted before (a replay): fold again without them

@@ -145,6 +145,8 @@ class Counted:
 
     id: UUID
     time: datetime
+    epoch: float
+    """The event time in epoch seconds."""
     hour: int
     """Epoch hour (UTC) of the event time."""
     municipality: str
@@ -203,7 +205,7 @@ def prepare(records: Sequence[Record], adapter: TypeAdapter[Any],
         events += 1
         contributed = tuple(contributions(event))
         if contributed:
-            relevant_events.append(Counted(event_id, event.time, int(t) // 3600, event.municipality, event.service,
+            relevant_events.append(Counted(event_id, event.time, t, int(t) // 3600, event.municipality, event.service,
                                            event.type, contributed))
     hourly = fold_hourly(relevant_events)
     hourly_counts = count_hourly(relevant_events) if daily_counts else Counter()

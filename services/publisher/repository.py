@@ -36,6 +36,6 @@ async def kpi_rows(
 
 
 async def last_change(conn: Conn) -> datetime | None:
-    """When kpi_values last changed (index-only on kpi_values_updated)."""
-    value: datetime | None = await conn.fetchval("SELECT max(updated_at) FROM kpi_values")
+    """When kpi_values last changed (kept per writing backend by the table's statement trigger, migration 0500)."""
+    value: datetime | None = await conn.fetchval("SELECT max(at) FROM kpi_values_writes")
     return value
