@@ -58,11 +58,7 @@ class Stream:
     """Next offset per partition as committed to PostgreSQL by this instance (for the lag gauge)."""
 
 
-def to_records(raw: Sequence[ConsumerRecord[Any, Any]]) -> list[service.Record]:
-    return [service.Record(r.topic, r.partition, r.offset, r.value or b"", r.key) for r in raw]
-
-
-async def apply_batch(stream: Stream, records: list[service.Record], publish: Publish,
+async def apply_batch(stream: Stream, records: Sequence[service.RecordLike], publish: Publish,
                       now: datetime | None = None) -> None:
     """Apply one consumed batch exactly once; raises (and so redelivers the batch) on Kafka or DB errors.
 
@@ -143,7 +139,7 @@ async def apply_batch(stream: Stream, records: list[service.Record], publish: Pu
 def _rejected(r: service.Rejection, now: datetime) -> tuple[bytes, bytes]:
     reason: Reason = r.reason  # type: ignore[assignment]  # triage only produces members of Reason
     return rejected_payload(
-        reason=reason, raw=r.record.value, origin="aggregator", errors=r.errors, platform=r.source,
+        reason=reason, raw=r.record.value or b"", origin="aggregator", errors=r.errors, platform=r.source,
         event_id=r.event_id, topic=r.record.topic, partition=r.record.partition, offset=r.record.offset, now=now,
     )
 
@@ -213,11 +209,16 @@ async def _no_decode(_msg: Any) -> None:
 
 
 async def _tolerant_parse(msg: tuple[ConsumerRecord[Any, Any], ...], original: Callable[..., Any]) -> Any:
-    """Foreign producers may send non-UTF-8 headers; drop them rather than block the partition."""
+    """Parse only what the handler reads: FastStream's batch parser turns every record's headers into a dict and
+    collects the bodies, while the aggregator reads the raw records (`message.raw_message`). So the first record
+    gives the message's metadata and the whole batch is attached (acknowledgement and NACK use `raw_message`).
+    Foreign producers may send non-UTF-8 headers; they are dropped rather than block the partition."""
     try:
-        return await original(msg)
+        parsed = await original(msg[:1])
     except UnicodeDecodeError:
-        return await original(tuple(dataclasses.replace(r, headers=()) for r in msg))
+        parsed = await original((dataclasses.replace(msg[0], headers=()),))
+    parsed.raw_message = msg
+    return parsed
 
 
 def build_router(settings: AggregatorSettings, pool_holder: dict[str, asyncpg.Pool],
@@ -236,7 +237,7 @@ def build_router(settings: AggregatorSettings, pool_holder: dict[str, asyncpg.Po
     def subscribe(stream: Stream, title: str, description: str) -> None:
         async def on_batch(_body: Any, message: KafkaMessage) -> None:
             try:
-                await apply_batch(stream, to_records(message.raw_message), publish)
+                await apply_batch(stream, message.raw_message, publish)
                 stream.failures = 0
             except Exception:
                 # Roll back and redeliver (NACK seeks back), after a growing pause so an outage of Kafka or

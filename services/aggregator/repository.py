@@ -15,26 +15,28 @@ async def insert_ids(conn: Conn, ids: list[UUID], epochs: list[float]) -> set[UU
     """Record event ids (unique within the call) with their event time (epoch seconds); return those that were
     recorded before (usually none).
 
-    A probe for the known ids, then a plain INSERT of the others: `ON CONFLICT DO NOTHING` (speculative insertion)
-    cost about 60 % more per row. Event times travel as float8 (encoding aware datetimes cost the client more
-    than the insert); they only steer retention, so sub-microsecond rounding does not matter. Another writer
-    of the same id at the same moment (only possible while a partition changes hands) makes the INSERT fail with
-    a unique violation or a deadlock; the batch then rolls back, is redelivered, and the probe finds the id.
+    The known ids are looked up and only the others inserted with a plain INSERT: `ON CONFLICT DO NOTHING`
+    (speculative insertion) cost about 60 % more per row. Event times travel as float8 (encoding aware
+    datetimes cost the client more than the insert); they only steer retention, so sub-microsecond rounding
+    does not matter. Another writer of the same id at the same moment (only possible while a partition changes
+    hands) makes the INSERT fail with a unique violation or a deadlock; the batch then rolls back, is
+    redelivered, and the lookup finds the id.
     """
     if not ids:
         return set()
-    rows = await conn.fetch("SELECT event_id FROM agg_processed_events WHERE event_id = ANY($1::uuid[])", ids)
-    seen: set[UUID] = {r["event_id"] for r in rows}
-    if seen:
-        keep = [i for i, event_id in enumerate(ids) if event_id not in seen]
-        ids, epochs = [ids[i] for i in keep], [epochs[i] for i in keep]
-    if ids:
-        await conn.execute(
-            """INSERT INTO agg_processed_events (event_id, event_time)
-               SELECT event_id, to_timestamp(epoch) FROM unnest($1::uuid[], $2::float8[]) AS g (event_id, epoch)""",
-            ids, epochs,
-        )
-    return seen
+    # One statement, the arrays encoded once: every part of it sees the snapshot from before the INSERT, so
+    # `known` holds exactly the ids recorded earlier.
+    rows = await conn.fetch(
+        """WITH given AS (SELECT * FROM unnest($1::uuid[], $2::float8[]) AS g (event_id, epoch)),
+                known AS (SELECT p.event_id FROM agg_processed_events p
+                          WHERE p.event_id IN (SELECT event_id FROM given)),
+                inserted AS (INSERT INTO agg_processed_events (event_id, event_time)
+                             SELECT event_id, to_timestamp(epoch) FROM given
+                             WHERE event_id NOT IN (SELECT event_id FROM known))
+           SELECT event_id FROM known""",
+        ids, epochs,
+    )
+    return {r["event_id"] for r in rows}
 
 
 async def insert_new_ids(conn: Conn, ids: list[UUID], times: list[datetime]) -> set[UUID]:

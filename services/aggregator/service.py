@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -46,11 +46,26 @@ class Record:
     key: bytes | None = None
 
 
+class RecordLike(Protocol):
+    """What the aggregator reads of a consumed record (aiokafka's ConsumerRecord as it is, or `Record`)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def key(self) -> bytes | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
     """A record that is not counted, with the reason for the rejected topic."""
 
-    record: Record
+    record: RecordLike
     reason: str
     errors: list[dict[str, Any]]
     source: str | None = None
@@ -87,7 +102,7 @@ def _errors(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
     return reason, errors
 
 
-def _window(r: Record, event: Any, oldest: float, newest: float, horizon: timedelta,
+def _window(r: RecordLike, event: Any, oldest: float, newest: float, horizon: timedelta,
             future_skew: timedelta) -> tuple[float, Rejection | None]:
     """Event time as epoch seconds, and the rejection if it lies outside the accepted window."""
     t: float = event.time.timestamp()
@@ -104,14 +119,14 @@ def _window(r: Record, event: Any, oldest: float, newest: float, horizon: timede
     return t, None
 
 
-def _invalid(r: Record, exc: ValidationError) -> Rejection:
+def _invalid(r: RecordLike, exc: ValidationError) -> Rejection:
     reason, errors = _errors(exc)
-    source, event_id = _declared(r.value)
+    source, event_id = _declared(r.value or b"")
     return Rejection(r, reason, errors, source, event_id)
 
 
 def triage(
-    records: Sequence[Record], adapter: TypeAdapter[Any], now: datetime, horizon: timedelta, future_skew: timedelta
+    records: Sequence[RecordLike], adapter: TypeAdapter[Any], now: datetime, horizon: timedelta, future_skew: timedelta
 ) -> Triage:
     """Validate every record again (foreign producers may write to the topic) and apply the time window.
 
@@ -123,7 +138,7 @@ def triage(
     seen: set[UUID] = set()
     for r in records:
         try:
-            event = adapter.validate_json(r.value)
+            event = adapter.validate_json(r.value or b"")
         except ValidationError as exc:
             out.rejections.append(_invalid(r, exc))
             continue
@@ -144,7 +159,6 @@ class Counted:
     """What the write path needs of one countable event; the validated model itself is not kept."""
 
     id: UUID
-    time: datetime
     epoch: float
     """The event time in epoch seconds."""
     hour: int
@@ -152,14 +166,14 @@ class Counted:
     municipality: str
     service: str
     type: str
-    contributions: tuple[Contribution, ...]
+    contributions: Sequence[Contribution]
 
 
 @dataclass(slots=True)
 class Prepared:
     """A chunk of records validated and folded, ready to be written (deltas assume every event is new)."""
 
-    records: Sequence[Record]
+    records: Sequence[RecordLike]
     rejections: list[Rejection]
     events: int
     """Valid events within the window, once per id (counted, duplicate or ignored)."""
@@ -171,7 +185,7 @@ class Prepared:
     seconds: float
 
 
-def prepare(records: Sequence[Record], adapter: TypeAdapter[Any],
+def prepare(records: Sequence[RecordLike], adapter: TypeAdapter[Any],
             contributions: Callable[[Any], Sequence[Contribution]], daily_counts: bool, now: datetime,
             horizon: timedelta, future_skew: timedelta) -> Prepared:
     """Triage and fold a chunk; pure, so it can run in a worker thread while the previous chunk is written.
@@ -189,12 +203,14 @@ def prepare(records: Sequence[Record], adapter: TypeAdapter[Any],
     events = duplicates = 0
     for r in records:
         try:
-            event = validate(r.value)
+            event = validate(r.value or b"")
         except ValidationError as exc:
             rejections.append(_invalid(r, exc))
             continue
-        t, rejection = _window(r, event, oldest, newest, horizon, future_skew)
-        if rejection is not None:
+        t: float = event.time.timestamp()
+        if not oldest <= t <= newest:
+            _, rejection = _window(r, event, oldest, newest, horizon, future_skew)
+            assert rejection is not None
             rejections.append(rejection)
             continue
         event_id = event.id
@@ -203,9 +219,9 @@ def prepare(records: Sequence[Record], adapter: TypeAdapter[Any],
             continue
         seen.add(event_id)
         events += 1
-        contributed = tuple(contributions(event))
+        contributed = contributions(event)
         if contributed:
-            relevant_events.append(Counted(event_id, event.time, t, int(t) // 3600, event.municipality, event.service,
+            relevant_events.append(Counted(event_id, t, int(t) // 3600, event.municipality, event.service,
                                            event.type, contributed))
     hourly = fold_hourly(relevant_events)
     hourly_counts = count_hourly(relevant_events) if daily_counts else Counter()
@@ -441,11 +457,11 @@ def relevant(events: Iterable[E], contributions: Callable[[E], list[Contribution
 
 def late_count(events: Iterable[Envelope | Counted], now: datetime) -> int:
     """Events that correct an hour that had already ended when they were processed."""
-    current = hour_start(now)
-    return sum(1 for e in events if e.time < current)
+    current = hour_start(now).timestamp()
+    return sum(1 for e in events if (e.epoch if isinstance(e, Counted) else e.time.timestamp()) < current)
 
 
-def next_offsets(records: Iterable[Record]) -> dict[tuple[str, int], int]:
+def next_offsets(records: Iterable[RecordLike]) -> dict[tuple[str, int], int]:
     """Position to resume from per partition: one past the highest consumed offset."""
     result: dict[tuple[str, int], int] = {}
     for r in records:
