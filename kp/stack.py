@@ -239,9 +239,14 @@ class KafkaNode:
 
 
 def base64_uuid() -> str:
+    """A Kafka cluster id: a random UUID in URL-safe base64 that does not start with "-" (the storage tool's
+    argument parser would take such an id for an option; Kafka's own generator avoids them the same way)."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not value.startswith("-"):
+            return value
 
 
 # ---------------------------------------------------------------------------------------- PostgreSQL
