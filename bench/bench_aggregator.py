@@ -1,9 +1,11 @@
 """Aggregator throughput: events/s folded exactly-once vs a naive per-event consumer and a raw Kafka drain.
 
-Same run, same data: N mixed usage events are produced once to a fresh topic; then
+Same run, same data: 3 x N mixed usage events are produced once to a fresh topic; then
   (2) a raw aiokafka consumer only drains the topic (upper bound of what Python can consume),
   (1) a naive consumer validates each event and inserts one row per event (autocommit),
-  and the aggregator service (a real process, exactly-once: dedup + KPI upserts + offsets per batch) folds it.
+  and two aggregator service processes in one consumer group (as deployed, one per core; exactly-once: dedup +
+  KPI upserts + offsets per batch) fold it, timed from the moment their group is stable. One aggregator process
+  folds N other events as a scaling reference.
 Plus end-to-end freshness (ingest HTTP accept -> KPI row visible in PostgreSQL), p50/p99.
 
 Run: `python -m bench.bench_aggregator [--quick]` (uses KP_KAFKA_BOOTSTRAP / KP_DATABASE_URL or its own stack).
