@@ -106,7 +106,8 @@ class FileSystemEAkte:
     fdatasync per segment (plus a directory fsync when a segment is created) makes them durable before any call
     of the group returns. A crash can leave a partial last line: that call was never reported as filed, so only
     lines ending in a newline count. A segment whose write or sync failed is abandoned (the next call starts a
-    new one), so an acknowledged line never follows a partial one. Creating a file per filing, as before, cost
+    new one), so an acknowledged line never follows a partial one; whole lines of such a failed group that did
+    reach the disk only raise their keys' call counts (those calls are repeated by their cases anyway). Creating a file per filing, as before, cost
     more than the rest of the case under load (inode allocation), and its time swung with the disk's history.
     """
 
