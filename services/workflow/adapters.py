@@ -107,8 +107,9 @@ class FileSystemEAkte:
     of the group returns. A crash can leave a partial last line: that call was never reported as filed, so only
     lines ending in a newline count. A segment whose write or sync failed is abandoned (the next call starts a
     new one), so an acknowledged line never follows a partial one; whole lines of such a failed group that did
-    reach the disk only raise their keys' call counts (those calls are repeated by their cases anyway). Creating a file per filing, as before, cost
-    more than the rest of the case under load (inode allocation), and its time swung with the disk's history.
+    reach the disk only raise their keys' call counts (those calls are repeated by their cases anyway).
+    Creating a file per filing, as before, cost more than the rest of the case under load (inode allocation),
+    and its time swung with the disk's history.
     """
 
     SEGMENT_BYTES = 64 * 1024 * 1024
