@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+import re
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.reference import configure_members
 
 if TYPE_CHECKING:
     from faststream.security import BaseSecurity
@@ -32,6 +35,23 @@ class KPSettings(BaseSettings):
     """Kafka client authentication (e.g. Strimzi KafkaUser with SCRAM-SHA-512); PLAINTEXT for local stacks."""
     late_horizon_days: int = 7
     """Events older than this (by their `time`) are rejected as `too_late` by ingest and the aggregator."""
+    extra_municipalities: Annotated[tuple[str, ...], NoDecode] = ()
+    """AGS of member cities not yet in the reference table, comma-separated (`KP_EXTRA_MUNICIPALITIES`); their
+    events are accepted and counted, and published once the reference table names them."""
+
+    @field_validator("extra_municipalities", mode="before")
+    @classmethod
+    def _split_municipalities(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        for ags in value:
+            if not isinstance(ags, str) or not re.fullmatch(r"\d{8}", ags):
+                raise ValueError(f"KP_EXTRA_MUNICIPALITIES: {ags!r} is not an 8-digit AGS")
+        return value
+
+    def configure_reference(self) -> None:
+        """Make the event contracts of this process accept the configured member municipalities."""
+        configure_members(self.extra_municipalities)
 
     @model_validator(mode="after")
     def _no_dev_defaults_in_production(self) -> KPSettings:

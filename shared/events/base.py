@@ -5,10 +5,24 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
-AGS = Annotated[str, StringConstraints(pattern=r"^\d{8}$", strict=True)]
-"""Amtlicher Gemeindeschlüssel: 8 digits, kept as a string (leading zero)."""
+from shared.events.text import Text
+from shared.reference import is_member
+
+
+def _member(ags: str) -> str:
+    if not is_member(ags):
+        raise PydanticCustomError(
+            "unknown_municipality",
+            "municipality {ags} is not a member (reference table or KP_EXTRA_MUNICIPALITIES)", {"ags": ags},
+        )
+    return ags
+
+
+AGS = Annotated[str, StringConstraints(pattern=r"^\d{8}$", strict=True), AfterValidator(_member)]
+"""Amtlicher Gemeindeschlüssel of a member municipality: 8 digits, kept as a string (leading zero)."""
 
 LeiKaKey = Annotated[str, StringConstraints(pattern=r"^\d{14}$", strict=True)]
 """Leistungsschlüssel of the LeiKa catalogue: 14 digits."""
@@ -19,7 +33,8 @@ Source = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$"
 Pseudonym = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{8,64}$", strict=True)]
 """Opaque identifier chosen by the platform; never derived from a person."""
 
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=120, strict=True)]
+ShortText = Annotated[str, Text(120, min_chars=1)]
+"""A one-line text: 1-120 characters, at most 240 UTF-8 bytes, no control characters."""
 
 
 class Contract(BaseModel):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, TypeAdapter
+from pydantic import Field, TypeAdapter
 
 from shared.events.base import Contract, Envelope, Pseudonym, ShortText
+from shared.events.text import Text
 
 Device = Literal["desktop", "mobile", "tablet", "other"]
-PagePath = Annotated[str, StringConstraints(pattern=r"^/[^?#\s]{0,199}$", strict=True)]
+PagePath = Annotated[str, Text(200, pattern=r"^/[^?#\s]*$")]
+"""A path without query or fragment: at most 200 characters and 400 UTF-8 bytes, no control characters."""
 Count = Annotated[int, Field(ge=0, strict=True)]
 
 
@@ -113,7 +115,8 @@ class SessionAbandoned(UsageEventBase):
 
 class FeedbackGivenData(Contract):
     stars: Annotated[int, Field(ge=1, le=5, strict=True)]
-    comment: Annotated[str | None, StringConstraints(max_length=500, strict=True)] = None
+    comment: Annotated[str, Text(500, max_bytes=1000, multiline=True)] | None = None
+    """Free text; TAB, LF and CR are allowed, other control characters are not."""
 
 
 class FeedbackGiven(UsageEventBase):

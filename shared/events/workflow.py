@@ -9,7 +9,10 @@ from pydantic import AwareDatetime, Field, StringConstraints, TypeAdapter
 
 from shared.events.application import ApplicationId, Cents, DocumentType
 from shared.events.base import Contract, Envelope
+from shared.events.text import Text
 
+ErrorText = Annotated[str, Text(500, max_bytes=1000, multiline=True)]
+"""An error message of a step: TAB, LF and CR allowed, other control characters not."""
 StepName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,64}$", strict=True)]
 
 
@@ -48,7 +51,7 @@ class StepCompleted(WorkflowEventBase):
 class StepFailedData(Contract):
     step: StepName
     attempt: Annotated[int, Field(ge=1, strict=True)]
-    error: Annotated[str, StringConstraints(max_length=500)]
+    error: ErrorText
 
 
 class StepFailed(WorkflowEventBase):
@@ -83,7 +86,7 @@ class DeadlineBreached(WorkflowEventBase):
 
 class CaseParkedData(Contract):
     step: StepName
-    error: Annotated[str, StringConstraints(max_length=500)]
+    error: ErrorText
 
 
 class CaseParked(WorkflowEventBase):

@@ -7,6 +7,7 @@ invented: an empty field means the value was not verified.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -71,3 +72,37 @@ def municipality_by_ags() -> dict[str, Municipality]:
 @cache
 def service_by_key() -> dict[str, Service]:
     return {s.leika_key: s for s in services()}
+
+
+# --- membership -------------------------------------------------------------------------------------------------
+# Which municipalities the event contracts accept. The reference table by default; a service adds the extra
+# member cities of its settings (`KP_EXTRA_MUNICIPALITIES`) once at start, before it reads any event.
+
+_extra_members: frozenset[str] = frozenset()
+
+
+def configure_members(extra: Iterable[str]) -> None:
+    """Accept these AGS besides the reference table (a new member city before its reference row exists)."""
+    global _extra_members
+    _extra_members = frozenset(extra)
+    member_municipalities.cache_clear()
+
+
+@cache
+def member_municipalities() -> frozenset[str]:
+    """AGS the contracts accept: the reference table plus the configured extra members."""
+    return frozenset(municipality_by_ags()) | _extra_members
+
+
+def is_member(ags: str) -> bool:
+    return ags in member_municipalities()
+
+
+def is_named_service(leika_key: str) -> bool:
+    """A service is published only once the reference table names it (see docs/adr/0020)."""
+    return leika_key in service_by_key()
+
+
+def is_named_municipality(ags: str) -> bool:
+    """A municipality is published only once the reference table has its row (name, ARS, geocoding URI)."""
+    return ags in municipality_by_ags()
