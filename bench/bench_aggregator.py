@@ -52,14 +52,29 @@ def percentile(values: list[float], p: float) -> float | None:
     return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
 
 
+def bench_keys(rnd: random.Random) -> tuple[list[str], list[str]]:
+    """Six municipalities and eight services of the benchmark alone (accepted as extra members)."""
+    return [f"99{rnd.randrange(10**6):06d}" for _ in range(6)], [f"99{rnd.randrange(10**12):012d}" for _ in range(8)]
+
+
+def bench_members_env(*seeds: int) -> dict[str, str]:
+    """`KP_EXTRA_*` for the keys `make_events(seed=...)` uses with these seeds."""
+    municipalities: list[str] = []
+    services: list[str] = []
+    for seed in seeds:
+        more_municipalities, more_services = bench_keys(random.Random(seed))
+        municipalities += more_municipalities
+        services += more_services
+    return {"KP_EXTRA_MUNICIPALITIES": ",".join(municipalities), "KP_EXTRA_SERVICES": ",".join(services)}
+
+
 def make_events(n: int, seed: int = 7) -> list[bytes]:
     """A realistic mix: page views and sessions with steps, auth, payment, submit/abandon, feedback.
 
     Six municipalities x eight services; 95 % of events from the last 15 minutes, 5 % late (up to 3 days).
     """
     rnd = random.Random(seed)
-    municipalities = [f"99{rnd.randrange(10**6):06d}" for _ in range(6)]
-    services = [f"99{rnd.randrange(10**12):012d}" for _ in range(8)]
+    municipalities, services = bench_keys(rnd)
     now = datetime.now(UTC)
     kinds: list[tuple[str, Any]] = [
         ("usage.page.viewed", lambda: {"page": f"/seite/{rnd.randrange(12)}", "device": rnd.choice(
@@ -167,7 +182,7 @@ async def exactly_once(stack: LocalStack, topic: str, n: int, instances: int = 1
     for i in range(instances):
         sp = stack.service("aggregator", extra_env={
             "KP_USAGE_TOPIC": topic, "KP_CONSUMER_GROUP": group, "KP_CONSUME_WORKFLOW": "false",
-            "KP_REJECTED_TOPIC": f"bench.rejected.{uid}", "KP_LOG_LEVEL": "WARNING",
+            "KP_REJECTED_TOPIC": f"bench.rejected.{uid}", "KP_LOG_LEVEL": "WARNING", **bench_members_env(7, 8),
         })
         sp.log_path = sp.log_path.with_name(f"bench-aggregator-{uid}-{i}.log")
         services.append(sp)
@@ -256,9 +271,11 @@ async def freshness(stack: LocalStack, count: int) -> tuple[list[float], str | N
         api_key = await create_api_key(stack.database_url, "kp-bench-aggregator", [ags])
     except Exception as exc:
         return [], f"no ingest API key: {exc}"
-    ingest = stack.service("ingest")
+    fresh_services = [f"99{random.randrange(10**12):012d}" for _ in range(count + 5)]
+    members = {"KP_EXTRA_MUNICIPALITIES": ags, "KP_EXTRA_SERVICES": ",".join(fresh_services)}
+    ingest = stack.service("ingest", members)
     agg = stack.service("aggregator", extra_env={"KP_CONSUMER_GROUP": group, "KP_CONSUME_WORKFLOW": "false",
-                                                 "KP_LOG_LEVEL": "WARNING"})
+                                                 "KP_LOG_LEVEL": "WARNING", **members})
     agg.log_path = agg.log_path.with_name(f"bench-fresh-aggregator-{group}.log")
     procs = [ingest, agg]
     try:
@@ -284,7 +301,7 @@ async def freshness(stack: LocalStack, count: int) -> tuple[list[float], str | N
         poller = asyncio.create_task(poll())
         async with httpx.AsyncClient(base_url=ingest.url, timeout=30, headers=headers) as client:
             for i in range(count + 5):
-                svc = f"99{random.randrange(10**12):012d}"
+                svc = fresh_services[i]
                 event = {"id": str(uuid.uuid4()), "type": "usage.session.started", "source": "bench",
                          "time": datetime.now(UTC).isoformat(), "municipality": ags, "service": svc,
                          "session": f"sess{uuid.uuid4().hex[:16]}", "data": {"channel": "web", "device": "mobile"}}

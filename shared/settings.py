@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.reference import configure_members
@@ -37,21 +37,24 @@ class KPSettings(BaseSettings):
     """Events older than this (by their `time`) are rejected as `too_late` by ingest and the aggregator."""
     extra_municipalities: Annotated[tuple[str, ...], NoDecode] = ()
     """AGS of member cities not yet in the reference table, comma-separated (`KP_EXTRA_MUNICIPALITIES`); their
-    events are accepted and counted, and published once the reference table names them."""
+    events are accepted like those of the reference table (docs/adr/0020-reference-data-policy.md)."""
+    extra_services: Annotated[tuple[str, ...], NoDecode] = ()
+    """LeiKa keys of services not yet in the reference table, comma-separated (`KP_EXTRA_SERVICES`)."""
 
-    @field_validator("extra_municipalities", mode="before")
+    @field_validator("extra_municipalities", "extra_services", mode="before")
     @classmethod
-    def _split_municipalities(cls, value: Any) -> Any:
+    def _split_keys(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str):
             value = tuple(part.strip() for part in value.split(",") if part.strip())
-        for ags in value:
-            if not isinstance(ags, str) or not re.fullmatch(r"\d{8}", ags):
-                raise ValueError(f"KP_EXTRA_MUNICIPALITIES: {ags!r} is not an 8-digit AGS")
+        digits, what = (8, "AGS") if info.field_name == "extra_municipalities" else (14, "LeiKa key")
+        for key in value:
+            if not isinstance(key, str) or not re.fullmatch(rf"\d{{{digits}}}", key):
+                raise ValueError(f"KP_{str(info.field_name).upper()}: {key!r} is not a {digits}-digit {what}")
         return value
 
     def configure_reference(self) -> None:
-        """Make the event contracts of this process accept the configured member municipalities."""
-        configure_members(self.extra_municipalities)
+        """Make the event contracts of this process accept the configured extra municipalities and services."""
+        configure_members(self.extra_municipalities, self.extra_services)
 
     @model_validator(mode="after")
     def _no_dev_defaults_in_production(self) -> KPSettings:

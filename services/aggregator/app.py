@@ -20,7 +20,7 @@ from shared.observability import install_asyncapi, install_ops
 
 def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
     settings = settings or AggregatorSettings()
-    settings.configure_reference()  # the contracts accept the configured member municipalities
+    settings.configure_reference()  # the contracts accept the configured extra municipalities and services
     metrics = AggregatorMetrics.create()
     pool_holder: dict[str, asyncpg.Pool] = {}
     # Rejections must be durable before offsets move on: acks from all in-sync replicas, idempotent.

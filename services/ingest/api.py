@@ -6,7 +6,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from fastapi import APIRouter, Request, Security
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
@@ -24,7 +24,8 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         400: "Body not parseable (invalid JSON, not an array, invalid gzip).",
         401: "API key missing, unknown or revoked.",
         404: "Unknown platform mapping.",
-        413: "Body or batch larger than the configured limits.",
+        413: "Body or batch larger than the configured limits (`payload_too_large`), or an event larger than the "
+             "event store accepts (`record_too_large`, permanent).",
         415: "Unsupported Content-Type or Content-Encoding.",
         429: "Rate limit of the API key exceeded; see `Retry-After`.",
         503: "Kafka did not acknowledge in time; nothing of the batch is accepted. Retry after `Retry-After`.",
@@ -79,6 +80,11 @@ async def handle(request: Request, to_items: Callable[[Runtime, bytes], list[Ite
         elif exc.status == 429 and caller is not None:
             request.app.state.metrics.rate_limited.labels(caller.platform).inc()
         return problem(exc)
+    except MessageSizeTooLargeError:
+        # Contracts and rejected records are bounded well below the broker's limit; should one still be refused,
+        # the answer is permanent, not "retry".
+        return problem(ProblemError(413, "record_too_large", "an event of the batch is larger than the event "
+                                    "store accepts; nothing was accepted, do not retry it unchanged"))
     except (KafkaError, TimeoutError) as exc:
         return problem(ProblemError(503, "event_store_unavailable",
                                     f"Kafka did not acknowledge the batch ({type(exc).__name__}); nothing was "

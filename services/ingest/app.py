@@ -31,7 +31,7 @@ from shared.observability import install_ops
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
     settings = settings or IngestSettings()
-    settings.configure_reference()  # the contracts accept the configured member municipalities
+    settings.configure_reference()  # the contracts accept the configured extra municipalities and services
     registry = CollectorRegistry()
     metrics = IngestMetrics(registry)
     mappings = load_mappings(settings.mappings_dir)  # invalid mapping files stop the start here

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 
 from services.ingest.service import ApiKey
@@ -98,6 +98,8 @@ class KafkaSink:
             producer = await self._current()
             try:
                 await asyncio.wait_for(self._send_all(producer, events, rejected), timeout=self._timeout_s)
+            except MessageSizeTooLargeError:
+                raise  # a data error: the producer is fine, and replacing it would not help the record
             except Exception:
                 self._discard(producer)
                 raise

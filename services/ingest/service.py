@@ -25,6 +25,7 @@ from services.ingest.mapping import MappingError, PlatformMapping
 from services.ingest.schemas import BatchResult, Rejection
 from shared.events import UsageEvent, usage_event_adapter
 from shared.events.base import Envelope
+from shared.events.text import refused_character
 from shared.events.usage import FeedbackGiven, UsageEventBase
 from shared.rejections import Reason, bounded_errors, rejected_payload
 
@@ -361,7 +362,21 @@ class Rejected:
         if isinstance(envelope, Envelope):
             return str(envelope.id)
         value = envelope.get("id") if isinstance(envelope, dict) else None
-        return value if isinstance(value, str) else None
+        return echoed_id(value)
+
+
+MAX_ECHOED_ID = 64
+"""A declared id longer than this is not repeated in answers or rejected records (a UUID has 36 characters)."""
+
+
+def echoed_id(value: object) -> str | None:
+    """The declared id of a refused event if it is short and printable enough to repeat, else None.
+
+    An unbounded id once made the rejected record larger than Kafka accepts: the batch failed with 503 on every
+    retry and the producer was replaced each time. The contract's reasons still say what is wrong with it."""
+    if not isinstance(value, str) or len(value) > MAX_ECHOED_ID or refused_character(value) is not None:
+        return None
+    return value
 
 
 def pydantic_reasons(exc: ValidationError) -> list[dict[str, Any]]:

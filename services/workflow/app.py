@@ -68,7 +68,7 @@ def make_eakte(settings: WorkflowSettings) -> EAkte:
 def create_app(settings: WorkflowSettings | None = None, *, clock: Clock | None = None, eakte: EAkte | None = None,
                registry: Registry | None = None) -> FastAPI:
     settings = settings or WorkflowSettings()
-    settings.configure_reference()  # the contracts accept the configured member municipalities
+    settings.configure_reference()  # the contracts accept the configured extra municipalities and services
     registry = registry or load_definitions(settings.definitions_dir)  # invalid definitions refuse the start
     metrics = WorkflowMetrics()
     engine = Engine(registry=registry, eakte=eakte or make_eakte(settings), clock=clock or SystemClock(),

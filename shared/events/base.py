@@ -9,7 +9,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from shared.events.text import Text
-from shared.reference import is_member
+from shared.reference import is_known_service, is_member
 
 
 def _member(ags: str) -> str:
@@ -24,8 +24,16 @@ def _member(ags: str) -> str:
 AGS = Annotated[str, StringConstraints(pattern=r"^\d{8}$", strict=True), AfterValidator(_member)]
 """Amtlicher Gemeindeschlüssel of a member municipality: 8 digits, kept as a string (leading zero)."""
 
-LeiKaKey = Annotated[str, StringConstraints(pattern=r"^\d{14}$", strict=True)]
-"""Leistungsschlüssel of the LeiKa catalogue: 14 digits."""
+def _known_service(key: str) -> str:
+    if not is_known_service(key):
+        raise PydanticCustomError(
+            "unknown_service", "service {key} is not in the reference data (or KP_EXTRA_SERVICES)", {"key": key},
+        )
+    return key
+
+
+LeiKaKey = Annotated[str, StringConstraints(pattern=r"^\d{14}$", strict=True), AfterValidator(_known_service)]
+"""Leistungsschlüssel of the LeiKa catalogue of a known service: 14 digits."""
 
 Source = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", strict=True)]
 """Identifier of the emitting platform, e.g. `civento-offenbach`."""

@@ -75,17 +75,25 @@ def service_by_key() -> dict[str, Service]:
 
 
 # --- membership -------------------------------------------------------------------------------------------------
-# Which municipalities the event contracts accept. The reference table by default; a service adds the extra
-# member cities of its settings (`KP_EXTRA_MUNICIPALITIES`) once at start, before it reads any event.
+# Which municipalities and services the event contracts accept: the reference tables by default; a service adds
+# the extra keys of its settings (`KP_EXTRA_MUNICIPALITIES`, `KP_EXTRA_SERVICES`) once at start, before it
+# reads any event (docs/adr/0020-reference-data-policy.md).
 
 _extra_members: frozenset[str] = frozenset()
+_extra_services: frozenset[str] = frozenset()
 
 
-def configure_members(extra: Iterable[str]) -> None:
-    """Accept these AGS besides the reference table (a new member city before its reference row exists)."""
-    global _extra_members
-    _extra_members = frozenset(extra)
+def configure_members(municipalities: Iterable[str] = (), services: Iterable[str] = ()) -> None:
+    """Accept these AGS and LeiKa keys besides the reference tables (replacing earlier extra keys)."""
+    global _extra_members, _extra_services
+    _extra_members, _extra_services = frozenset(municipalities), frozenset(services)
     member_municipalities.cache_clear()
+    known_services.cache_clear()
+
+
+def extra_members() -> tuple[frozenset[str], frozenset[str]]:
+    """The configured extra (municipalities, services)."""
+    return _extra_members, _extra_services
 
 
 @cache
@@ -94,15 +102,15 @@ def member_municipalities() -> frozenset[str]:
     return frozenset(municipality_by_ags()) | _extra_members
 
 
+@cache
+def known_services() -> frozenset[str]:
+    """LeiKa keys the contracts accept: the reference table plus the configured extra services."""
+    return frozenset(service_by_key()) | _extra_services
+
+
 def is_member(ags: str) -> bool:
     return ags in member_municipalities()
 
 
-def is_named_service(leika_key: str) -> bool:
-    """A service is published only once the reference table names it (see docs/adr/0020)."""
-    return leika_key in service_by_key()
-
-
-def is_named_municipality(ags: str) -> bool:
-    """A municipality is published only once the reference table has its row (name, ARS, geocoding URI)."""
-    return ags in municipality_by_ags()
+def is_known_service(leika_key: str) -> bool:
+    return leika_key in known_services()

@@ -12,6 +12,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from kp.local import ServiceProcess
+from tests.e2e.conftest import TEST_MUNICIPALITIES
 from tests.factories import application_submitted, usage_event
 from tests.ingest_keys import bearer, ingest_key
 from tests.waiting import eventually
@@ -20,8 +21,8 @@ WOHNSITZ = "99115005104000"
 
 
 def _random_ags() -> str:
-    # A syntactically valid AGS no other test uses, so counts are exact for this test alone.
-    return "99" + f"{uuid.uuid4().int % 10**6:06d}"
+    # An AGS no other test uses (an extra member of the system), so counts are exact for this test alone.
+    return TEST_MUNICIPALITIES.pop()
 
 
 class TestUsageToOpenData:

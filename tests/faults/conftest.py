@@ -97,7 +97,7 @@ def faults() -> Iterator[FaultStack]:
         local.kafka_bootstrap, local.database_url = kafka.bootstrap, postgres.url
         asyncio.run(local.prepare())
         for name in ("ingest", "aggregator"):
-            fs.services[name] = local.service(name)
+            fs.services[name] = local.service(name, {"KP_EXTRA_MUNICIPALITIES": ",".join(FAULT_MUNICIPALITIES)})
         fs.ensure_up()
         yield fs
     finally:
@@ -113,10 +113,14 @@ def healthy(faults: FaultStack) -> FaultStack:
     return faults
 
 
+FAULT_MUNICIPALITIES = ["98" + f"{uuid.uuid4().int % 10**6:06d}" for _ in range(32)]
+"""AGS no other test uses (outside the real ones), configured as extra members of the fault stack."""
+
+
 @pytest.fixture
 def own_ags() -> str:
-    """A valid 8-digit AGS no other test uses (outside the real ones), so KPI counts are this test's alone."""
-    return "98" + f"{uuid.uuid4().int % 10**6:06d}"
+    """An AGS of this test alone, so KPI counts are this test's alone."""
+    return FAULT_MUNICIPALITIES.pop()
 
 
 @pytest.fixture

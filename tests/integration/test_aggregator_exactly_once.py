@@ -62,6 +62,7 @@ class Lane:
             "KP_REJECTED_TOPIC": self.rejected_topic,
             "KP_CONSUMER_GROUP": f"agg-{self.unique}", "KP_WORKFLOW_CONSUMER_GROUP": f"agg-wf-{self.unique}",
             "KP_MAX_BATCH_RECORDS": "200", "KP_LOG_LEVEL": "WARNING", "KP_LAG_REFRESH_INTERVAL_S": "0.5",
+            "KP_EXTRA_MUNICIPALITIES": self.ags, "KP_EXTRA_SERVICES": ",".join(self.services),
         }
 
     async def create_topics(self) -> None:

@@ -52,9 +52,10 @@ class TestScramAuthentication:
         await ensure_topics(scram_kafka.sasl_bootstrap, client_options=admin.kafka_client_options())
         ags = "98" + f"{uuid.uuid4().int % 10**6:06d}"
         group = f"kp-aggregator-{uuid.uuid4().hex[:8]}"
-        ingest = stack.service("ingest", _sasl_env(scram_kafka, "kp-ingest", USERS["kp-ingest"]))
+        member = {"KP_EXTRA_MUNICIPALITIES": ags}  # a municipality of this test alone, accepted as a member
+        ingest = stack.service("ingest", {**_sasl_env(scram_kafka, "kp-ingest", USERS["kp-ingest"]), **member})
         aggregator = stack.service("aggregator", {
-            **_sasl_env(scram_kafka, "kp-aggregator", USERS["kp-aggregator"]),
+            **_sasl_env(scram_kafka, "kp-aggregator", USERS["kp-aggregator"]), **member,
             "KP_CONSUMER_GROUP": group, "KP_WORKFLOW_CONSUMER_GROUP": f"{group}-wf",
         })
         ingest.start()

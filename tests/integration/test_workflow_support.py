@@ -35,14 +35,19 @@ from services.workflow.settings import WorkflowSettings
 from shared.db import migrate
 from shared.events.workflow import workflow_event_adapter
 from shared.kafka import Topic, ensure_topics
+from shared.reference import configure_members, extra_members
 
 ISSUER = "https://login.example-kommune.de/realms/kp"
 AUDIENCE = "kommunal-pulse-workflow"
 
 
 def random_ags() -> str:
-    """A syntactically valid AGS no other test uses."""
-    return "99" + f"{uuid.uuid4().int % 10**6:06d}"
+    """An AGS no other test uses, accepted as an extra member by the contracts of this process (the workflow
+    app runs in it), as `KP_EXTRA_MUNICIPALITIES` would make it."""
+    ags = "99" + f"{uuid.uuid4().int % 10**6:06d}"
+    municipalities, services = extra_members()
+    configure_members({*municipalities, ags}, services)
+    return ags
 
 
 class Signer:
@@ -87,6 +92,7 @@ class WfEnv:
             "callback_platforms": {"portal-test": {
                 "secret_sha256": hashlib.sha256(self.platform_secret.encode()).hexdigest(),
                 "municipalities": ["06413000", "06534014"]}},
+            "extra_municipalities": tuple(extra_members()[0]),
         }
         values.update(overrides)
         return WorkflowSettings(**values)
@@ -95,7 +101,8 @@ class WfEnv:
         """The same configuration as environment variables, for the service started as a process."""
         return {"KP_DATABASE_URL": self.database_url, "KP_APPLICATION_TOPIC": self.application_topic,
                 "KP_WORKFLOW_TOPIC": self.workflow_topic, "KP_EAKTE_ROOT": str(self.eakte_root),
-                "KP_TIMER_INTERVAL_S": "0.05", "KP_RELAY_INTERVAL_S": "0.05", "KP_LOG_JSON": "false", **extra}
+                "KP_TIMER_INTERVAL_S": "0.05", "KP_RELAY_INTERVAL_S": "0.05", "KP_LOG_JSON": "false",
+                "KP_EXTRA_MUNICIPALITIES": ",".join(sorted(extra_members()[0])), **extra}
 
     async def publish(self, *events: dict[str, Any]) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.kafka_bootstrap, acks="all")

@@ -120,9 +120,9 @@ class TestStringRule:
 
 @pytest.fixture
 def extra_member() -> Iterator[str]:
-    configure_members(["06411000"])
+    configure_members(["06411000"], ["99999999999998"])
     yield "06411000"
-    configure_members([])
+    configure_members()
 
 
 class TestMembership:
@@ -148,7 +148,7 @@ class TestMembership:
             settings_.configure_reference()
             assert usage_event_adapter.validate_python(usage_event(municipality="06412000"))
         finally:
-            configure_members([])
+            configure_members()
         with pytest.raises(ValidationError):
             usage_event_adapter.validate_python(usage_event(municipality="06412000"))
 
@@ -156,8 +156,20 @@ class TestMembership:
         monkeypatch.setenv("KP_EXTRA_MUNICIPALITIES", "0641100x")
         with pytest.raises(ValidationError, match="8-digit AGS"):
             KPSettings()
+        monkeypatch.setenv("KP_EXTRA_MUNICIPALITIES", "")
+        monkeypatch.setenv("KP_EXTRA_SERVICES", "991150051040")
+        with pytest.raises(ValidationError, match="14-digit LeiKa key"):
+            KPSettings()
 
-    def test_a_well_formed_unnamed_service_is_accepted_by_the_contract(self) -> None:
-        # Policy (docs/adr/0020): counted, but published only once the reference table names it.
-        assert "00000000000000" not in service_by_key()
-        assert usage_event_adapter.validate_python(usage_event(service="00000000000000"))
+    @pytest.mark.parametrize("key", ["00000000000000", "99999999999999"])
+    def test_unknown_service_is_refused_in_every_contract(self, key: str) -> None:
+        # Policy (docs/adr/0020-reference-data-policy.md): the reference table, extended only by configuration.
+        assert key not in service_by_key()
+        for adapter, event in ((usage_event_adapter, usage_event(service=key)),
+                               (application_event_adapter, application_submitted(service=key))):
+            with pytest.raises(ValidationError) as exc:
+                adapter.validate_json(orjson.dumps(event))  # type: ignore[attr-defined]
+            assert _types(exc.value) == {"unknown_service"}
+
+    def test_configured_extra_service_is_accepted(self, extra_member: str) -> None:
+        assert usage_event_adapter.validate_python(usage_event(service="99999999999998"))
