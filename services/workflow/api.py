@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -12,9 +12,11 @@ from uuid import UUID
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 
 from services.workflow import repository
 from services.workflow.auth import AuthError, Principal, check_platform
@@ -30,11 +32,11 @@ from services.workflow.schemas import (
     TimerOut,
 )
 from services.workflow.service import Engine, NotFound, WorkflowError
+from services.workflow.settings import CallbackPlatform
 from shared.db import Conn
 from shared.events import application_event_adapter
 
 log = logging.getLogger(__name__)
-router = APIRouter()
 PROBLEM = "application/problem+json"
 
 
@@ -76,11 +78,25 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 # --- dependencies -------------------------------------------------------------------------------------
 
-def _role(*roles: str) -> Callable[[Request, str | None], Awaitable[Principal]]:
+AuthDependency = Callable[[Request, str | None], Awaitable[Any]]
+_AUTHENTICATING: set[AuthDependency] = set()
+"""Dependencies that authenticate the caller; `AuthFirstRoute` runs them before the body is read."""
+
+
+def authenticating(dependency: AuthDependency) -> AuthDependency:
+    _AUTHENTICATING.add(dependency)
+    return dependency
+
+
+def _role(*roles: str) -> AuthDependency:
+    @authenticating
     async def dependency(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
         if not authorization or not authorization.lower().startswith("bearer "):
             raise AuthError(401, "bearer token required")
-        principal: Principal = await request.app.state.verifier.verify(authorization[7:].strip())
+        principal: Principal | None = getattr(request.state, "principal", None)
+        if principal is None:  # verified once per request (AuthFirstRoute, then the dependency itself)
+            principal = await request.app.state.verifier.verify(authorization[7:].strip())
+            request.state.principal = principal
         if not principal.roles & set(roles):
             raise AuthError(403, f"requires role {' or '.join(roles)}")
         if not principal.municipalities:
@@ -89,6 +105,48 @@ def _role(*roles: str) -> Callable[[Request, str | None], Awaitable[Principal]]:
 
     return dependency
 
+
+@authenticating
+async def callback_platform(request: Request,
+                            authorization: Annotated[str | None, Header()] = None) -> tuple[str, CallbackPlatform]:
+    """The calling platform of a callback (HTTP Basic)."""
+    return check_platform(request.app.state.settings.callback_platforms, authorization)
+
+
+class AuthFirstRoute(APIRoute):
+    """Authenticates before FastAPI reads and validates the body or the parameters: an anonymous caller gets 401
+    whatever it sent, never a 422 that tells it about the endpoint's schema."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+        checks = [d.call for d in self.dependant.dependencies if d.call in _AUTHENTICATING]
+
+        async def handler(request: Request) -> Response:
+            for check in checks:
+                await check(request, request.headers.get("authorization"))
+            return await original(request)
+
+        return handler
+
+
+def api_routes(routes: Sequence[BaseRoute]) -> list[APIRoute]:
+    """Every `APIRoute`, including those of included routers (which newer FastAPI keeps as a router object)."""
+    out: list[APIRoute] = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            out.append(route)
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            out += api_routes(included.routes)
+    return out
+
+
+def protected_routes(app: FastAPI) -> list[APIRoute]:
+    """Routes of the app that authenticate their callers (for tests and docs)."""
+    return [r for r in api_routes(app.routes) if any(d.call in _AUTHENTICATING for d in r.dependant.dependencies)]
+
+
+router = APIRouter(route_class=AuthFirstRoute)
 
 Clerk = Annotated[Principal, Depends(_role("clerk", "operator"))]
 ClerkOnly = Annotated[Principal, Depends(_role("clerk"))]
@@ -213,12 +271,14 @@ CALLBACK_TO_APPLICATION = {
 
 
 @router.post("/v1/callbacks/fit-connect", status_code=202, summary="Submission status callback (event log shape)")
-async def fit_connect_callback(body: FitConnectCallback, request: Request,
-                               authorization: Annotated[str | None, Header()] = None) -> CallbackAccepted:
+async def fit_connect_callback(
+    body: FitConnectCallback, request: Request,
+    caller: Annotated[tuple[str, CallbackPlatform], Depends(callback_platform)],
+) -> CallbackAccepted:
     """Turns a submission event into an application event on Kafka; answers once the broker acknowledged."""
     settings = request.app.state.settings
     metrics = request.app.state.metrics
-    platform_id, platform = check_platform(settings.callback_platforms, authorization)
+    platform_id, platform = caller
     if body.municipality not in platform.municipalities or (platform.service and body.service != platform.service):
         metrics.callbacks.labels(body.event, "forbidden").inc()
         raise AuthError(403, f"platform {platform_id} may not report for {body.municipality}/{body.service}")

@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from shared.events.application import DocumentType
 from shared.events.base import AGS, LeiKaKey
+from shared.events.text import Text
 
-Reason = Annotated[str, StringConstraints(min_length=3, max_length=500)]
+Reason = Annotated[str, Text(500, min_chars=3, max_bytes=1000, multiline=True, strict=False)]
 
 FIT_EVENT_PREFIX = "https://schema.fitko.de/fit-connect/events/"
 FIT_EVENTS = ("create-submission", "submit-submission", "notify-submission", "forward-submission",
@@ -85,7 +86,7 @@ class CompleteTask(Strict):
 
 class ReassignTask(Strict):
     queue: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_.-]{1,64}$")] | None = None
-    assignee: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    assignee: Annotated[str, Text(200, min_chars=1, strict=False)] | None = None
     reason: Reason
 
     @model_validator(mode="after")
@@ -103,11 +104,11 @@ class FitConnectCallback(Strict):
     """A FIT-Connect event log entry (Security Event Token claims) plus the routing fields of this platform."""
 
     jti: UUID = Field(description="Event id; a repeated callback with the same jti is applied once.")
-    iss: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    iss: Annotated[str, Text(200, min_chars=1, strict=False)]
     iat: Annotated[int, Field(ge=0)]
     sub: Annotated[str, StringConstraints(pattern=r"^submission:[0-9a-fA-F-]{36}$")]
     txn: Annotated[str, StringConstraints(pattern=r"^case:[0-9a-fA-F-]{36}$")] | None = None
-    events: dict[str, dict[str, Any]]
+    events: Annotated[dict[Annotated[str, Text(300, min_chars=1)], dict[str, Any]], Field(max_length=1)]
     municipality: AGS
     service: LeiKaKey
     documents: Annotated[list[DocumentType], Field(max_length=50)] = []
