@@ -13,10 +13,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import quote, urlencode
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from rdflib import BNode, Graph, Namespace, URIRef
 from rdflib import Literal as RdfLiteral
 from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, XSD
@@ -24,6 +24,8 @@ from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, XSD
 from services.publisher import catalog_repository
 from services.publisher.definitions import DEFINITIONS
 from shared.db import Conn
+from shared.events.text import Text
+from shared.iri import is_iri
 from shared.reference import Municipality, municipalities, municipality_by_ags
 
 DCATAP: Final = Namespace("http://data.europa.eu/r5r#")
@@ -51,6 +53,33 @@ FORMATS: Final[dict[RdfFormat, tuple[str, str]]] = {
 
 
 # --- descriptors ---------------------------------------------------------------------------------------------
+# A descriptor holds only what all three serialisations can carry: texts without control characters (XML 1.0
+# cannot hold most of them) and resources that are IRIs by RFC 3987 (Turtle writes them between <...> unescaped).
+# A provider whose stored value breaks that gets a ValidationError for that one dataset and leaves it out.
+
+
+def _iri(value: str) -> str:
+    if not is_iri(value):
+        raise ValueError("not an IRI (RFC 3987)")
+    return value
+
+
+def _code_or_iri(value: str) -> str:
+    if value.startswith("http"):
+        return _iri(value)
+    if not value or not value.replace("_", "").isalnum() or not value.isascii():
+        raise ValueError("neither a vocabulary code nor an IRI")
+    return value
+
+
+def _email(value: str) -> str:
+    _iri(f"mailto:{value}")
+    return value
+
+
+Iri = Annotated[str, AfterValidator(_iri)]
+CodeOrIri = Annotated[str, AfterValidator(_code_or_iri)]
+CatalogText = Annotated[str, Text(100_000, min_chars=1, max_bytes=400_000, multiline=True, strict=False)]
 
 
 class _Frozen(BaseModel):
@@ -61,16 +90,16 @@ class CatalogAgent(_Frozen):
     """A publisher (foaf:Agent)."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="stable key, part of the agent's IRI")
-    name: str = Field(min_length=1, description="name in German")
-    type: str | None = Field(PUBLISHER_TYPE_LOCAL, description="ADMS publisher type IRI")
+    name: CatalogText = Field(description="name in German")
+    type: Iri | None = Field(PUBLISHER_TYPE_LOCAL, description="ADMS publisher type IRI")
 
 
 class CatalogContact(_Frozen):
     """A contact point (vcard:Organization); at least one of email, url, telephone."""
 
-    name: str = Field(min_length=1)
-    email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$")
-    url: str | None = Field(None, pattern=r"^https?://")
+    name: CatalogText
+    email: Annotated[str, AfterValidator(_email)] | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$")
+    url: Iri | None = Field(None, pattern=r"^https?://")
     telephone: str | None = Field(None, pattern=r"^\+?[0-9 ()/-]+$")
 
     @field_validator("telephone")
@@ -82,24 +111,24 @@ class CatalogContact(_Frozen):
 class CatalogDistribution(_Frozen):
     """One way to get the data (dcat:Distribution)."""
 
-    title: str = Field(min_length=1)
-    description: str | None = None
-    access_url: str = Field(pattern=r"^https?://")
-    download_url: str | None = Field(None, pattern=r"^https?://")
-    format: str = Field(description="EU file-type code (CSV, JSON, ...) or a full IRI")
+    title: CatalogText
+    description: CatalogText | None = None
+    access_url: Iri = Field(pattern=r"^https?://")
+    download_url: Iri | None = Field(None, pattern=r"^https?://")
+    format: CodeOrIri = Field(description="EU file-type code (CSV, JSON, ...) or a full IRI")
     media_type: str = Field(pattern=r"^[a-z]+/[A-Za-z0-9.+-]+$", description="IANA media type, e.g. text/csv")
-    license: str = LICENCE_DL_BY_DE_2
-    attribution: str | None = Field(None, description="dcatde:licenseAttributionByText")
+    license: Iri = LICENCE_DL_BY_DE_2
+    attribution: CatalogText | None = Field(None, description="dcatde:licenseAttributionByText")
 
 
 class CatalogDataset(_Frozen):
     """Metadata of one dataset (dcat:Dataset) in plain form; IRIs are derived from `id` and the base URL."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="unique in the catalog, part of the dataset IRI")
-    title: str = Field(min_length=1, description="German")
-    description: str = Field(min_length=1, description="German")
-    keywords: tuple[str, ...] = ()
-    themes: tuple[str, ...] = Field((), description="EU data-theme codes, e.g. GOVE, or full IRIs")
+    title: CatalogText = Field(description="German")
+    description: CatalogText = Field(description="German")
+    keywords: tuple[CatalogText, ...] = ()
+    themes: tuple[CodeOrIri, ...] = Field((), description="EU data-theme codes, e.g. GOVE, or full IRIs")
     publisher: CatalogAgent
     contact_point: CatalogContact
     spatial_ags: str | None = Field(
@@ -109,8 +138,8 @@ class CatalogDataset(_Frozen):
     temporal_end: date | None = None
     issued: datetime | None = None
     modified: datetime | None = None
-    frequency: str | None = Field("DAILY", description="EU frequency code, e.g. DAILY, MONTHLY, or a full IRI")
-    landing_page: str | None = Field(None, pattern=r"^https?://")
+    frequency: CodeOrIri | None = Field("DAILY", description="EU frequency code, e.g. DAILY, MONTHLY, or a full IRI")
+    landing_page: Iri | None = Field(None, pattern=r"^https?://")
     distributions: tuple[CatalogDistribution, ...] = Field(min_length=1)
 
     @field_validator("spatial_ags")

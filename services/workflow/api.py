@@ -88,15 +88,20 @@ def authenticating(dependency: AuthDependency) -> AuthDependency:
     return dependency
 
 
+_PRINCIPAL = "kp.workflow.principal"
+
+
 def _role(*roles: str) -> AuthDependency:
     @authenticating
     async def dependency(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
         if not authorization or not authorization.lower().startswith("bearer "):
             raise AuthError(401, "bearer token required")
-        principal: Principal | None = getattr(request.state, "principal", None)
-        if principal is None:  # verified once per request (AuthFirstRoute, then the dependency itself)
+        # Verified once per request (AuthFirstRoute, then the dependency itself); kept in the request's own
+        # scope, never in `request.state`, which servers may share between requests.
+        principal: Principal | None = request.scope.get(_PRINCIPAL)
+        if principal is None:
             principal = await request.app.state.verifier.verify(authorization[7:].strip())
-            request.state.principal = principal
+            request.scope[_PRINCIPAL] = principal
         if not principal.roles & set(roles):
             raise AuthError(403, f"requires role {' or '.join(roles)}")
         if not principal.municipalities:

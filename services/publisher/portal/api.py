@@ -30,16 +30,30 @@ def problem_response(p: Problem) -> JSONResponse:
     return JSONResponse(p.body(), status_code=p.status, media_type="application/problem+json")
 
 
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def authenticate_first(request: Request) -> None:
+    """Refuse a write from a caller without a valid data officer key before the body is read or validated."""
+    key = service.bearer_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    async with request.app.state.pool.acquire() as conn:
+        await service.authenticate(conn, key)
+
+
 class ProblemRoute(APIRoute):
-    """Renders `Problem` and request validation errors as RFC 9457 problem details naming each field."""
+    """Renders `Problem` and request validation errors as RFC 9457 problem details naming each field; every
+    write authenticates before FastAPI reads and validates its body (401, never a 422 to a stranger)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         original = super().get_route_handler()
+        writes = bool((self.methods or set()) & WRITE_METHODS)
 
         async def handler(request: Request) -> Response:
             if has_nul(*(v for _, v in request.query_params.multi_items()), *request.path_params.values()):
                 return problem_response(Problem(400, "Bad Request", "parameters must not contain NUL characters"))
             try:
+                if writes:
+                    await authenticate_first(request)
                 return await original(request)
             except Problem as p:
                 return problem_response(p)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
+
+from pydantic import ValidationError
 
 from services.publisher import catalog
 from services.publisher.portal import repository, service, vocab
 from services.publisher.portal.schemas import Dataset
 from shared.reference import municipality_by_ags
 
+log = logging.getLogger(__name__)
 PROVIDER_NAME = "portal"
 _BATCH = 1000
 
@@ -59,9 +63,15 @@ async def provide(ctx: catalog.CatalogContext) -> Sequence[catalog.CatalogDatase
     while True:
         rows = await repository.published(ctx.conn, _BATCH, offset)
         for r in rows:
-            d = service.to_dataset(r, ctx.base_url)
-            if d.distributions:
-                out.append(descriptor(d, ctx.base_url))
+            try:
+                d = service.to_dataset(r, ctx.base_url)
+                if d.distributions:
+                    out.append(descriptor(d, ctx.base_url))
+            except (ValidationError, KeyError, ValueError) as exc:
+                # A row stored before a rule tightened (or written around the API) must not take the whole
+                # catalog down: it is left out, and said so, until it is corrected or withdrawn.
+                log.warning("dataset left out of the catalog: %s", r["name"],
+                            extra={"dataset": r["name"], "error": str(exc)[:500]})
         if len(rows) < _BATCH:
             return out
         offset += _BATCH

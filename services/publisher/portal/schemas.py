@@ -16,6 +16,8 @@ from pydantic import (
 )
 
 from services.publisher.portal import vocab
+from shared.events.text import Text as Bounded
+from shared.iri import http_iri, is_iri
 from shared.reference import municipality_by_ags
 
 HTTP_URL = r"^https?://[^\s/$.?#][^\s]*$"
@@ -38,14 +40,22 @@ def _known_ags(value: str) -> str:
     return value
 
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
-Url = Annotated[str, StringConstraints(strip_whitespace=True, pattern=HTTP_URL, max_length=2000)]
+def _mailto(value: str) -> str:
+    if not is_iri(f"mailto:{value}"):
+        raise ValueError("not an e-mail address that can be written as a mailto: IRI")
+    return value
+
+
+# Every text follows the contracts' string rule (no control characters, bounded in characters and bytes); every
+# URL is an absolute http(s) IRI by the grammar of RFC 3987, checked when it is registered.
+Text = Annotated[str, Bounded(300, min_chars=1, strip=True, strict=False)]
+Url = Annotated[str, Bounded(2000, strip=True, strict=False, pattern=HTTP_URL), AfterValidator(http_iri)]
 LicenceIri = Annotated[str, AfterValidator(_in(vocab.LICENCES, "dcat-ap.de licence IRI"))]
 ThemeIri = Annotated[str, AfterValidator(_in(vocab.THEMES, "EU data-theme IRI"))]
 FrequencyIri = Annotated[str, AfterValidator(_in(vocab.FREQUENCIES, "EU frequency IRI"))]
 FormatName = Annotated[str, AfterValidator(_in(vocab.FORMATS, "EU file-type name"))]
 Ags = Annotated[str, StringConstraints(pattern=r"^\d{8}$"), AfterValidator(_known_ags)]
-Keyword = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=100)]
+Keyword = Annotated[str, Bounded(100, min_chars=2, strip=True, strict=False)]
 
 
 def _no_nul(value: Any) -> Any:
@@ -73,7 +83,7 @@ class ContactPoint(Strict):
     """Contact point (dcat:contactPoint, a vcard:Organization); needs an e-mail address or a web form."""
 
     name: Text
-    email: Annotated[str, StringConstraints(strip_whitespace=True, pattern=EMAIL, max_length=254)] | None = None
+    email: Annotated[str, Bounded(254, strip=True, strict=False, pattern=EMAIL), AfterValidator(_mailto)] | None = None
     url: Url | None = None
 
     @model_validator(mode="after")
@@ -100,7 +110,7 @@ class DistributionIn(Strict):
     """A distribution reached through a link (files hosted by the portal are uploaded separately)."""
 
     title: Text | None = None
-    description: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None = None
+    description: Annotated[str, Bounded(2000, strip=True, strict=False, multiline=True)] | None = None
     access_url: Url
     download_url: Url | None = None
     format: FormatName
@@ -125,9 +135,9 @@ class DatasetIn(Strict):
         examples=["parkplaetze-innenstadt"],
     )
     municipality: Ags = Field(description="AGS of the publishing municipality", examples=["06413000"])
-    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=300)] = Field(
+    title: Annotated[str, Bounded(300, min_chars=3, strip=True, strict=False)] = Field(
         description="Title in German", examples=["Parkplätze in der Innenstadt"])
-    description: Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=20_000)] = Field(
+    description: Annotated[str, Bounded(20_000, min_chars=10, strip=True, strict=False, multiline=True)] = Field(
         description="Description in German")
     keywords: Annotated[list[Keyword], Field(min_length=1, max_length=50)]
     themes: Annotated[list[ThemeIri], Field(min_length=1, max_length=13)]
@@ -145,6 +155,19 @@ class DatasetIn(Strict):
         if len(set(values)) != len(values):
             raise ValueError("contains duplicates")
         return values
+
+
+class AgentOut(BaseModel):
+    """A publisher as stored (read models do not re-validate: rules may tighten after a row was written)."""
+
+    name: str
+    url: str | None = None
+
+
+class ContactPointOut(BaseModel):
+    name: str
+    email: str | None = None
+    url: str | None = None
 
 
 class HostedFile(BaseModel):
@@ -181,8 +204,8 @@ class Dataset(BaseModel):
     keywords: list[str]
     themes: list[str]
     licence: str
-    publisher: Agent
-    contact_point: ContactPoint
+    publisher: AgentOut
+    contact_point: ContactPointOut
     spatial: str = Field(description="Political-geocoding URI of the municipality")
     temporal: Temporal | None = None
     frequency: str
