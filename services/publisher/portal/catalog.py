@@ -44,7 +44,7 @@ def descriptor(d: Dataset, base_url: str) -> catalog.CatalogDataset:
         distributions=tuple(
             catalog.CatalogDistribution(
                 title=r.title or f"{d.title} ({vocab.format_label(r.format)})",
-                description=r.description,
+                description=r.description or None,
                 access_url=r.access_url,
                 download_url=r.download_url,
                 format=r.format,
