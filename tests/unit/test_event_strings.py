@@ -173,3 +173,26 @@ class TestMembership:
 
     def test_configured_extra_service_is_accepted(self, extra_member: str) -> None:
         assert usage_event_adapter.validate_python(usage_event(service="99999999999998"))
+
+
+class TestAggregatorFastPath:
+    def test_the_aggregators_adapter_applies_the_same_rules(self) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        from services.aggregator.service import Record, prepare, usage_contributions
+
+        now = datetime.now(UTC)
+        good = usage_event(time=now)
+        bad = [
+            _with_text("page", "/antrag\u0000x"),
+            usage_event(municipality="99999999"),
+            usage_event(service="00000000000000"),
+            _with_text("step_name", "\U0001F600" * 100),
+        ]
+        records = [Record("usage.events.v1", 0, i, orjson.dumps(e)) for i, e in enumerate([good, *bad])]
+        prepared = prepare(records, usage_event_adapter, usage_contributions, False, now, timedelta(days=7),
+                           timedelta(minutes=5))
+        assert [c.id for c in prepared.relevant] == [uuid.UUID(good["id"])]
+        assert [r.record.offset for r in prepared.rejections] == [1, 2, 3, 4]
+        assert [{e["type"] for e in r.errors} for r in prepared.rejections] == [
+            {"string_forbidden_character"}, {"unknown_municipality"}, {"unknown_service"}, {"string_too_many_bytes"}]
