@@ -62,19 +62,6 @@ class TextRule:
         return checked
 
 
-def check_text(value: str, *, max_chars: int, max_bytes: int | None = None, multiline: bool = False) -> str:
-    """The same rule outside a model (raises `ValueError` with the same message)."""
-    if len(value) > max_chars:
-        raise ValueError(f"string has more than {max_chars} characters")
-    rule = TextRule(max_bytes or 4 * max_chars, multiline)
-    try:
-        rule.check_characters(value)
-        rule.check_bytes(value)
-        return value
-    except PydanticCustomError as exc:
-        raise ValueError(exc.message()) from None
-
-
 @dataclass(frozen=True, slots=True)
 class Text:
     """Annotation of a contract string: `Annotated[str, Text(120)]`, at most `max_chars` characters and
