@@ -34,7 +34,8 @@ class TestMetrics:
         text = (await get(AggregatorSettings(), "/metrics")).text
         families = {f.name.removesuffix("_total") for f in text_string_to_metric_families(text)}
         for name in ("consumer_lag", "batch_size", "events", "fold_seconds", "commit_seconds",
-                     "duplicates_skipped", "late_corrections", "rejected", "batch_failures", "dedup_ids_deleted", "batch_splits"):
+                     "duplicates_skipped", "late_corrections", "rejected", "batch_failures", "dedup_ids_deleted",
+                     "batch_splits"):
             assert f"kp_aggregator_{name}" in families, name
 
     async def test_rejected_series_exist_at_zero_for_every_topic_and_reason(self) -> None:
