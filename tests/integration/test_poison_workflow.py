@@ -4,13 +4,17 @@ alone is isolated from its lane and rejected; every valid application opens its 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
 import pytest
+from typer.testing import CliRunner
 
+from kp.cli import app
 from services.workflow.service import Engine
 from shared.kafka import Topic, ensure_topics
 from tests.integration.poison_support import (
@@ -124,3 +128,56 @@ class TestIsolation:
         (refused,) = [r for r in rejected if r.event_id == events[13]["id"]]
         assert refused.errors[0]["type"] == "RuntimeError"
         assert refused.replayable
+
+
+class TestReplay:
+    async def test_a_record_rejected_by_a_bug_is_replayed_after_the_fix_and_applied_once(
+        self, wf: Poisoned, wf_env: WfEnv, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        ags = random_ags()
+        event = submitted(ags, WOHNSITZ, DOCS)
+        original: Callable[..., Any] = wf.engine.on_application_event
+
+        async def failing(conn: Any, e: Any, sink: Any = None) -> str:
+            if e.application_id == event["application_id"]:
+                raise RuntimeError("bug in a step")
+            result: str = await original(conn, e, sink)
+            return result
+
+        monkeypatch.setattr(wf.engine, "on_application_event", failing)
+        await wf_env.publish(event, submitted(ags, WOHNSITZ, DOCS))
+        await drained(wf_env, wf.group)
+        await eventually(lambda: read_rejected(wf_env.kafka_bootstrap, wf.rejected_topic, 1),
+                         lambda rs: any(r.event_id == event["id"] for r in rs))
+        assert await cases(wf_env, [event["application_id"]]) == 0
+
+        monkeypatch.undo()  # the fix is deployed
+        args = ["rejected", "replay", "--bootstrap", wf_env.kafka_bootstrap, "--topic", wf.rejected_topic,
+                "--reason", "unprocessable"]
+        dry = await asyncio.to_thread(CliRunner().invoke, app, args)
+        assert dry.exit_code == 0, dry.output
+        assert "would replay" in dry.output
+        assert await cases(wf_env, [event["application_id"]]) == 0
+        for _ in range(2):  # replaying twice applies it once (the inbox dedups the event id)
+            done = await asyncio.to_thread(CliRunner().invoke, app, [*args, "--yes"])
+            assert done.exit_code == 0, done.output
+            assert "replayed" in done.output
+        await eventually(lambda: cases(wf_env, [event["application_id"]]), lambda n: n == 1)
+        await drained(wf_env, wf.group)
+        assert await cases(wf_env, [event["application_id"]]) == 1
+
+        listed = await asyncio.to_thread(CliRunner().invoke, app, [
+            "rejected", "list", "--bootstrap", wf_env.kafka_bootstrap, "--topic", wf.rejected_topic, "--json"])
+        assert listed.exit_code == 0, listed.output
+        shown = await asyncio.to_thread(CliRunner().invoke, app, [
+            "rejected", "show", wf_env.application_topic, *_position(listed.output, event["id"]),
+            "--bootstrap", wf_env.kafka_bootstrap, "--topic", wf.rejected_topic])
+        assert shown.exit_code == 0, shown.output
+        assert json.loads(shown.output)["errors"][0]["msg"] == "bug in a step"
+
+
+def _position(listing: str, event_id: str) -> list[str]:
+    for line in listing.splitlines():
+        if line.startswith("{") and (doc := json.loads(line))["event_id"] == event_id:
+            return [str(doc["partition"]), str(doc["offset"])]
+    raise AssertionError(f"{event_id} not listed")
