@@ -21,7 +21,8 @@ from services.workflow.auth import TokenVerifier
 from services.workflow.definitions import DefinitionError, Registry, load_definitions
 from services.workflow.handlers import build_router
 from services.workflow.metrics import WorkflowMetrics
-from services.workflow.relay import make_relay_producer, run_relay
+from services.workflow.relay import CONSUMER as RELAY_CONSUMER
+from services.workflow.relay import RELAY_REASONS, make_relay_producer, run_relay
 from services.workflow.service import Engine
 from services.workflow.settings import WorkflowSettings
 from services.workflow.views import views
@@ -70,6 +71,8 @@ def create_app(settings: WorkflowSettings | None = None, *, clock: Clock | None 
     settings = settings or WorkflowSettings()
     registry = registry or load_definitions(settings.definitions_dir)  # invalid definitions refuse the start
     metrics = WorkflowMetrics()
+    for reason in RELAY_REASONS:  # the relay's rejection series exist from the start (at 0)
+        metrics.rejected.labels(RELAY_CONSUMER, reason)
     engine = Engine(registry=registry, eakte=eakte or make_eakte(settings), clock=clock or SystemClock(),
                     metrics=metrics, topic=settings.workflow_topic, retry_jitter=settings.retry_jitter)
     holder: dict[str, Any] = {"engine": engine}
@@ -95,7 +98,8 @@ def create_app(settings: WorkflowSettings | None = None, *, clock: Clock | None 
         ]
         if settings.relay_in_process:
             tasks.append(asyncio.create_task(
-                run_relay(pool, producer, settings.relay_batch, settings.relay_interval_s, metrics)))
+                run_relay(pool, producer, settings.relay_batch, settings.relay_interval_s, metrics,
+                          settings.workflow_rejected_topic, settings.rejected_max_bytes)))
         try:
             yield
         finally:

@@ -12,9 +12,11 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer
 from typer.testing import CliRunner
 
 from kp.cli import app
+from services.workflow.repository import add_outbox
 from services.workflow.service import Engine
 from shared.kafka import Topic, ensure_topics
 from tests.integration.poison_support import (
@@ -39,8 +41,9 @@ DOCS = ["wohnungsgeberbestaetigung", "ausweisdokument"]
 class Poisoned:
     """The running workflow app with its own consumer group and rejected topic."""
 
-    def __init__(self, running: RunningApp, group: str, rejected_topic: str) -> None:
+    def __init__(self, running: RunningApp, group: str, rejected_topic: str, relay_rejected_topic: str) -> None:
         self.running, self.group, self.rejected_topic = running, group, rejected_topic
+        self.relay_rejected_topic = relay_rejected_topic
 
     @property
     def engine(self) -> Engine:
@@ -50,11 +53,13 @@ class Poisoned:
 
 @pytest.fixture(scope="module")
 async def wf(wf_env: WfEnv) -> AsyncIterator[Poisoned]:
-    group, rejected = f"wf-poison-{uuid.uuid4().hex[:8]}", f"application.events.rejected.test-{uuid.uuid4().hex[:8]}"
-    await ensure_topics(wf_env.kafka_bootstrap, (Topic(rejected, 1),))
+    suffix = uuid.uuid4().hex[:8]
+    group, rejected = f"wf-poison-{suffix}", f"application.events.rejected.test-{suffix}"
+    relay_rejected = f"workflow.events.rejected.test-{suffix}"
+    await ensure_topics(wf_env.kafka_bootstrap, (Topic(rejected, 1), Topic(relay_rejected, 1)))
     async with running_app(wf_env, consumer_group=group, application_rejected_topic=rejected,
-                           batch_max_records=50) as running:
-        yield Poisoned(running, group, rejected)
+                           workflow_rejected_topic=relay_rejected, batch_max_records=50) as running:
+        yield Poisoned(running, group, rejected, relay_rejected)
 
 
 async def cases(env: WfEnv, application_ids: list[str]) -> int:
@@ -181,3 +186,49 @@ def _position(listing: str, event_id: str) -> list[str]:
         if line.startswith("{") and (doc := json.loads(line))["event_id"] == event_id:
             return [str(doc["partition"]), str(doc["offset"])]
     raise AssertionError(f"{event_id} not listed")
+
+
+class TestRelay:
+    async def test_an_event_larger_than_the_broker_accepts_is_set_aside_and_the_rest_is_published(
+        self, wf: Poisoned, wf_env: WfEnv
+    ) -> None:
+        marker = uuid.uuid4().hex
+        small = [js({"marker": marker, "n": n}) for n in range(3)]
+        big = js({"marker": marker, "pad": "x" * 1_200_000})
+        conn = await asyncpg.connect(wf_env.database_url)
+        try:
+            await add_outbox(conn, [(wf_env.workflow_topic, b"k1", [small[0], big, small[1]]),
+                                    (wf_env.workflow_topic, b"k2", [small[2]])])
+            rows = await eventually(
+                lambda: conn.fetch("SELECT published_at, rejected_reason FROM wf_outbox "
+                                   "WHERE convert_from((coalesce(payloads, ARRAY[payload]))[1], 'UTF8') LIKE $1",
+                                   f"%{marker}%"),
+                lambda rs: len(rs) == 2 and all(r["published_at"] for r in rs))
+        finally:
+            await conn.close()
+        assert sorted(r["rejected_reason"] or "" for r in rows) == ["", "oversize"]
+
+        (rejected,) = await read_rejected(wf_env.kafka_bootstrap, wf.relay_rejected_topic, 1)
+        assert rejected.reason == "oversize"
+        assert rejected.origin == "relay"
+        assert rejected.topic == wf_env.workflow_topic
+        assert rejected.raw_bytes == len(big)
+        assert rejected.raw_key() == b"k1"
+        published = await markers(wf_env.kafka_bootstrap, wf_env.workflow_topic, marker, 3)
+        assert sorted(published) == sorted(small)
+
+
+async def markers(bootstrap: str, topic: str, marker: str, expected: int) -> list[bytes]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=f"read-{uuid.uuid4().hex}", max_partition_fetch_bytes=2_000_000)
+    await consumer.start()
+    seen: list[bytes] = []
+    try:
+        async def poll() -> list[bytes]:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                seen.extend(r.value for r in records if r.value and marker.encode() in r.value)
+            return seen
+
+        return await eventually(poll, lambda s: len(s) >= expected)
+    finally:
+        await consumer.stop()
