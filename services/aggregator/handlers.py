@@ -34,7 +34,17 @@ from services.aggregator.metrics import AggregatorMetrics
 from services.aggregator.settings import AggregatorSettings
 from shared.events import usage_event_adapter
 from shared.events.workflow import workflow_event_adapter
-from shared.poison import Kind, classify, error_detail, headers_of, isolate, no_decode, reason_of, tolerant_batch_parser
+from shared.poison import (
+    Kind,
+    classify,
+    declared,
+    error_detail,
+    headers_of,
+    isolate,
+    no_decode,
+    reason_of,
+    tolerant_batch_parser,
+)
 from shared.rejections import REASONS, Reason, rejected_payload
 
 log = logging.getLogger(__name__)
@@ -155,7 +165,7 @@ def _rejected(stream: Stream, r: service.Rejection, now: datetime) -> tuple[byte
 async def reject_record(stream: Stream, record: service.RecordLike, exc: BaseException, publish: Publish) -> None:
     """Set aside a record that failed alone: publish its rejection, then move its partition past it."""
     now = datetime.now(UTC)
-    rejection = service.Rejection(record, reason_of(exc), error_detail(exc))
+    rejection = service.Rejection(record, reason_of(exc), error_detail(exc), *declared(record.value))
     log.error("record rejected after it failed alone", extra={
         "topic": record.topic, "partition": record.partition, "offset": record.offset, "reason": rejection.reason,
         "error": type(exc).__name__})
