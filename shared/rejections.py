@@ -91,8 +91,8 @@ class RejectedEvent(BaseModel):
     key_bytes: int | None = None
     headers: list[RejectedHeader] = Field(default_factory=list)
     headers_truncated: bool = False
-    replayable: bool = Field(default=False,
-                             description="Value, key and headers are kept whole: `kp rejected replay` can resend it.")
+    replayable: bool = Field(default=False, description="It came from a topic and value, key and headers are kept "
+                                                        "whole: `kp rejected replay` can resend it.")
     topic: str | None = Field(default=None, description="Source topic and position (consumers only).")
     partition: int | None = None
     offset: int | None = None
@@ -108,8 +108,8 @@ class RejectedEvent(BaseModel):
     def raw_key(self) -> bytes | None:
         return None if self.key is None else base64.b64decode(self.key)
 
-    def raw_headers(self) -> list[tuple[str, bytes]]:
-        return [(h.key, base64.b64decode(h.value) if h.value is not None else b"") for h in self.headers]
+    def raw_headers(self) -> list[tuple[str, bytes | None]]:
+        return [(h.key, None if h.value is None else base64.b64decode(h.value)) for h in self.headers]
 
 
 def text(value: Any, limit: int = MAX_ERROR_TEXT) -> str:
@@ -204,7 +204,7 @@ def build_rejected(
         raw_truncated=len(data) > max_raw_bytes, raw_base64=raw_b64, tombstone=tombstone,
         key=None if key is None else _b64(key[:MAX_KEY_BYTES]), key_bytes=None if key is None else len(key),
         headers=kept_headers, headers_truncated=headers_cut,
-        replayable=len(data) <= max_raw_bytes and not key_cut and headers_whole,
+        replayable=topic is not None and len(data) <= max_raw_bytes and not key_cut and headers_whole,
         topic=topic, partition=partition, offset=offset,
     )
 

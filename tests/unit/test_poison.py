@@ -159,17 +159,21 @@ class TestBoundedRecord:
         if parsed.replayable:
             assert parsed.raw_value() == value
             assert parsed.raw_key() == key
-            assert parsed.raw_headers() == [(h, v or b"") for h, v in headers]
+            assert parsed.raw_headers() == headers
 
     def test_binary_payload_key_and_headers_are_kept_exactly(self) -> None:
         record = build_rejected(reason="invalid_json", raw=b"\xff\x00\xfe", origin="aggregator", key=b"\x80k",
-                                headers=[("trace", b"\xc3\x28"), ("n", None)])
+                                headers=[("trace", b"\xc3\x28"), ("n", None)], topic="usage.events.v1")
         parsed = RejectedEvent.model_validate_json(encode_rejected(record)[1])
         assert parsed.replayable
         assert parsed.raw_value() == b"\xff\x00\xfe"
         assert base64.b64decode(parsed.key or "") == b"\x80k"
         assert parsed.headers[0].value == base64.b64encode(b"\xc3\x28").decode()
         assert parsed.headers[1].value is None
+        assert parsed.raw_headers() == [("trace", b"\xc3\x28"), ("n", None)]
+
+    def test_a_rejection_without_a_source_topic_is_not_replayable(self) -> None:
+        assert not build_rejected(reason="invalid_event", raw=b"{}", origin="ingest").replayable
 
     def test_a_tombstone_is_marked_and_replays_as_one(self) -> None:
         parsed = RejectedEvent.model_validate_json(encode_rejected(
