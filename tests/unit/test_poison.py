@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import get_args
 
 import asyncpg
 import orjson
@@ -19,6 +20,8 @@ from shared.poison import Kind, classify, isolate, reason_of, tolerant_batch_par
 from shared.rejections import (
     DEFAULT_MAX_RECORD_BYTES,
     MAX_HEADERS,
+    REASONS,
+    Reason,
     RejectedEvent,
     build_rejected,
     encode_rejected,
@@ -180,6 +183,9 @@ class TestBoundedRecord:
             build_rejected(reason="tombstone", raw=b"", origin="aggregator", tombstone=True))[1])
         assert parsed.tombstone
         assert parsed.raw_value() is None
+
+    def test_the_reason_list_matches_the_record_model(self) -> None:
+        assert get_args(Reason) == REASONS
 
     def test_records_of_the_first_version_still_parse(self) -> None:
         old = {"reason": "too_late", "errors": [], "origin": "aggregator", "platform": None, "event_id": None,
