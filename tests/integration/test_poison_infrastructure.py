@@ -1,9 +1,11 @@
-"""Infrastructure errors are not poison: while PostgreSQL is down the aggregator retries and commits nothing,
-rejects nothing; after it is back every valid event counts once and only the real poison record is rejected."""
+"""Infrastructure errors are not poison: while PostgreSQL is down the aggregator and the workflow consumer retry
+and commit nothing, reject nothing; after it is back every valid event counts once (or opens its case) and only
+the real poison record is rejected."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -21,9 +23,12 @@ from shared.db import migrate
 from shared.kafka import Topic, ensure_topics
 from tests.integration.poison_support import Poison, js, send
 from tests.integration.test_poison_aggregator import AggLane, kpi, settled
+from tests.integration.test_poison_workflow import DOCS, WOHNSITZ, cases, drained
+from tests.integration.test_workflow_support import RunningApp, WfEnv, random_ags, running_app, submitted, wf_env
 from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
+__all__ = ["wf_env"]
 
 
 @pytest.fixture
@@ -82,3 +87,37 @@ class TestDatabaseOutage:
                 await db.close()
             rejected = [f.record for f in await read_all(kafka_bootstrap, [lane.usage_rejected]) if f.record]
             assert {(r.reason, r.event_id) for r in rejected} == {("database_refused", during[40]["id"])}
+
+
+def batches_seen(running: RunningApp) -> float:
+    return sum(s.value for m in running.app.state.metrics.batch_size.collect() for s in m.samples
+               if s.name.endswith("_count"))
+
+
+class TestWorkflowDatabaseOutage:
+    async def test_the_workflow_retries_an_outage_without_rejecting_and_applies_everything_after_it(
+        self, wf_env: WfEnv, node: PostgresNode
+    ) -> None:
+        suffix = uuid.uuid4().hex[:8]
+        group, rejected = f"wf-outage-{suffix}", f"application.events.rejected.outage-{suffix}"
+        await ensure_topics(wf_env.kafka_bootstrap, (Topic(rejected, 1),))
+        ags = random_ags()
+        first = [submitted(ags, WOHNSITZ, DOCS) for _ in range(5)]
+        second = [submitted(ags, WOHNSITZ, DOCS) for _ in range(10)]
+        env = dataclasses.replace(wf_env, database_url=node.url)
+        async with running_app(env, consumer_group=group, application_rejected_topic=rejected) as running:
+            await env.publish(*first)
+            await eventually(lambda: cases(env, [e["application_id"] for e in first]), lambda n: n == 5, timeout=60)
+
+            await asyncio.to_thread(node.stop, "immediate")
+            seen = batches_seen(running)
+            await env.publish(*second)
+            # The batch is tried again and again while PostgreSQL is down; nothing of it is set aside.
+            await eventually(lambda: asyncio.sleep(0, batches_seen(running)), lambda n: n >= seen + 3, timeout=60)
+            assert await read_all(wf_env.kafka_bootstrap, [rejected]) == []
+
+            await asyncio.to_thread(node.start)
+            ids = [e["application_id"] for e in first + second]
+            await eventually(lambda: cases(env, ids), lambda n: n == 15, timeout=90)
+            await drained(env, group)
+        assert await read_all(wf_env.kafka_bootstrap, [rejected]) == []
