@@ -23,7 +23,16 @@ USAGE_EVENTS = Topic("usage.events.v1", 6, {"retention.ms": str(7 * 86400_000)})
 USAGE_REJECTED = Topic("usage.events.rejected.v1", 3, {"retention.ms": str(30 * 86400_000)})
 APPLICATION_EVENTS = Topic("application.events.v1", 6, {"retention.ms": str(30 * 86400_000)})
 WORKFLOW_EVENTS = Topic("workflow.events.v1", 6, {"retention.ms": str(30 * 86400_000)})
-ALL_TOPICS: tuple[Topic, ...] = (USAGE_EVENTS, USAGE_REJECTED, APPLICATION_EVENTS, WORKFLOW_EVENTS)
+APPLICATION_REJECTED = Topic("application.events.rejected.v1", 3, {"retention.ms": str(30 * 86400_000)})
+WORKFLOW_REJECTED = Topic("workflow.events.rejected.v1", 3, {"retention.ms": str(30 * 86400_000)})
+ALL_TOPICS: tuple[Topic, ...] = (USAGE_EVENTS, USAGE_REJECTED, APPLICATION_EVENTS, WORKFLOW_EVENTS,
+                                 APPLICATION_REJECTED, WORKFLOW_REJECTED)
+REJECTED_TOPICS: dict[str, str] = {
+    USAGE_EVENTS.name: USAGE_REJECTED.name,
+    APPLICATION_EVENTS.name: APPLICATION_REJECTED.name,
+    WORKFLOW_EVENTS.name: WORKFLOW_REJECTED.name,
+}
+"""Each consumed topic and the topic its rejected records go to."""
 
 
 async def ensure_topics(

@@ -4,13 +4,15 @@ Per batch: validate and fold in memory, send rejections to the rejected topic (d
 acknowledged), then one transaction inserts the event ids (only new ones count), upserts the KPI deltas and
 stores the next offsets. Kafka offsets are committed by FastStream after the handler returns, i.e. after the
 DB commit; on partition assignment the consumer seeks to the offsets stored in PostgreSQL.
+
+Failures follow the rule of `shared.poison`: an infrastructure error redelivers the batch after a pause; any
+other failure splits the batch until the record that fails alone is found and rejected (`isolate`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 import time
@@ -21,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from faststream.kafka import KafkaRouter
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
@@ -32,7 +34,18 @@ from services.aggregator.metrics import AggregatorMetrics
 from services.aggregator.settings import AggregatorSettings
 from shared.events import usage_event_adapter
 from shared.events.workflow import workflow_event_adapter
-from shared.rejections import Reason, rejected_payload
+from shared.poison import (
+    Kind,
+    classify,
+    declared,
+    error_detail,
+    headers_of,
+    isolate,
+    no_decode,
+    reason_of,
+    tolerant_batch_parser,
+)
+from shared.rejections import REASONS, Reason, rejected_payload
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +64,8 @@ class Stream:
     settings: AggregatorSettings
     pool_holder: dict[str, asyncpg.Pool]
     metrics: AggregatorMetrics
+    consumer: str = "aggregator"
+    """Name of this consumer in rejected records and metrics (`aggregator/usage`, `aggregator/workflow`)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     subscriber: Any = None
     failures: int = 0
@@ -110,7 +125,7 @@ async def apply_batch(stream: Stream, records: Sequence[service.RecordLike], pub
         if rejections:
             # At least once to the rejected topic, before the offsets move: a redelivered batch may repeat a
             # rejection (its topic/partition/offset identify it), but none is ever lost.
-            await asyncio.gather(*(publish(*_rejected(r, now)) for r in rejections))
+            await asyncio.gather(*(publish(*_rejected(stream, r, now)) for r in rejections))
         offsets = service.next_offsets(records)
         await repository.store_offsets(conn, stream.group, offsets)
     m.commit_seconds.labels(topic).observe(time.perf_counter() - started)
@@ -136,12 +151,59 @@ async def apply_batch(stream: Stream, records: Sequence[service.RecordLike], pub
         log.warning("updating the lag metric failed", exc_info=True)
 
 
-def _rejected(r: service.Rejection, now: datetime) -> tuple[bytes, bytes]:
+def _rejected(stream: Stream, r: service.Rejection, now: datetime) -> tuple[bytes, bytes]:
     reason: Reason = r.reason  # type: ignore[assignment]  # triage only produces members of Reason
+    rec = r.record
     return rejected_payload(
-        reason=reason, raw=r.record.value or b"", origin="aggregator", errors=r.errors, platform=r.source,
-        event_id=r.event_id, topic=r.record.topic, partition=r.record.partition, offset=r.record.offset, now=now,
+        max_bytes=stream.settings.rejected_max_bytes,
+        reason=reason, raw=rec.value or b"", origin="aggregator", consumer=stream.consumer, errors=r.errors,
+        platform=r.source, event_id=r.event_id, topic=rec.topic, partition=rec.partition, offset=rec.offset,
+        now=now, key=rec.key, headers=headers_of(rec), tombstone=rec.value is None,
     )
+
+
+async def reject_record(stream: Stream, record: service.RecordLike, exc: BaseException, publish: Publish) -> None:
+    """Set aside a record that failed alone: publish its rejection, then move its partition past it."""
+    now = datetime.now(UTC)
+    rejection = service.Rejection(record, reason_of(exc), error_detail(exc), *declared(record.value))
+    log.error("record rejected after it failed alone", extra={
+        "topic": record.topic, "partition": record.partition, "offset": record.offset, "reason": rejection.reason,
+        "error": type(exc).__name__})
+    await publish(*_rejected(stream, rejection, now))
+    offsets = service.next_offsets([record])
+    async with stream.lock, stream.pool_holder["pool"].acquire() as conn, conn.transaction():
+        await repository.store_offsets(conn, stream.group, offsets)
+    stream.metrics.events.labels(stream.topic, "rejected").inc()
+    stream.metrics.rejected.labels(stream.topic, rejection.reason).inc()
+    stream.positions.update(offsets)
+
+
+async def consume_batch(stream: Stream, records: Sequence[service.RecordLike], publish: Publish) -> None:
+    """The rule around `apply_batch`: the whole batch first (the fast path); on a failure that is not
+    infrastructure, bisect until the record that fails alone is found and rejected. Raises on infrastructure
+    errors (nothing of the failing part is committed; applied parts are deduplicated on redelivery)."""
+    try:
+        await apply_batch(stream, records, publish)
+        return
+    except Exception as exc:
+        if classify(exc) is Kind.INFRASTRUCTURE:
+            raise
+        log.warning("batch failed for a reason that is not infrastructure; isolating the record",
+                    extra={"topic": stream.topic, "records": len(records), "error": type(exc).__name__})
+
+    def split(_size: int) -> None:
+        stream.metrics.batch_splits.labels(stream.topic).inc()
+
+    async def apply(part: Sequence[service.RecordLike]) -> None:
+        await apply_batch(stream, part, publish)
+
+    async def reject(record: service.RecordLike, exc: BaseException) -> None:
+        await reject_record(stream, record, exc, publish)
+
+    split(len(records))
+    mid = len(records) // 2
+    await isolate(records[:mid], apply, reject, split)
+    await isolate(records[mid:], apply, reject, split)
 
 
 def update_lag(stream: Stream) -> None:
@@ -203,45 +265,27 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
                                                "partitions": sorted(tp.partition for tp in assigned)})
 
 
-async def _no_decode(_msg: Any) -> None:
-    """Bodies are validated by the service from the raw bytes; skip FastStream's JSON decoding."""
-    return None
-
-
-async def _tolerant_parse(msg: tuple[ConsumerRecord[Any, Any], ...], original: Callable[..., Any]) -> Any:
-    """Parse only what the handler reads: FastStream's batch parser turns every record's headers into a dict and
-    collects the bodies, while the aggregator reads the raw records (`message.raw_message`). So the first record
-    gives the message's metadata and the whole batch is attached (acknowledgement and NACK use `raw_message`).
-    Foreign producers may send non-UTF-8 headers; they are dropped rather than block the partition."""
-    try:
-        parsed = await original(msg[:1])
-    except UnicodeDecodeError:
-        parsed = await original((dataclasses.replace(msg[0], headers=()),))
-    parsed.raw_message = msg
-    return parsed
-
-
 def build_router(settings: AggregatorSettings, pool_holder: dict[str, asyncpg.Pool],
                  metrics: AggregatorMetrics) -> tuple[KafkaRouter, list[Stream]]:
     """The subscribers (usage, optionally workflow) and the rejected-topic publisher; plus the streams."""
     router = KafkaRouter()
     streams: list[Stream] = []
-    rejected = router.publisher(
-        settings.rejected_topic, title="usage-events-rejected",
-        description="Records the aggregator cannot count: invalid, too_late or from_future, with reasons.",
-    )
 
-    async def publish(key: bytes, value: bytes) -> None:
-        await rejected.publish(value, key=key, headers={"content-type": "application/json"})
+    def publisher(topic: str, title: str, description: str) -> Publish:
+        rejected = router.publisher(topic, title=title, description=description)
 
-    def subscribe(stream: Stream, title: str, description: str) -> None:
+        async def publish(key: bytes, value: bytes) -> None:
+            await rejected.publish(value, key=key, headers={"content-type": "application/json"})
+        return publish
+
+    def subscribe(stream: Stream, publish: Publish, title: str, description: str) -> None:
         async def on_batch(_body: Any, message: KafkaMessage) -> None:
             try:
-                await apply_batch(stream, message.raw_message, publish)
+                await consume_batch(stream, message.raw_message, publish)
                 stream.failures = 0
             except Exception:
-                # Roll back and redeliver (NACK seeks back), after a growing pause so an outage of Kafka or
-                # PostgreSQL does not turn into a busy loop.
+                # Infrastructure: roll back and redeliver (NACK seeks back), after a growing pause so an outage
+                # of Kafka or PostgreSQL does not turn into a busy loop.
                 stream.failures += 1
                 stream.metrics.batch_failures.labels(stream.topic).inc()
                 log.exception("batch failed; it will be redelivered", extra={"topic": stream.topic})
@@ -253,21 +297,30 @@ def build_router(settings: AggregatorSettings, pool_holder: dict[str, asyncpg.Po
             max_records=settings.max_batch_records, batch_timeout_ms=settings.batch_timeout_ms,
             max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
             ack_policy=AckPolicy.NACK_ON_ERROR, listener=SeekToStoredOffsets(stream),
-            decoder=_no_decode, parser=_tolerant_parse, title=title, description=description,
+            decoder=no_decode, parser=tolerant_batch_parser, title=title, description=description,
         )
         subscriber(on_batch)
         stream.subscriber = subscriber  # its `.consumer` exists once the broker has started
+        for reason in REASONS:  # every series exists from the start (at 0), so rate() and alerts see the first
+            metrics.rejected.labels(stream.topic, reason)
+        metrics.batch_splits.labels(stream.topic)
         streams.append(stream)
 
     subscribe(
         Stream(settings.usage_topic, settings.consumer_group, usage_event_adapter, service.usage_contributions,
-               True, settings, pool_holder, metrics),
+               True, settings, pool_holder, metrics, consumer="aggregator/usage"),
+        publisher(settings.rejected_topic, "usage-events-rejected",
+                  "Records the aggregator cannot count: invalid, too_late, from_future, tombstone, refused by the "
+                  "database, …, with reasons, source position, key and headers."),
         "usage-events-aggregate", "Folds usage events into eGovSAD KPIs, exactly once per event id.",
     )
     if settings.consume_workflow:
         subscribe(
             Stream(settings.workflow_topic, settings.workflow_consumer_group, workflow_event_adapter,
-                   service.workflow_contributions, False, settings, pool_holder, metrics),
+                   service.workflow_contributions, False, settings, pool_holder, metrics,
+                   consumer="aggregator/workflow"),
+            publisher(settings.workflow_rejected_topic, "workflow-events-rejected",
+                      "Workflow events the aggregator cannot count, with reasons and source position."),
             "workflow-events-aggregate", "Folds workflow events into processing-time KPIs, exactly once.",
         )
     return router, streams

@@ -24,6 +24,7 @@ class AggregatorMetrics:
     late_corrections: Counter
     rejected: Counter
     batch_failures: Counter
+    batch_splits: Counter
     dedup_deleted: Counter
 
     @classmethod
@@ -50,6 +51,8 @@ class AggregatorMetrics:
             rejected=Counter(f"{p}rejected", "Records sent to the rejected topic", ["topic", "reason"], registry=r),
             batch_failures=Counter(f"{p}batch_failures", "Batches rolled back and redelivered (Kafka or DB errors)",
                                    ["topic"], registry=r),
+            batch_splits=Counter(f"{p}batch_splits", "Batches split to isolate a record that fails alone", ["topic"],
+                                 registry=r),
             dedup_deleted=Counter(f"{p}dedup_ids_deleted", "Event ids removed by the dedup retention job",
                                   registry=r),
         )

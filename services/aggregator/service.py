@@ -119,6 +119,10 @@ def _window(r: RecordLike, event: Any, oldest: float, newest: float, horizon: ti
     return t, None
 
 
+def _tombstone(r: RecordLike) -> Rejection:
+    return Rejection(r, "tombstone", [{"type": "tombstone", "loc": [], "msg": "the record has no value"}])
+
+
 def _invalid(r: RecordLike, exc: ValidationError) -> Rejection:
     reason, errors = _errors(exc)
     source, event_id = _declared(r.value or b"")
@@ -137,8 +141,11 @@ def triage(
     oldest, newest = (now - horizon).timestamp(), (now + future_skew).timestamp()
     seen: set[UUID] = set()
     for r in records:
+        if r.value is None:
+            out.rejections.append(_tombstone(r))
+            continue
         try:
-            event = adapter.validate_json(r.value or b"")
+            event = adapter.validate_json(r.value)
         except ValidationError as exc:
             out.rejections.append(_invalid(r, exc))
             continue
@@ -202,8 +209,12 @@ def prepare(records: Sequence[RecordLike], adapter: TypeAdapter[Any],
     seen: set[UUID] = set()
     events = duplicates = 0
     for r in records:
+        value = r.value
+        if value is None:
+            rejections.append(_tombstone(r))
+            continue
         try:
-            event = validate(r.value or b"")
+            event = validate(value)
         except ValidationError as exc:
             rejections.append(_invalid(r, exc))
             continue

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from shared.kafka import USAGE_EVENTS, USAGE_REJECTED, WORKFLOW_EVENTS
+from shared.kafka import USAGE_EVENTS, USAGE_REJECTED, WORKFLOW_EVENTS, WORKFLOW_REJECTED
+from shared.rejections import DEFAULT_MAX_RECORD_BYTES
 from shared.settings import KPSettings
 
 
@@ -13,6 +14,9 @@ class AggregatorSettings(KPSettings):
     usage_topic: str = USAGE_EVENTS.name
     workflow_topic: str = WORKFLOW_EVENTS.name
     rejected_topic: str = USAGE_REJECTED.name
+    workflow_rejected_topic: str = WORKFLOW_REJECTED.name
+    rejected_max_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    """Upper bound of a rejected record (the broker's `message.max.bytes`, minus room for the record overhead)."""
     consume_workflow: bool = True
     max_batch_records: int = 20_000
     """Upper bound per batch (= per transaction); under backlog bigger batches fold more events per KPI row."""

@@ -21,7 +21,8 @@ from services.workflow.auth import TokenVerifier
 from services.workflow.definitions import DefinitionError, Registry, load_definitions
 from services.workflow.handlers import build_router
 from services.workflow.metrics import WorkflowMetrics
-from services.workflow.relay import make_relay_producer, run_relay
+from services.workflow.relay import CONSUMER as RELAY_CONSUMER
+from services.workflow.relay import RELAY_REASONS, make_relay_producer, run_relay
 from services.workflow.service import Engine
 from services.workflow.settings import WorkflowSettings
 from services.workflow.views import views
@@ -71,10 +72,14 @@ def create_app(settings: WorkflowSettings | None = None, *, clock: Clock | None 
     settings.configure_reference()  # the contracts accept the configured extra municipalities and services
     registry = registry or load_definitions(settings.definitions_dir)  # invalid definitions refuse the start
     metrics = WorkflowMetrics()
+    for reason in RELAY_REASONS:  # the relay's rejection series exist from the start (at 0)
+        metrics.rejected.labels(RELAY_CONSUMER, reason)
     engine = Engine(registry=registry, eakte=eakte or make_eakte(settings), clock=clock or SystemClock(),
                     metrics=metrics, topic=settings.workflow_topic, retry_jitter=settings.retry_jitter)
     holder: dict[str, Any] = {"engine": engine}
-    broker = KafkaBroker(settings.kafka_bootstrap, client_id="kp-workflow", security=settings.faststream_security())
+    # Rejected records must be durable before the batch's offsets are committed: acks from all in-sync replicas.
+    broker = KafkaBroker(settings.kafka_bootstrap, client_id="kp-workflow", acks="all", enable_idempotence=True,
+                         security=settings.faststream_security())
     broker.include_router(build_router(settings, holder))
 
     @asynccontextmanager
@@ -94,7 +99,8 @@ def create_app(settings: WorkflowSettings | None = None, *, clock: Clock | None 
         ]
         if settings.relay_in_process:
             tasks.append(asyncio.create_task(
-                run_relay(pool, producer, settings.relay_batch, settings.relay_interval_s, metrics)))
+                run_relay(pool, producer, settings.relay_batch, settings.relay_interval_s, metrics,
+                          settings.workflow_rejected_topic, settings.rejected_max_bytes)))
         try:
             yield
         finally:

@@ -1,9 +1,11 @@
 """Kafka adapter: batches of application events in; the engine changes cases and writes outbox rows.
 
 A batch is split into lanes by application id (events of one application stay in order in one lane); each
-lane commits in one transaction on its own connection, so many cases share one commit. If a lane's
-transaction fails, its events are retried one transaction each; an event that still fails raises, and the
-batch is redelivered (the inbox makes the committed ones no-ops).
+lane commits in one transaction on its own connection, so many cases share one commit. Failures follow the
+rule of `shared.poison`: a record that cannot be decoded or fails the contract goes to the rejected topic
+(`application.events.rejected.v1`) before anything is acknowledged; a lane whose transaction fails for a reason
+that is not infrastructure is split until the event that fails alone is found and rejected, while the others
+are applied; an infrastructure error redelivers the batch (the inbox makes the committed events no-ops).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import asyncpg
@@ -25,19 +29,74 @@ from services.workflow.service import Engine, Sink
 from services.workflow.settings import WorkflowSettings
 from shared.db import Conn
 from shared.events import ApplicationEvent, application_event_adapter
+from shared.poison import (
+    ConsumedRecord,
+    declared,
+    error_detail,
+    headers_of,
+    isolate,
+    no_decode,
+    reason_of,
+    tolerant_batch_parser,
+    validation_errors,
+)
+from shared.rejections import REASONS, Reason, rejected_payload
 
 log = logging.getLogger(__name__)
 
+CONSUMER = "workflow/application"
+Publish = Callable[[bytes, bytes], Awaitable[Any]]
 
-def parse(values: Sequence[bytes | None], engine: Engine) -> list[ApplicationEvent]:
-    events = []
-    for value in values:
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A consumed record that is set aside, with the reason for the rejected topic."""
+
+    record: ConsumedRecord
+    reason: Reason
+    errors: list[dict[str, Any]]
+    source: str | None = None
+    event_id: str | None = None
+
+
+@dataclass(slots=True)
+class Parsed:
+    """A batch decoded: the valid events (with the record each came from) and the rejected records."""
+
+    events: list[ApplicationEvent] = field(default_factory=list)
+    records: dict[int, ConsumedRecord] = field(default_factory=dict)
+    """`id()` of each event -> its record (to reject it with its position if applying it fails)."""
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+def parse(records: Sequence[ConsumedRecord]) -> Parsed:
+    """Validate every record from its raw bytes; never raises."""
+    out = Parsed()
+    for r in records:
+        if r.value is None:
+            out.rejected.append(Rejected(r, "tombstone", [{"type": "tombstone", "loc": [],
+                                                           "msg": "the record has no value"}]))
+            continue
         try:
-            events.append(application_event_adapter.validate_json(value or b""))
+            event = application_event_adapter.validate_json(r.value)
         except ValidationError as exc:
-            engine.metrics.events.labels("invalid", "skipped").inc()
-            log.warning("invalid application event skipped", extra={"errors": exc.error_count()})
-    return events
+            reason, errors = validation_errors(exc)
+            source, event_id = declared(r.value)
+            out.rejected.append(Rejected(r, reason, errors, source, event_id))
+            continue
+        out.events.append(event)
+        out.records[id(event)] = r
+    return out
+
+
+def encode(rejected: Rejected, max_bytes: int) -> tuple[bytes, bytes]:
+    r = rejected.record
+    return rejected_payload(
+        max_bytes=max_bytes, reason=rejected.reason, raw=r.value or b"", origin="workflow", consumer=CONSUMER,
+        errors=rejected.errors, platform=rejected.source, event_id=rejected.event_id, topic=r.topic,
+        partition=r.partition, offset=r.offset, now=datetime.now(UTC), key=r.key, headers=headers_of(r),
+        tombstone=r.value is None,
+    )
 
 
 def lanes(events: list[ApplicationEvent], count: int) -> list[list[ApplicationEvent]]:
@@ -101,34 +160,65 @@ async def apply_events(conn: Conn, engine: Engine, lane: list[ApplicationEvent],
     return results
 
 
-async def apply_lane(pool: asyncpg.Pool, engine: Engine, lane: list[ApplicationEvent], concurrency: int = 1) -> None:
-    try:
-        async with pool.acquire() as conn, conn.transaction():
-            sink = Sink()
-            await engine.prepare_lane(conn, lane, sink)
-            results = await apply_events(conn, engine, lane, sink, concurrency)
-            await sink.write(conn)
-    except Exception:
-        if len(lane) == 1:
-            raise
-        log.warning("lane of %d events failed; retrying them one by one", len(lane), exc_info=True)
-        for e in lane:
-            await apply_lane(pool, engine, [e], concurrency)
-        return
-    for e, result in zip(lane, results, strict=True):
+async def apply_lane_once(pool: asyncpg.Pool, engine: Engine, lane: Sequence[ApplicationEvent],
+                          concurrency: int = 1) -> None:
+    """A lane in one transaction (all or nothing)."""
+    events = list(lane)
+    async with pool.acquire() as conn, conn.transaction():
+        sink = Sink()
+        await engine.prepare_lane(conn, events, sink)
+        results = await apply_events(conn, engine, events, sink, concurrency)
+        await sink.write(conn)
+    for e, result in zip(events, results, strict=True):
         engine.metrics.event(e.type, result).inc()
 
 
-async def apply_batch(pool: asyncpg.Pool, engine: Engine, values: Sequence[bytes | None], lane_count: int,
-                      lane_concurrency: int = 1) -> None:
-    engine.metrics.batch_size.observe(len(values))
-    await asyncio.gather(*(apply_lane(pool, engine, lane, lane_concurrency)
-                           for lane in lanes(parse(values, engine), lane_count)))
+RejectEvent = Callable[[ApplicationEvent, BaseException], Awaitable[None]]
 
 
-async def _no_decode(_msg: Any) -> None:
-    """Bodies are validated from the raw bytes; skip FastStream's JSON decoding."""
-    return None
+async def apply_lane(pool: asyncpg.Pool, engine: Engine, lane: list[ApplicationEvent], concurrency: int = 1,
+                     reject: RejectEvent | None = None) -> None:
+    """Apply a lane; if its transaction fails for a reason that is not infrastructure, split it until the event
+    that fails alone is found and handed to `reject` (without `reject` that failure propagates)."""
+    async def apply(part: Sequence[ApplicationEvent]) -> None:
+        await apply_lane_once(pool, engine, part, concurrency)
+
+    async def refuse(event: ApplicationEvent, exc: BaseException) -> None:
+        if reject is None:
+            raise exc
+        await reject(event, exc)
+
+    def split(size: int) -> None:
+        log.warning("lane of %d events failed; splitting it to find the event that fails", size)
+
+    await isolate(lane, apply, refuse, split)
+
+
+async def apply_batch(pool: asyncpg.Pool, engine: Engine, records: Sequence[ConsumedRecord], lane_count: int,
+                      lane_concurrency: int = 1, publish: Publish | None = None,
+                      max_rejected_bytes: int = 1_000_000) -> None:
+    """Apply one consumed batch; rejected records are published (and acknowledged by the broker) before this
+    returns, i.e. before the batch's offsets are committed."""
+    engine.metrics.batch_size.observe(len(records))
+    parsed = parse(records)
+
+    async def send(rejected: Rejected) -> None:
+        if publish is None:
+            log.warning("application event rejected", extra={"reason": rejected.reason})
+        else:
+            await publish(*encode(rejected, max_rejected_bytes))
+        engine.metrics.rejected.labels(CONSUMER, rejected.reason).inc()
+
+    async def reject(event: ApplicationEvent, exc: BaseException) -> None:
+        record = parsed.records[id(event)]
+        log.error("application event rejected after it failed alone", extra={
+            "topic": record.topic, "partition": record.partition, "offset": record.offset,
+            "error": type(exc).__name__})
+        await send(Rejected(record, reason_of(exc), error_detail(exc), event.source, str(event.id)))
+
+    await asyncio.gather(*(send(r) for r in parsed.rejected))
+    await asyncio.gather(*(apply_lane(pool, engine, lane, lane_concurrency, reject)
+                           for lane in lanes(parsed.events, lane_count)))
 
 
 def update_lag(engine: Engine, subscriber: Any, records: Sequence[Any]) -> None:
@@ -155,16 +245,28 @@ def build_router(settings: WorkflowSettings, holder: dict[str, Any]) -> KafkaRou
         group_id=settings.consumer_group,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=_no_decode,
+        decoder=no_decode,
+        parser=tolerant_batch_parser,
         title="application-events-workflow",
         description="Opens and advances cases from application events (inbox dedup, outbox).",
     )
+    rejected = router.publisher(
+        settings.application_rejected_topic, title="application-events-rejected",
+        description="Application events the workflow cannot apply: undecodable, invalid, refused by the database, "
+                    "…, with reason, source position, key, headers and the bounded raw payload.",
+    )
+
+    async def publish(key: bytes, value: bytes) -> None:
+        await rejected.publish(value, key=key, headers={"content-type": "application/json"})
+
+    for reason in REASONS:  # every series exists from the start (at 0)
+        holder["engine"].metrics.rejected.labels(CONSUMER, reason)
 
     async def on_application_events(_body: Any, message: KafkaMessage) -> None:
         engine: Engine = holder["engine"]
         try:
-            await apply_batch(holder["pool"], engine, [r.value for r in message.raw_message], settings.lanes,
-                              settings.lane_concurrency)
+            await apply_batch(holder["pool"], engine, message.raw_message, settings.lanes,
+                              settings.lane_concurrency, publish, settings.rejected_max_bytes)
         except Exception:
             log.exception("batch failed; it will be redelivered")
             await asyncio.sleep(1.0)  # an outage of PostgreSQL must not become a busy loop

@@ -38,6 +38,9 @@ class WorkflowMetrics:
                                     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000), registry=r)
         self.consumer_lag = Gauge("kp_workflow_consumer_lag", "Records behind the partition end (after a batch).",
                                   ["topic", "partition"], registry=r)
+        self.rejected = Counter("kp_workflow_rejected_total",
+                                "Records set aside to a rejected topic (or outbox rows the relay cannot send).",
+                                ["consumer", "reason"], registry=r)
         self.callbacks = Counter("kp_workflow_callbacks_total", "FIT-Connect-style callbacks.", ["event", "result"],
                                  registry=r)
 

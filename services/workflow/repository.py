@@ -236,6 +236,16 @@ async def mark_published(conn: Conn, ids: list[int]) -> datetime:
     return now
 
 
+async def mark_rejected(conn: Conn, reasons: dict[int, str]) -> None:
+    """Note why events of these rows went to the rejected topic (the rows are marked published as well)."""
+    if reasons:
+        await conn.execute(
+            """UPDATE wf_outbox o SET rejected_reason = r.reason
+               FROM unnest($1::bigint[], $2::text[]) AS r (id, reason) WHERE o.id = r.id""",
+            list(reasons), list(reasons.values()),
+        )
+
+
 async def oldest_unpublished_age_s(conn: Conn) -> float:
     age = await conn.fetchval(
         """SELECT EXTRACT(EPOCH FROM now() - min(created_at)) FROM wf_outbox WHERE published_at IS NULL"""

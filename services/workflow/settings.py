@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 from services.workflow.definitions import DEFINITIONS_DIR
-from shared.kafka import APPLICATION_EVENTS, WORKFLOW_EVENTS
+from shared.kafka import APPLICATION_EVENTS, APPLICATION_REJECTED, WORKFLOW_EVENTS, WORKFLOW_REJECTED
+from shared.rejections import DEFAULT_MAX_RECORD_BYTES
 from shared.settings import KPSettings
 
 
@@ -25,6 +26,11 @@ class WorkflowSettings(KPSettings):
     consumer_group: str = "kp-workflow"
     application_topic: str = APPLICATION_EVENTS.name
     workflow_topic: str = WORKFLOW_EVENTS.name
+    application_rejected_topic: str = APPLICATION_REJECTED.name
+    workflow_rejected_topic: str = WORKFLOW_REJECTED.name
+    """Where the outbox relay reports a workflow event it can never send (e.g. larger than the broker accepts)."""
+    rejected_max_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    """Upper bound of a rejected record and of an event the relay sends (the broker's `message.max.bytes`)."""
     relay_interval_s: float = 0.2
     relay_batch: int = 500
     relay_in_process: bool = True
