@@ -15,7 +15,9 @@ from services.aggregator.handlers import build_router, run_dedup_cleanup, run_la
 from services.aggregator.metrics import AggregatorMetrics
 from services.aggregator.settings import AggregatorSettings
 from shared.db import create_pool
+from shared.http_metrics import install_http_metrics
 from shared.observability import install_asyncapi, install_ops
+from shared.openapi import install_unique_operation_ids
 
 
 def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
@@ -59,5 +61,7 @@ def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
         await pool_holder["pool"].fetchval("SELECT 1")
 
     install_ops(app, metrics.registry, {"kafka": kafka_ready, "postgres": db_ready})
+    install_http_metrics(app, metrics.registry)
     install_asyncapi(app, broker, "Kommunal-Pulse Aggregator")
+    install_unique_operation_ids(app)
     return app

@@ -25,8 +25,10 @@ from services.ingest.service import ApiKey, Authenticator, Policy, ProblemError,
 from services.ingest.settings import IngestSettings
 from shared.db import create_pool
 from shared.events import usage_event_adapter
+from shared.http_metrics import install_http_metrics
 from shared.kafka import USAGE_EVENTS, USAGE_REJECTED, make_producer
 from shared.observability import install_ops
+from shared.openapi import install_unique_operation_ids
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
@@ -96,10 +98,12 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             await conn.fetchval("SELECT 1")
 
     install_ops(app, registry, {"kafka": kafka_ready, "postgres": db_ready})
+    install_http_metrics(app, registry)
     app.include_router(router)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     install_problem_handlers(app)
     app.openapi = lambda: openapi_with_events(app)  # type: ignore[method-assign]
+    install_unique_operation_ids(app)
     return app
 
 

@@ -26,7 +26,9 @@ from services.workflow.service import Engine
 from services.workflow.settings import WorkflowSettings
 from services.workflow.views import views
 from shared.db import track_pool
+from shared.http_metrics import install_http_metrics
 from shared.observability import install_asyncapi, install_ops
+from shared.openapi import install_unique_operation_ids
 
 
 async def create_pool(settings: WorkflowSettings) -> asyncpg.Pool:
@@ -124,8 +126,10 @@ def create_app(settings: WorkflowSettings | None = None, *, clock: Clock | None 
         await holder["pool"].fetchval("SELECT 1")
 
     install_ops(app, metrics.registry, {"kafka": kafka_ready, "postgres": db_ready})
+    install_http_metrics(app, metrics.registry)
     install_asyncapi(app, broker, "Kommunal-Pulse Workflow")
     install_problem_handlers(app)
     app.include_router(router)
     app.include_router(views)
+    install_unique_operation_ids(app)
     return app

@@ -12,6 +12,7 @@ import asyncpg
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from kp.local import SERVICES, LocalStack
 from shared.db import create_pool
@@ -120,3 +121,17 @@ class TestPoolMetrics:
         ops_router(registry, {})
         ops_router(registry, {})
         assert generate_latest(registry).decode().count("# TYPE kp_db_pool_connections_max gauge") == 1
+
+
+class TestHttpRequestMetrics:
+    @pytest.mark.parametrize("name", SERVICES)
+    def test_every_service_counts_and_times_requests_by_route_template(
+        self, name: str, metrics_pages: dict[str, str]
+    ) -> None:
+        page = metrics_pages[name]
+        # the readiness probe that waited for the process is counted under its template, method and status
+        samples = [s for family in text_string_to_metric_families(page) if family.name == "kp_http_requests"
+                   for s in family.samples if s.name == "kp_http_requests_total"]
+        assert any(s.labels == {"route": "/readyz", "method": "GET", "code": "200"} and s.value >= 1
+                   for s in samples), samples
+        assert re.search(r'^kp_http_request_duration_seconds_bucket\{[^}]*route="/readyz"', page, re.M)
