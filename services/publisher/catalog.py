@@ -162,6 +162,11 @@ class CatalogRegistry:
     def names(self) -> tuple[str, ...]:
         return tuple(self._providers)
 
+    async def collect_from(self, ctx: CatalogContext, name: str) -> Sequence[CatalogDataset]:
+        """The datasets of one provider (none if it is not registered)."""
+        provider = self._providers.get(name)
+        return await provider(ctx) if provider else ()
+
     async def collect(self, ctx: CatalogContext) -> list[CatalogDataset]:
         """All datasets of all providers, sorted by id (stable paging)."""
         seen: dict[str, str] = {}
