@@ -80,4 +80,4 @@ class TestCompile:
         sql = compile_filter(AllOf((Negated(Cond("name", evil)), AnyOf((Cond("keyword", "a"), Everything())))), args)
         assert evil not in sql
         assert args == [evil, "a"]
-        assert sql == "(NOT (d.name = $1) AND (($2 = ANY(d.keywords)) OR true))"
+        assert sql == "(NOT coalesce(d.name = $1, false) AND (coalesce($2 = ANY(d.keywords), false) OR true))"

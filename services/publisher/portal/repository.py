@@ -352,7 +352,8 @@ def compile_filter(node: CkanFilter, args: list[Any]) -> str:
         if "{}" not in template:
             return template
         args.append(node.value)
-        return "(" + template.format(f"${len(args)}") + ")"
+        # null-safe, as in Solr a negated field also matches the datasets without it (Hessen-wide: no organisation)
+        return "coalesce(" + template.format(f"${len(args)}") + ", false)"
     if isinstance(node, Everything):
         return "true"
     if isinstance(node, Negated):
@@ -391,7 +392,7 @@ async def ckan_search(
     args: list[Any] = [_json(kpi_rows)]
     condition = compile_filter(where, args)
     rank_arg = None
-    if rank_text:
+    if rank_text and any(key == "score" for key, _ in sort):
         args.append(rank_text)
         rank_arg = len(args)
     args += [limit, offset]
