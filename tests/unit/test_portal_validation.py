@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from services.publisher.portal import ckan, vocab
-from services.publisher.portal.repository import AllOf, Cond, Everything
 from services.publisher.portal.catalog import descriptor
+from services.publisher.portal.repository import AllOf, Cond, Everything
 from services.publisher.portal.schemas import Dataset
 from services.publisher.portal.service import preview_rows
 from services.publisher.portal.validation import Problem, check_file, parse_dataset
