@@ -34,7 +34,7 @@ def _echo_urls(stack: local.LocalStack) -> None:
     typer.echo(f"  PostgreSQL          {stack.database_url}")
     for name, sp in stack.services.items():
         typer.echo(f"  {name:<10} {sp.url}   docs {sp.url}/docs   metrics {sp.url}/metrics")
-        if name in ("aggregator", "workflow"):
+        if name in ("ingest", "aggregator", "workflow"):
             typer.echo(f"  {'':<10} AsyncAPI {sp.url}/asyncapi.json")
     if "publisher" in stack.services:
         pub = stack.services["publisher"].url

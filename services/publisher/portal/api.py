@@ -166,6 +166,14 @@ async def get_dataset(request: Request, name: str) -> Dataset:
         return await service.get(conn, name, _base(request))
 
 
+@router.get("/v1/portal/datasets/{name}/datapackage.json", responses=PROBLEM_RESPONSES,
+            summary="Frictionless Data Package of the dataset's hosted files (CSVs with their Table Schema)")
+async def get_data_package(request: Request, name: str) -> JSONResponse:
+    async with request.app.state.pool.acquire() as conn:
+        descriptor = await service.data_package(conn, name, _base(request))
+    return JSONResponse(descriptor, headers={"Cache-Control": "public, max-age=300"})
+
+
 @router.get("/v1/portal/datasets/{name}/history", response_model=History, responses=PROBLEM_RESPONSES,
             summary="Every version of a dataset, withdrawals included")
 async def get_history(request: Request, name: str) -> History:
