@@ -125,6 +125,10 @@ class TestRemoteCkan:
         assert facets["facets"]["res_format"] == {"JSON": 2}
         assert len(facets["facets"]["organization"]) == 1
 
+    def test_fl_returns_only_the_named_fields(self, ckan: ckanapi.RemoteCKAN, seeded: dict[str, Any]) -> None:
+        found = ckan.action.package_search(fq=f"tags:{seeded['tag']}", fl="id,name", sort="name asc")
+        assert [set(p) for p in found["results"]] == [{"id", "name"}, {"id", "name"}]
+
     def test_sort_rows_and_start(self, ckan: ckanapi.RemoteCKAN, seeded: dict[str, Any]) -> None:
         tag = seeded["tag"]
         names = [ckan.action.package_search(fq=f"tags:{tag}", sort="name desc", rows=1, start=i)["results"][0]["name"]

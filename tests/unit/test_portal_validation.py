@@ -83,13 +83,20 @@ class TestCkanParameters:
         assert (p.rows, p.start, p.facet_limit) == (5, 10, 50)
         assert p.facet_fields == list(ckan.DEFAULT_FACETS)
 
-    @pytest.mark.parametrize("params", [{"rows": "-1"}, {"rows": "1001"}, {"sort": "zufall asc"},
+    @pytest.mark.parametrize("params", [{"rows": "-1"}, {"rows": "viele"}, {"sort": "zufall asc"},
                                         {"facet.field": '["farbe"]'}, {"facet.field": "kein json"}])
     def test_bad_values_are_validation_errors(self, params: dict[str, str]) -> None:
         with pytest.raises(ckan.CkanError) as exc:
             ckan.parse_search(params)
         assert exc.value.status == 409
         assert exc.value.error()["__type"] == "Validation Error"
+
+    def test_rows_above_the_maximum_are_capped_like_ckan(self) -> None:
+        assert ckan.parse_search({"rows": "5000"}).rows == ckan.MAX_ROWS
+
+    def test_fl_selects_fields(self) -> None:
+        assert ckan.parse_search({"fl": "id,name"}).fields == ["id", "name"]
+        assert ckan.parse_search({"fl": "*"}).fields is None
 
     def test_star_query_means_everything(self) -> None:
         p = ckan.parse_search({"q": "*:*"})

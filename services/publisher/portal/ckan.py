@@ -446,6 +446,7 @@ class SearchParams:
     start: int
     sort: list[tuple[str, bool]]
     sort_text: str
+    fields: list[str] | None
     facet: bool
     facet_fields: list[str]
     facet_limit: int
@@ -475,14 +476,25 @@ def parse_search(params: dict[str, Any], now: datetime | None = None) -> SearchP
     return SearchParams(
         where=AllOf(tuple(parts)),
         rank_text=" ".join(words) or None,
-        rows=_int(params, "rows", 10, 0, MAX_ROWS),
+        # like CKAN (`ckan.search.rows_max`), more rows than the maximum are capped, not refused
+        rows=min(_int(params, "rows", 10, 0, 10_000_000), MAX_ROWS),
         start=_int(params, "start", 0, 0, 1_000_000),
         sort=parse_sort(sort_text), sort_text=sort_text,
+        fields=_field_list(params.get("fl")),
         facet=_bool(params, "facet", True),
         facet_fields=facet_fields,
         facet_limit=_int(params, "facet.limit", 50, -1, 10_000),
         facet_mincount=_int(params, "facet.mincount", 1, 0, 1_000_000),
     )
+
+
+def _field_list(raw: Any) -> list[str] | None:
+    """CKAN's `fl`: the package fields to return (comma or space separated); None = whole packages."""
+    if raw in (None, ""):
+        return None
+    names = raw if isinstance(raw, list) else re.split(r"[,\s]+", str(raw))
+    fields = [str(n) for n in names if n]
+    return None if not fields or "*" in fields else fields
 
 
 def _facet_value(ckan_field: str, value: str) -> tuple[str, str]:
@@ -538,6 +550,8 @@ async def package_search(src: Sources, params: dict[str, Any]) -> dict[str, Any]
                 "title": ckan_field,
                 "items": [{"name": n, "display_name": dn, "count": c} for n, dn, c in mapped],
             }
+    if p.fields is not None:
+        results = [{k: r.get(k) for k in p.fields} for r in results]
     return {"count": page.total, "results": results, "facets": facets, "search_facets": search_facets,
             "sort": p.sort_text}
 
@@ -585,7 +599,7 @@ async def current_package_list_with_resources(src: Sources, params: dict[str, An
     """Full packages, most recently modified first (`limit` default 10, `offset`)."""
     p = SearchParams(where=Everything(), rank_text=None, rows=_int(params, "limit", 10, 0, MAX_ROWS),
                      start=_int(params, "offset", 0, 0, 10_000_000), sort=[("metadata_modified", True)],
-                     sort_text="metadata_modified desc", facet=False, facet_fields=[], facet_limit=0,
+                     sort_text="metadata_modified desc", fields=None, facet=False, facet_fields=[], facet_limit=0,
                      facet_mincount=1)
     _, results = await _search(src, p)
     return results
@@ -611,15 +625,15 @@ async def resource_show(src: Sources, params: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _count_by(src: Sources, facet: str) -> dict[str, int]:
-    p = SearchParams(where=Everything(), rank_text=None, rows=0, start=0, sort=[], sort_text="", facet=True,
-                     facet_fields=[], facet_limit=-1, facet_mincount=1)
+    p = SearchParams(where=Everything(), rank_text=None, rows=0, start=0, sort=[], sort_text="", fields=None,
+                     facet=True, facet_fields=[], facet_limit=-1, facet_mincount=1)
     page, _ = await _search(src, p)
     return {value.strip(): n for f, value, n in page.facets if f == facet}
 
 
 async def _datasets_of(src: Sources, cond: Cond, limit: int) -> tuple[int, list[dict[str, Any]]]:
     p = SearchParams(where=cond, rank_text=None, rows=limit, start=0, sort=[("name", False)], sort_text="name asc",
-                     facet=False, facet_fields=[], facet_limit=0, facet_mincount=1)
+                     fields=None, facet=False, facet_fields=[], facet_limit=0, facet_mincount=1)
     page, results = await _search(src, p)
     return page.total, results
 
