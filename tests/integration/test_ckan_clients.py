@@ -239,7 +239,7 @@ class TestCkanHarvesterRequests:
         assert old not in names
         assert all(p["metadata_modified"] >= since for p in changed)
         everything = _harvest_search(publisher.url)
-        assert names == {p["name"] for p in everything if p["metadata_modified"] >= since}
+        assert names == {p["name"] for p in everything if (p["metadata_modified"] or "") >= since}
 
     def test_remote_organization_and_group_lookups(self, publisher: ServiceProcess, seeded: dict[str, Any]) -> None:
         pkg = httpx.get(f"{publisher.url}/api/3/action/package_show",

@@ -175,9 +175,9 @@ def kpi_id(d: catalog.CatalogDataset) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kommunal-pulse:catalog:{d.id}"))
 
 
-def _kpi_time(d: catalog.CatalogDataset, which: str) -> datetime:
-    value = d.issued if which == "created" else (d.modified or d.issued)
-    return value or datetime(2000, 1, 1, tzinfo=UTC)
+def _kpi_time(d: catalog.CatalogDataset, which: str) -> datetime | None:
+    """When a KPI dataset was issued / last changed; None while no KPI has arrived at all."""
+    return d.issued if which == "created" else (d.modified or d.issued)
 
 
 def kpi_row(d: catalog.CatalogDataset) -> dict[str, Any]:
@@ -186,7 +186,7 @@ def kpi_row(d: catalog.CatalogDataset) -> dict[str, Any]:
         "id": kpi_id(d), "name": d.id, "municipality": d.spatial_ags, "title": d.title, "description": d.description,
         "keywords": list(d.keywords), "themes": [_iri("data-theme", t) for t in d.themes],
         "licence": d.distributions[0].license, "formats": sorted({_format_name(r.format) for r in d.distributions}),
-        "created_at": _kpi_time(d, "created").isoformat(), "modified_at": _kpi_time(d, "modified").isoformat(),
+        "created_at": _kpi_time(d, "created"), "modified_at": _kpi_time(d, "modified"),
         "num_resources": len(d.distributions),
     }
 
@@ -196,7 +196,8 @@ def kpi_package(d: catalog.CatalogDataset) -> dict[str, Any]:
     pid = kpi_id(d)
     m = municipality_by_ags()[d.spatial_ags] if d.spatial_ags else None
     licence = d.distributions[0].license
-    created, modified = _ckan_time(_kpi_time(d, "created")), _ckan_time(_kpi_time(d, "modified"))
+    times = [_kpi_time(d, which) for which in ("created", "modified")]
+    created, modified = (None if t is None else _ckan_time(t) for t in times)
     resources = [
         {
             "id": str(uuid.uuid5(uuid.NAMESPACE_URL, r.access_url)), "package_id": pid, "position": i,

@@ -17,7 +17,7 @@ DATASET_COLUMNS = ("id, name, municipality, status, version, title, description,
 
 
 def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return orjson.dumps(value).decode()  # datetimes as RFC 3339
 
 
 def loads(value: str | None) -> Any:
@@ -372,7 +372,7 @@ def _ckan_order(sort: list[tuple[str, bool]], rank_arg: int | None) -> str:
             if rank_arg is not None:
                 parts.append(f"ts_rank_cd(search, plainto_tsquery('german', ${rank_arg})){direction}")
             continue
-        parts.append(SORT_COLUMNS[key] + direction)
+        parts.append(SORT_COLUMNS[key] + direction + " NULLS LAST")  # KPI datasets without data have no dates
     parts.append("d.name")  # a stable order for paging
     return ", ".join(parts)
 
