@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 
 .PHONY: setup system run test test-unit lint bench soak clean
 
-setup: system $(VENV)/.installed
+setup: system $(VENV)/.installed .venv-ckan/.installed
 
 system:
 	@bash scripts/setup-system.sh
@@ -18,6 +18,13 @@ $(VENV)/.installed: pyproject.toml $(wildcard package.json package-lock.json)
 	$(BIN)/pip install -q -e ".[dev]"
 	@if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --silent; \
 	elif [ -f package.json ]; then npm install --no-audit --no-fund --silent; fi
+	@touch $@
+
+# CKAN and ckanext-dcat for the DCAT harvest test, in a venv of their own (CKAN pins older releases of shared deps)
+.venv-ckan/.installed: tests/harvester/requirements.txt
+	$(PYTHON) -m venv .venv-ckan
+	.venv-ckan/bin/pip install -q --upgrade pip
+	.venv-ckan/bin/pip install -q -r tests/harvester/requirements.txt
 	@touch $@
 
 run: setup
@@ -41,4 +48,4 @@ soak: setup
 
 clean:
 	-$(BIN)/kp stack down
-	rm -rf .run
+	rm -rf .run .venv-ckan

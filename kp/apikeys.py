@@ -11,6 +11,7 @@ import typer
 
 from services.ingest import repository, service
 from shared.reference import municipalities as reference_municipalities
+from shared.reference import municipality_by_ags
 
 apikey_app = typer.Typer(help="API keys of the platforms sending usage events (stored hashed).", no_args_is_help=True)
 
@@ -44,6 +45,11 @@ async def provision_demo_key(database_url: str) -> str:
     return plain
 
 
+def unknown_municipalities(codes: list[str]) -> list[str]:
+    """The codes that are not a member city of the reference data."""
+    return [c for c in codes if c not in municipality_by_ags()]
+
+
 def _database_url() -> str:
     from kp.cli import _urls
 
@@ -57,8 +63,16 @@ def create(
     rate: Annotated[float, typer.Option(help="Requests per second allowed (per ingest instance).")] = 50.0,
     burst: Annotated[int, typer.Option(help="Requests allowed at once before the rate applies.")] = 100,
     description: Annotated[str, typer.Option(help="Free note, e.g. who holds the key.")] = "",
+    new_member: Annotated[bool, typer.Option(
+        "--new-member", help="Allow AGS that are not (yet) in the reference data, for a new member city.")] = False,
 ) -> None:
     """Create a key; the plain key is printed once and cannot be shown again."""
+    unknown = unknown_municipalities(municipality)
+    if unknown and not new_member:
+        typer.echo(f"error: unknown municipality {', '.join(unknown)}; members: "
+                   f"{', '.join(f'{m.ags} {m.name}' for m in reference_municipalities())} "
+                   "(for a new member city not yet in the reference data add --new-member)", err=True)
+        raise typer.Exit(2)
     try:
         plain, key = asyncio.run(create_key(_database_url(), platform, municipality, rate, burst, description))
     except ValueError as exc:

@@ -36,7 +36,7 @@ def _echo_urls(stack: local.LocalStack) -> None:
     typer.echo(f"  PostgreSQL          {stack.database_url}")
     for name, sp in stack.services.items():
         typer.echo(f"  {name:<10} {sp.url}   docs {sp.url}/docs   metrics {sp.url}/metrics")
-        if name in ("aggregator", "workflow"):
+        if name in ("ingest", "aggregator", "workflow"):
             typer.echo(f"  {'':<10} AsyncAPI {sp.url}/asyncapi.json")
     if "publisher" in stack.services:
         pub = stack.services["publisher"].url
@@ -185,5 +185,42 @@ def simulate(
     typer.echo(f"accepted {accepted} events")
 
 
+def network_error(exc: BaseException) -> str | None:
+    """One line saying what could not be reached and what to do, or None if `exc` is no network error."""
+    import asyncpg
+    import httpx
+    from aiokafka.errors import KafkaConnectionError
+
+    if isinstance(exc, httpx.TransportError):
+        try:
+            where = f"{exc.request.url.scheme}://{exc.request.url.netloc.decode()}"
+        except RuntimeError:  # no request attached
+            where = "the service"
+        if isinstance(exc, httpx.TimeoutException):
+            return f"no answer from {where} in time; check that the service runs and is not overloaded"
+        return (f"cannot reach {where} ({type(exc).__name__}); start the local stack with `kp stack up` "
+                "or give the right address with --url / KP_PUBLISHER_URL")
+    if isinstance(exc, KafkaConnectionError):
+        return f"cannot reach Kafka ({exc}); start the local stack with `kp stack up` or set KP_KAFKA_BOOTSTRAP"
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return f"PostgreSQL refused: {str(exc).splitlines()[0]}; check KP_DATABASE_URL"
+    if isinstance(exc, OSError | TimeoutError):
+        return (f"cannot reach PostgreSQL or Kafka ({exc.strerror or type(exc).__name__}); start the local stack "
+                "with `kp stack up` or set KP_DATABASE_URL / KP_KAFKA_BOOTSTRAP")
+    return None
+
+
+def main() -> None:
+    """Entry point of `kp`: network failures end in one line on stderr and exit code 1, not a traceback."""
+    try:
+        app()
+    except Exception as exc:
+        message = network_error(exc)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

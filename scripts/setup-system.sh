@@ -2,7 +2,8 @@
 # Installs the system packages the project needs when they are missing (Debian/Ubuntu, as root or via sudo):
 #   PostgreSQL server binaries (local cluster), promtool (metric and alert-rule checks), kcat (foreign Kafka
 #   client in tests), Chromium (headless browser tests), Java + Maven (the Kafka broker), npm (chart library,
-#   axe-core), docker-compose (validates docker-compose.yml; no Docker engine is needed).
+#   axe-core), docker-compose (validates docker-compose.yml; no Docker engine is needed), gcc, libpq-dev and
+#   python3-dev (CKAN's psycopg2 in the harvester environment .venv-ckan).
 # Prints a clear message and fails when something is missing and cannot be installed.
 set -euo pipefail
 
@@ -16,6 +17,10 @@ command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 # docker-compose only validates docker-compose.yml in the tests (no engine is needed for `config`).
 command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
+# CKAN (the DCAT harvest test's .venv-ckan) builds psycopg2 from source: a compiler, libpq and Python headers.
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+command -v pg_config >/dev/null 2>&1 || missing+=(libpq-dev)
+python3 -c 'import sysconfig, os, sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)' || missing+=(python3-dev)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import ClassVar
 
+import orjson
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -15,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pythonjsonlogger.json import JsonFormatter
 
+from shared.asyncapi import Contract, with_contracts
 from shared.db import open_pools
 
 
@@ -95,11 +97,14 @@ def install_ops(app: FastAPI, registry: CollectorRegistry, checks: dict[str, Rea
     app.include_router(ops_router(registry, checks))
 
 
-def install_asyncapi(app: FastAPI, broker: object, title: str, version: str = "1.0.0") -> None:
-    """Serve the AsyncAPI 3.0 document generated from the FastStream broker at `/asyncapi.json`."""
+def install_asyncapi(app: FastAPI, broker: object, title: str, version: str = "1.0.0", *,
+                     produces: Sequence[str] = (), contracts: Mapping[str, Contract] | None = None) -> None:
+    """Serve the AsyncAPI 3.0 document of the FastStream broker at `/asyncapi.json`, every payload the JSON
+    Schema of its contract, plus the topics written by plain producers (`produces`)."""
     from faststream.specification import AsyncAPI
 
     @app.get("/asyncapi.json", tags=["operations"], summary="AsyncAPI document of this service's Kafka I/O")
     async def asyncapi() -> Response:
         spec = AsyncAPI(broker, title=title, version=version).to_specification()  # type: ignore[arg-type]
-        return Response(spec.to_json(), media_type="application/json")
+        document = with_contracts(orjson.loads(spec.to_json()), produces, contracts)
+        return Response(orjson.dumps(document), media_type="application/json")

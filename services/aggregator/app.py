@@ -14,8 +14,12 @@ from faststream.kafka import KafkaBroker
 from services.aggregator.handlers import build_router, run_dedup_cleanup, run_lag_refresh
 from services.aggregator.metrics import AggregatorMetrics
 from services.aggregator.settings import AggregatorSettings
+from shared.asyncapi import CONTRACTS, REJECTED
 from shared.db import create_pool
+from shared.http_metrics import install_http_metrics
+from shared.kafka import USAGE_EVENTS, WORKFLOW_EVENTS
 from shared.observability import install_asyncapi, install_ops
+from shared.openapi import install_unique_operation_ids
 
 
 def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
@@ -60,5 +64,9 @@ def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
         await pool_holder["pool"].fetchval("SELECT 1")
 
     install_ops(app, metrics.registry, {"kafka": kafka_ready, "postgres": db_ready})
-    install_asyncapi(app, broker, "Kommunal-Pulse Aggregator")
+    install_http_metrics(app, metrics.registry)
+    install_asyncapi(app, broker, "Kommunal-Pulse Aggregator", contracts={
+        settings.usage_topic: CONTRACTS[USAGE_EVENTS.name], settings.workflow_topic: CONTRACTS[WORKFLOW_EVENTS.name],
+        settings.rejected_topic: REJECTED})
+    install_unique_operation_ids(app)
     return app

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -25,8 +26,10 @@ from services.ingest.service import ApiKey, Authenticator, Policy, ProblemError,
 from services.ingest.settings import IngestSettings
 from shared.db import create_pool
 from shared.events import usage_event_adapter
+from shared.http_metrics import install_http_metrics
 from shared.kafka import USAGE_EVENTS, USAGE_REJECTED, make_producer
-from shared.observability import install_ops
+from shared.observability import install_asyncapi, install_ops
+from shared.openapi import install_unique_operation_ids
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
@@ -97,10 +100,15 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             await conn.fetchval("SELECT 1")
 
     install_ops(app, registry, {"kafka": kafka_ready, "postgres": db_ready})
+    install_http_metrics(app, registry)
+    # ingest writes with a plain producer; an unconnected broker carries the document of what it writes
+    install_asyncapi(app, KafkaBroker(settings.kafka_bootstrap), "Kommunal-Pulse Ingest",
+                     produces=[USAGE_EVENTS.name, USAGE_REJECTED.name])
     app.include_router(router)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     install_problem_handlers(app)
     app.openapi = lambda: openapi_with_events(app)  # type: ignore[method-assign]
+    install_unique_operation_ids(app)
     return app
 
 

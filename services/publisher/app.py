@@ -20,7 +20,9 @@ from services.publisher.dashboard import static_files
 from services.publisher.portal import install as install_portal
 from services.publisher.settings import PublisherSettings
 from shared.db import create_pool
+from shared.http_metrics import install_http_metrics
 from shared.observability import install_ops
+from shared.openapi import install_unique_operation_ids
 
 
 def create_app(settings: PublisherSettings | None = None) -> FastAPI:
@@ -55,6 +57,7 @@ def create_app(settings: PublisherSettings | None = None) -> FastAPI:
         await app.state.pool.fetchval("SELECT 1")
 
     install_ops(app, registry, {"postgres": db_ready})
+    install_http_metrics(app, registry)
     app.include_router(router)
     app.state.catalog_registry = catalog.create_registry(
         catalog.CatalogAgent(id="kommunal-pulse", name=settings.catalog_publisher_name), settings.catalog_contact_email,
@@ -64,4 +67,5 @@ def create_app(settings: PublisherSettings | None = None) -> FastAPI:
     app.include_router(dashboard_router)
     app.mount("/static", static_files, name="static")
     install_portal(app)
+    install_unique_operation_ids(app)
     return app

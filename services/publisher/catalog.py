@@ -9,17 +9,18 @@ publisher are one provider (`kpi_datasets`); other parts of the publisher regist
 from __future__ import annotations
 
 import math
-import time
+import time as clock_time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from rdflib import BNode, Graph, Namespace, URIRef
 from rdflib import Literal as RdfLiteral
-from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, XSD
+from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, SKOS, XSD
 
 from services.publisher import catalog_repository
 from services.publisher.definitions import DEFINITIONS
@@ -28,7 +29,8 @@ from shared.events.text import Text
 from shared.iri import is_iri
 from shared.reference import Municipality, municipalities, municipality_by_ags
 
-DCATAP: Final = Namespace("http://data.europa.eu/r5r#")
+# DCAT-AP 3.0 namespace (with a slash, as the DCAT-AP 3.0 SHACL shapes and ckanext-dcat use it; ADR 0060)
+DCATAP: Final = Namespace("http://data.europa.eu/r5r/")
 DCATDE: Final = Namespace("http://dcat-ap.de/def/dcatde/")
 HYDRA: Final = Namespace("http://www.w3.org/ns/hydra/core#")
 VCARD: Final = Namespace("http://www.w3.org/2006/vcard/ns#")
@@ -42,6 +44,9 @@ PUBLIC: Final = EU + "access-right/PUBLIC"
 STATISTICAL: Final = EU + "dataset-type/STATISTICAL"
 PUBLISHER_TYPE_LOCAL: Final = "http://purl.org/adms/publishertype/LocalAuthority"
 HESSEN_STATE_KEY: Final = "06"
+HESSEN_NAME: Final = "Hessen"
+BERLIN: Final = ZoneInfo("Europe/Berlin")
+RANGE_DAYS: Final = 30
 
 # Serialisations offered at /catalog: format name -> (media type, file suffix, rdflib format)
 RdfFormat = Literal["turtle", "xml", "json-ld"]
@@ -191,6 +196,11 @@ class CatalogRegistry:
     def names(self) -> tuple[str, ...]:
         return tuple(self._providers)
 
+    async def collect_from(self, ctx: CatalogContext, name: str) -> Sequence[CatalogDataset]:
+        """The datasets of one provider (none if it is not registered)."""
+        provider = self._providers.get(name)
+        return await provider(ctx) if provider else ()
+
     async def collect(self, ctx: CatalogContext) -> list[CatalogDataset]:
         """All datasets of all providers, sorted by id (stable paging)."""
         seen: dict[str, str] = {}
@@ -261,7 +271,7 @@ def page_url(base_url: str, fmt: RdfFormat, number: int, size: int, default_size
 def _bind(g: Graph) -> None:
     for prefix, ns in (
         ("dcat", DCAT), ("dcterms", DCTERMS), ("foaf", FOAF), ("dcatap", DCATAP), ("dcatde", DCATDE),
-        ("hydra", HYDRA), ("vcard", VCARD), ("xsd", XSD),
+        ("hydra", HYDRA), ("vcard", VCARD), ("xsd", XSD), ("skos", SKOS),
     ):
         g.bind(prefix, ns, override=True)
 
@@ -314,6 +324,9 @@ def _dataset(g: Graph, info: CatalogInfo, d: CatalogDataset) -> URIRef:
     m = municipality_by_ags()[d.spatial_ags] if d.spatial_ags else None
     spatial = URIRef(geocoding_uri(m))
     g.add((spatial, RDF.type, DCTERMS.Location))
+    # the name harvesters show for the area (ckanext-dcat reads it as the spatial label); no geometry is given,
+    # as the reference data holds no verified coordinates of the cities
+    g.add((spatial, SKOS.prefLabel, RdfLiteral(m.name if m else HESSEN_NAME, lang="de")))
     g.add((node, DCTERMS.spatial, spatial))
     g.add((node, DCATDE.politicalGeocodingLevelURI, URIRef(geocoding_level(m))))
     if d.temporal_start or d.temporal_end:
@@ -493,8 +506,9 @@ def kpi_urls(base_url: str, family: str, ags: str | None) -> tuple[str, str]:
 
 def kpi_dataset(
     base_url: str, family: KpiFamily, m: Municipality | None, coverage: Coverage | None,
-    hessen_publisher: CatalogAgent, contact_email: str | None,
+    hessen_publisher: CatalogAgent, contact_email: str | None, first_published: date | None = None,
 ) -> CatalogDataset:
+    """One KPI dataset; `issued` is its first day of data, else the catalog's (`first_published`)."""
     where = m.name if m else "Hessen (alle teilnehmenden Kommunen)"
     json_url, csv_url = kpi_urls(base_url, family.key, m.ags if m else None)
     dashboard = f"{base_url}/dashboard/{m.ags}" if m else f"{base_url}/dashboard"
@@ -502,6 +516,15 @@ def kpi_dataset(
     suppression = (
         " Kleine Fallzahlen (unter 5) werden zum Schutz der Privatsphäre unterdrückt und als solche markiert."
     )
+    start, end, issued = None, None, None
+    if coverage:
+        # The distributions serve the daily values of the RANGE_DAYS days up to the last one (days without events
+        # count 0); the API reaches further back where the table holds older days.
+        end = coverage.last_day
+        start = min(coverage.first_day, end - timedelta(days=RANGE_DAYS))
+    first = coverage.first_day if coverage else first_published
+    if first is not None:
+        issued = datetime.combine(first, time(0), BERLIN)
     return CatalogDataset(
         id=f"kpi-{family.key}-{m.ags if m else 'hessen'}",
         title=f"{family.title}: {where}",
@@ -513,8 +536,9 @@ def kpi_dataset(
             name=f"Open-Data-Ansprechstelle {m.name if m else 'Kommunal-Pulse'}", url=dashboard, email=contact_email
         ),
         spatial_ags=m.ags if m else None,
-        temporal_start=coverage.first_day if coverage else None,
-        temporal_end=coverage.last_day if coverage else None,
+        temporal_start=start,
+        temporal_end=end,
+        issued=issued,
         modified=coverage.modified if coverage else None,
         frequency="DAILY",
         landing_page=dashboard,
@@ -540,14 +564,15 @@ def kpi_provider(
 
     async def provide(ctx: CatalogContext) -> Sequence[CatalogDataset]:
         coverage = await read_coverage(ctx.conn)
+        first = min((c.first_day for c in coverage.values()), default=None)
         out: list[CatalogDataset] = []
         for family in KPI_FAMILIES:
             out.append(kpi_dataset(
-                ctx.base_url, family, None, coverage.get((None, family.key)), hessen_publisher, contact_email
+                ctx.base_url, family, None, coverage.get((None, family.key)), hessen_publisher, contact_email, first
             ))
             for m in municipalities():
                 out.append(kpi_dataset(
-                    ctx.base_url, family, m, coverage.get((m.ags, family.key)), hessen_publisher, contact_email
+                    ctx.base_url, family, m, coverage.get((m.ags, family.key)), hessen_publisher, contact_email, first
                 ))
         return out
 
@@ -579,7 +604,7 @@ async def read_kpi_coverage(conn: Conn) -> dict[tuple[str | None, str], Coverage
     )
 
 
-def cached(read: CoverageReader, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> CoverageReader:
+def cached(read: CoverageReader, ttl_s: float, clock: Callable[[], float] = clock_time.monotonic) -> CoverageReader:
     """Reuse the coverage for `ttl_s` seconds: it scans the daily KPI rows, and harvesters need no fresher."""
     state: dict[str, Any] = {}
 

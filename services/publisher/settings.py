@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.settings import KPSettings
 
@@ -21,7 +21,8 @@ class PublisherSettings(KPSettings):
     max_day_range_days: int = Field(732, ge=1)
     gzip_min_bytes: int = Field(1_024, ge=0)
     # DCAT-AP.de catalog and dashboard (docs/catalog.md, docs/dashboard.md)
-    public_base_url: str = Field("http://127.0.0.1:8003", description="public base URL; all catalog IRIs use it")
+    public_base_url: str = Field("http://127.0.0.1:8003", description="public base URL; all catalog IRIs use it; "
+                                 "defaults to http://KP_HOST:KP_PORT")
     catalog_title: str = "Kommunal-Pulse: Offene Daten zur Nutzung kommunaler Online-Dienste in Hessen"
     catalog_description: str = (
         "Kennzahlen zur Nutzung der Online-Dienste (OZG) der teilnehmenden hessischen Kommunen: Nutzung, "
@@ -34,3 +35,12 @@ class PublisherSettings(KPSettings):
     catalog_coverage_ttl_s: float = Field(60.0, ge=0, description="reuse of the catalog's KPI coverage scan; 0 = off")
     # data portal (registered datasets)
     portal_max_upload_bytes: int = 20 * 1024 * 1024
+
+    @model_validator(mode="after")
+    def _base_url_from_listen_address(self) -> PublisherSettings:
+        # Unset, the published links (catalog IRIs, CKAN help URLs, downloads) name the address actually served.
+        if "public_base_url" not in self.model_fields_set:
+            host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+            host = f"[{host}]" if ":" in host else host
+            self.public_base_url = f"http://{host}:{self.port}"
+        return self

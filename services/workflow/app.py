@@ -26,8 +26,12 @@ from services.workflow.relay import RELAY_REASONS, make_relay_producer, run_rela
 from services.workflow.service import Engine
 from services.workflow.settings import WorkflowSettings
 from services.workflow.views import views
+from shared.asyncapi import CONTRACTS
 from shared.db import track_pool
+from shared.http_metrics import install_http_metrics
+from shared.kafka import APPLICATION_EVENTS, WORKFLOW_EVENTS
 from shared.observability import install_asyncapi, install_ops
+from shared.openapi import install_unique_operation_ids
 
 
 async def create_pool(settings: WorkflowSettings) -> asyncpg.Pool:
@@ -131,8 +135,13 @@ def create_app(settings: WorkflowSettings | None = None, *, clock: Clock | None 
         await holder["pool"].fetchval("SELECT 1")
 
     install_ops(app, metrics.registry, {"kafka": kafka_ready, "postgres": db_ready})
-    install_asyncapi(app, broker, "Kommunal-Pulse Workflow")
+    install_http_metrics(app, metrics.registry)
+    # the outbox relay writes the workflow events with a plain producer: documented here
+    install_asyncapi(app, broker, "Kommunal-Pulse Workflow", produces=[settings.workflow_topic], contracts={
+        settings.application_topic: CONTRACTS[APPLICATION_EVENTS.name],
+        settings.workflow_topic: CONTRACTS[WORKFLOW_EVENTS.name]})
     install_problem_handlers(app)
     app.include_router(router)
     app.include_router(views)
+    install_unique_operation_ids(app)
     return app

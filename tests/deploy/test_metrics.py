@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +13,12 @@ import asyncpg
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
-from kp.local import SERVICES, LocalStack
+from kp.local import SERVICES, LocalStack, ServiceProcess
 from shared.db import create_pool
 from shared.observability import ops_router
-from tests.deploy.conftest import DEPLOY, all_rules
+from tests.deploy.conftest import DEPLOY, ROOT, all_rules
 from tests.deploy.promql import metric_names, substitute_grafana
 
 # Metrics the rules or dashboards use that a service does not export yet, each with the reason. An alert on a
@@ -25,24 +27,30 @@ PENDING: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
-def metrics_pages(stack: LocalStack) -> Iterator[dict[str, str]]:
-    """The /metrics text of the four services, started as processes against the real Kafka and PostgreSQL."""
+def running(stack: LocalStack) -> Iterator[dict[str, ServiceProcess]]:
+    """The four services as processes against the real Kafka and PostgreSQL."""
     processes = [stack.service(name) for name in SERVICES]
     try:
         for sp in processes:
             sp.start()
         for sp in processes:
             sp.wait_ready(timeout=90)
-        pages = {}
-        for sp in processes:
-            response = httpx.get(f"{sp.url}/metrics", timeout=10)
-            assert response.status_code == 200
-            assert response.headers["content-type"].startswith("text/plain")
-            pages[sp.name] = response.text
-        yield pages
+        yield {sp.name: sp for sp in processes}
     finally:
         for sp in processes:
             sp.stop()
+
+
+@pytest.fixture(scope="module")
+def metrics_pages(running: dict[str, ServiceProcess]) -> dict[str, str]:
+    """The /metrics text of the four services."""
+    pages = {}
+    for name, sp in running.items():
+        response = httpx.get(f"{sp.url}/metrics", timeout=10)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        pages[name] = response.text
+    return pages
 
 
 def exposed_names(page: str) -> set[str]:
@@ -120,3 +128,37 @@ class TestPoolMetrics:
         ops_router(registry, {})
         ops_router(registry, {})
         assert generate_latest(registry).decode().count("# TYPE kp_db_pool_connections_max gauge") == 1
+
+
+class TestHttpRequestMetrics:
+    @pytest.mark.parametrize("name", SERVICES)
+    def test_every_service_counts_and_times_requests_by_route_template(
+        self, name: str, metrics_pages: dict[str, str]
+    ) -> None:
+        page = metrics_pages[name]
+        # the readiness probe that waited for the process is counted under its template, method and status
+        samples = [s for family in text_string_to_metric_families(page) if family.name == "kp_http_requests"
+                   for s in family.samples if s.name == "kp_http_requests_total"]
+        assert any(s.labels == {"route": "/readyz", "method": "GET", "code": "200"} and s.value >= 1
+                   for s in samples), samples
+        assert re.search(r'^kp_http_request_duration_seconds_bucket\{[^}]*route="/readyz"', page, re.M)
+
+
+
+class TestAsyncApiOfRunningServices:
+    def test_served_documents_pass_the_asyncapi_parser(self, running: dict[str, ServiceProcess],
+                                                      tmp_path: Path) -> None:
+        node = shutil.which("node")
+        assert node, "node is required (make setup installs it)"
+        files = []
+        for name in ("ingest", "aggregator", "workflow"):
+            doc = httpx.get(f"{running[name].url}/asyncapi.json", timeout=10).json()
+            payloads = {m["payload"]["$ref"] for m in doc["components"]["messages"].values()}
+            assert payloads, name
+            assert not any(p.endswith("/EmptyPayload") for p in payloads), payloads
+            path = tmp_path / f"{name}.json"
+            path.write_text(json.dumps(doc))
+            files.append(str(path))
+        result = subprocess.run([node, str(ROOT / "tests" / "asyncapi_validate.mjs"), *files],
+                                capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr

@@ -10,6 +10,7 @@ import pytest
 
 from services.publisher.portal import ckan, vocab
 from services.publisher.portal.catalog import descriptor
+from services.publisher.portal.repository import AllOf, Cond, Everything
 from services.publisher.portal.schemas import Dataset
 from services.publisher.portal.service import preview_rows
 from services.publisher.portal.validation import Problem, check_file, parse_dataset
@@ -70,18 +71,19 @@ class TestCheckFile:
 
 class TestCkanParameters:
     def test_fq_maps_organization_groups_format_and_tags(self) -> None:
-        q, rows, start, facets, limit, _ = ckan.parse_search(
+        p = ckan.parse_search(
             {"q": "Parkplatz", "fq": 'organization:marburg groups:tran res_format:GeoJSON tags:"Öffentlicher Raum"',
              "rows": "5", "start": "10"})
-        assert q.text == "Parkplatz"
-        assert q.municipalities == [MARBURG]
-        assert q.themes == [vocab.THEME_BASE + "TRAN"]
-        assert q.formats == ["GEOJSON"]
-        assert q.keywords == ["Öffentlicher Raum"]
-        assert (rows, start, limit) == (5, 10, 50)
-        assert facets == list(ckan.DEFAULT_FACETS)
+        assert p.where == AllOf((
+            Cond("text", "Parkplatz"),
+            AllOf((Cond("municipality", MARBURG), Cond("theme", vocab.THEME_BASE + "TRAN"), Cond("format", "GEOJSON"),
+                   Cond("keyword", "Öffentlicher Raum"))),
+        ))
+        assert p.rank_text == "Parkplatz"
+        assert (p.rows, p.start, p.facet_limit) == (5, 10, 50)
+        assert p.facet_fields == list(ckan.DEFAULT_FACETS)
 
-    @pytest.mark.parametrize("params", [{"rows": "-1"}, {"rows": "1001"}, {"sort": "zufall asc"},
+    @pytest.mark.parametrize("params", [{"rows": "-1"}, {"rows": "viele"}, {"sort": "zufall asc"},
                                         {"facet.field": '["farbe"]'}, {"facet.field": "kein json"}])
     def test_bad_values_are_validation_errors(self, params: dict[str, str]) -> None:
         with pytest.raises(ckan.CkanError) as exc:
@@ -89,8 +91,17 @@ class TestCkanParameters:
         assert exc.value.status == 409
         assert exc.value.error()["__type"] == "Validation Error"
 
+    def test_rows_above_the_maximum_are_capped_like_ckan(self) -> None:
+        assert ckan.parse_search({"rows": "5000"}).rows == ckan.MAX_ROWS
+
+    def test_fl_selects_fields(self) -> None:
+        assert ckan.parse_search({"fl": "id,name"}).fields == ["id", "name"]
+        assert ckan.parse_search({"fl": "*"}).fields is None
+
     def test_star_query_means_everything(self) -> None:
-        assert ckan.parse_search({"q": "*:*"})[0].text is None
+        p = ckan.parse_search({"q": "*:*"})
+        assert p.where == AllOf((Everything(),))
+        assert p.rank_text is None
 
     def test_organization_names_are_ascii_slugs(self) -> None:
         names = {o for o in ckan._org_by_name()}

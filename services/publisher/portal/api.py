@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from services.publisher.catalog import CatalogContext
 from services.publisher.portal import ckan, service
 from services.publisher.portal.repository import SearchQuery
 from services.publisher.portal.schemas import Dataset, DatasetIn, History, SearchResult, UploadResult
@@ -179,6 +180,14 @@ async def get_dataset(request: Request, name: str) -> Dataset:
         return await service.get(conn, name, _base(request))
 
 
+@router.get("/v1/portal/datasets/{name}/datapackage.json", responses=PROBLEM_RESPONSES,
+            summary="Frictionless Data Package of the dataset's hosted files (CSVs with their Table Schema)")
+async def get_data_package(request: Request, name: str) -> JSONResponse:
+    async with request.app.state.pool.acquire() as conn:
+        descriptor = await service.data_package(conn, name, _base(request))
+    return JSONResponse(descriptor, headers={"Cache-Control": "public, max-age=300"})
+
+
 @router.get("/v1/portal/datasets/{name}/history", response_model=History, responses=PROBLEM_RESPONSES,
             summary="Every version of a dataset, withdrawals included")
 async def get_history(request: Request, name: str) -> History:
@@ -204,11 +213,18 @@ async def get_file(
 
 # --- CKAN Action API ------------------------------------------------------------------------------------------
 
-ACTIONS = ("package_search", "package_show", "organization_list", "tag_list")
+ACTIONS = ("status_show", "site_read", "package_list", "current_package_list_with_resources", "package_show",
+           "package_search", "resource_show", "organization_list", "organization_show", "group_list", "group_show",
+           "tag_list", "tag_show", "license_list", "help_show")
+KPI_PROVIDER = "kpi"
 
 
 async def _ckan_params(request: Request) -> dict[str, Any]:
-    params: dict[str, Any] = dict(request.query_params)
+    params: dict[str, Any] = {}
+    for name, value in request.query_params.multi_items():
+        # repeated parameters (fq_list, facet.field) arrive as lists, as CKAN reads them
+        params[name] = [*params[name], value] if isinstance(params.get(name), list) else (
+            [params[name], value] if name in params else value)
     if request.method == "POST":
         raw = await request.body()
         if raw:
@@ -224,26 +240,35 @@ async def _ckan_params(request: Request) -> dict[str, Any]:
     return params
 
 
+async def _dispatch(request: Request, action: str, params: dict[str, Any]) -> Any:
+    settings = request.app.state.settings
+    if action == "help_show":
+        return f"CKAN-compatible read API of Kommunal-Pulse; actions: {', '.join(ACTIONS)}"
+    if action == "site_read":
+        return True
+    if action == "status_show":
+        return ckan.status_show(_base(request), settings.catalog_title, settings.catalog_description)
+    if action == "license_list":
+        return ckan.license_list()
+    if action not in ACTIONS:
+        raise ckan.CkanError(400, "Bad request", f"Bad request - Action name not known: {action}")
+    async with request.app.state.pool.acquire() as conn:
+        registry = getattr(request.app.state, "catalog_registry", None)
+        kpi = await registry.collect_from(CatalogContext(conn=conn, base_url=_base(request)), KPI_PROVIDER) \
+            if registry is not None else ()
+        src = ckan.Sources(conn=conn, base_url=_base(request), kpi=kpi)
+        handler = getattr(ckan, action)
+        return await handler(src, params)
+
+
 @ckan_router.api_route("/api/3/action/{action}", methods=["GET", "POST"],
-                       summary="CKAN Action API (package_search, package_show, organization_list, tag_list)")
+                       summary="CKAN Action API (read): " + ", ".join(ACTIONS))
 @ckan_router.api_route("/api/action/{action}", methods=["GET", "POST"], include_in_schema=False)
 async def ckan_action(request: Request, action: str) -> JSONResponse:
-    help_url = f"{_base(request)}/api/3/action/help_show?name={action}"
+    help_url = f"{_base(request)}/api/3/action/help_show?name={quote(action)}"
     try:
         params = await _ckan_params(request)
-        async with request.app.state.pool.acquire() as conn:
-            if action == "package_search":
-                result: Any = await ckan.package_search(conn, params, _base(request))
-            elif action == "package_show":
-                result = await ckan.package_show(conn, params, _base(request))
-            elif action == "organization_list":
-                result = await ckan.organization_list(conn, params)
-            elif action == "tag_list":
-                result = await ckan.tag_list(conn, params)
-            elif action == "help_show":
-                result = f"CKAN-compatible read API of Kommunal-Pulse; actions: {', '.join(ACTIONS)}"
-            else:
-                raise ckan.CkanError(400, "Bad request", f"Bad request - Action name not known: {action}")
+        result = await _dispatch(request, action, params)
     except ckan.CkanError as err:
         return JSONResponse(ckan.error_envelope(help_url, err), status_code=err.status)
     return JSONResponse(ckan.envelope(help_url, result))

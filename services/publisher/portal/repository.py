@@ -17,7 +17,7 @@ DATASET_COLUMNS = ("id, name, municipality, status, version, title, description,
 
 
 def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return orjson.dumps(value).decode()  # datetimes as RFC 3339
 
 
 def loads(value: str | None) -> Any:
@@ -253,3 +253,182 @@ async def tags(conn: Conn, prefix: str | None, limit: int) -> list[str]:
         prefix, limit,
     )
     return [r["k"] for r in rows]
+
+
+# --- CKAN Action API: one query over the registered and the KPI datasets ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Cond:
+    """One indexed condition of a CKAN query (`kind` from `CONDITIONS`), its value bound as a parameter."""
+
+    kind: str
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    items: tuple[CkanFilter, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    items: tuple[CkanFilter, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Negated:
+    item: CkanFilter
+
+
+@dataclass(frozen=True, slots=True)
+class Everything:
+    pass
+
+
+CkanFilter = Cond | AllOf | AnyOf | Negated | Everything
+
+# Each condition as SQL over the row set `d`; `{}` is where the bound parameter's placeholder goes.
+CONDITIONS: dict[str, str] = {
+    "text": "d.search @@ plainto_tsquery('german', {})",
+    "phrase": "d.search @@ phraseto_tsquery('german', {})",
+    "title": "to_tsvector('german', d.title) @@ plainto_tsquery('german', {})",
+    "notes": "to_tsvector('german', d.description) @@ plainto_tsquery('german', {})",
+    "id": "d.id = {}",
+    "name": "d.name = {}",
+    "name_prefix": "starts_with(d.name, {})",
+    "municipality": "d.municipality = {}",
+    "theme": "{} = ANY(d.themes)",
+    "keyword": "{} = ANY(d.keywords)",
+    "keyword_prefix": "EXISTS (SELECT 1 FROM unnest(d.keywords) k WHERE starts_with(k, {}))",
+    "format": "{} = ANY(d.formats)",
+    "licence": "d.licence = {}",
+    "source": "d.source = {}",
+    "modified_ge": "d.modified_at >= {}", "modified_gt": "d.modified_at > {}",
+    "modified_le": "d.modified_at <= {}", "modified_lt": "d.modified_at < {}",
+    "created_ge": "d.created_at >= {}", "created_gt": "d.created_at > {}",
+    "created_le": "d.created_at <= {}", "created_lt": "d.created_at < {}",
+    "num_resources_ge": "d.num_resources >= {}", "num_resources_le": "d.num_resources <= {}",
+    "num_tags_ge": "cardinality(d.keywords) >= {}", "num_tags_le": "cardinality(d.keywords) <= {}",
+    "false": "false",
+}
+
+# Sort keys of CKAN's `sort` parameter as columns of `d` (the direction is appended: ASC or DESC).
+SORT_COLUMNS: dict[str, str] = {
+    "id": "d.id", "name": "d.name", "title_string": "lower(d.title)", "title": "lower(d.title)",
+    "metadata_modified": "d.modified_at", "metadata_created": "d.created_at", "num_resources": "d.num_resources",
+    "num_tags": "cardinality(d.keywords)",
+}
+
+_ROWS = """d AS (
+    SELECT id::text AS id, name, municipality::text AS municipality, title, description, keywords, themes, licence,
+           formats, created_at, modified_at, search, jsonb_array_length(document -> 'distributions') AS num_resources,
+           'portal' AS source
+    FROM portal_datasets WHERE status = 'published'
+    UNION ALL
+    SELECT k.id, k.name, k.municipality, k.title, k.description, k.keywords, k.themes, k.licence, k.formats,
+           k.created_at, k.modified_at,
+           setweight(to_tsvector('german', k.title), 'A')
+             || setweight(to_tsvector('german', array_to_string(k.keywords, ' ')), 'B')
+             || setweight(to_tsvector('german', k.description), 'C'),
+           k.num_resources, 'kpi'
+    FROM jsonb_to_recordset($1::jsonb) AS k(id text, name text, municipality text, title text, description text,
+         keywords text[], themes text[], licence text, formats text[], created_at timestamptz,
+         modified_at timestamptz, num_resources int)
+)"""
+
+_CKAN_FACETS = """SELECT 'municipality' AS facet, municipality AS value, count(*) AS n FROM m
+                   WHERE municipality IS NOT NULL GROUP BY 2
+            UNION ALL SELECT 'theme', t, count(*) FROM m, unnest(themes) t GROUP BY 2
+            UNION ALL SELECT 'format', f, count(*) FROM m, unnest(formats) f GROUP BY 2
+            UNION ALL SELECT 'licence', licence, count(*) FROM m GROUP BY 2
+            UNION ALL SELECT 'keyword', k, count(*) FROM m, unnest(keywords) k GROUP BY 2"""
+
+
+def compile_filter(node: CkanFilter, args: list[Any]) -> str:
+    """The filter as a SQL condition over `d`; every value is appended to `args` and bound, never formatted in."""
+    if isinstance(node, Cond):
+        template = CONDITIONS[node.kind]
+        if "{}" not in template:
+            return template
+        args.append(node.value)
+        # null-safe, as in Solr a negated field also matches the datasets without it (Hessen-wide: no organisation)
+        return "coalesce(" + template.format(f"${len(args)}") + ", false)"
+    if isinstance(node, Everything):
+        return "true"
+    if isinstance(node, Negated):
+        return f"NOT {compile_filter(node.item, args)}"
+    if not node.items:
+        return "true" if isinstance(node, AllOf) else "false"
+    joiner = " AND " if isinstance(node, AllOf) else " OR "
+    return "(" + joiner.join(compile_filter(i, args) for i in node.items) + ")"
+
+
+def _ckan_order(sort: list[tuple[str, bool]], rank_arg: int | None) -> str:
+    parts = []
+    for key, descending in sort:
+        direction = " DESC" if descending else " ASC"
+        if key == "score":
+            if rank_arg is not None:
+                parts.append(f"ts_rank_cd(search, plainto_tsquery('german', ${rank_arg})){direction}")
+            continue
+        parts.append(SORT_COLUMNS[key] + direction + " NULLS LAST")  # KPI datasets without data have no dates
+    parts.append("d.name")  # a stable order for paging
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class CkanPage:
+    total: int
+    rows: list[tuple[str, str, str]]  # (source, id, name) in order
+    facets: list[tuple[str, str, int]]
+
+
+async def ckan_search(
+    conn: Conn, kpi_rows: list[dict[str, Any]], where: CkanFilter, sort: list[tuple[str, bool]],
+    rank_text: str | None, limit: int, offset: int, with_facets: bool,
+) -> CkanPage:
+    """One page of the registered and KPI datasets matching `where`, the total, and facet counts over all matches."""
+    args: list[Any] = [_json(kpi_rows)]
+    condition = compile_filter(where, args)
+    rank_arg = None
+    if rank_text and any(key == "score" for key, _ in sort):
+        args.append(rank_text)
+        rank_arg = len(args)
+    args += [limit, offset]
+    facets = f"(SELECT json_agg(json_build_array(facet, value, n)) FROM ({_CKAN_FACETS}) x)" if with_facets else "NULL"
+    rows = await conn.fetch(
+        f"""WITH {_ROWS},
+                 m AS MATERIALIZED (SELECT * FROM d WHERE {condition}),
+                 f AS (SELECT (SELECT count(*) FROM m) AS total, {facets} AS facets),
+                 p AS (SELECT d.source, d.id, d.name FROM m d ORDER BY {_ckan_order(sort, rank_arg)}
+                       LIMIT ${len(args) - 1} OFFSET ${len(args)})
+            SELECT f.total, f.facets, p.* FROM f LEFT JOIN p ON true""",
+        *args,
+    )
+    facet_rows = [(str(a), str(b), int(c)) for a, b, c in loads(rows[0]["facets"]) or []]
+    return CkanPage(int(rows[0]["total"]), [(r["source"], r["id"], r["name"]) for r in rows if r["id"] is not None],
+                    facet_rows)
+
+
+async def published_by_ids(conn: Conn, ids: list[str]) -> list[asyncpg.Record]:
+    """Published datasets by id, in no particular order."""
+    return await conn.fetch(
+        f"SELECT {DATASET_COLUMNS} FROM portal_datasets WHERE status = 'published' AND id = ANY($1::uuid[])", ids
+    )
+
+
+async def published_names(conn: Conn) -> list[str]:
+    rows = await conn.fetch("SELECT name FROM portal_datasets WHERE status = 'published' ORDER BY name")
+    return [r["name"] for r in rows]
+
+
+async def published_file_dataset(conn: Conn, file_id: uuid.UUID) -> asyncpg.Record | None:
+    """The published dataset a distribution id (hosted or linked) belongs to."""
+    return await conn.fetchrow(
+        f"""SELECT {DATASET_COLUMNS} FROM portal_datasets
+            WHERE status = 'published'
+              AND document -> 'distributions' @> jsonb_build_array(jsonb_build_object('id', $1::text))
+            LIMIT 1""",
+        str(file_id),
+    )

@@ -350,3 +350,67 @@ async def search_window(
 async def search(conn: Conn, q: SearchQuery, page: int, size: int, base_url: str) -> SearchResult:
     total, results, grouped = await search_window(conn, q, size, (page - 1) * size, base_url)
     return SearchResult(count=total, page=page, size=size, results=results, facets=grouped)
+
+
+# --- Frictionless data packages -------------------------------------------------------------------------------
+
+DATA_PACKAGE_PROFILE = "data-package"
+SCHEMA_SAMPLE_BYTES = 64 * 1024
+
+
+def _resource_name(filename: str) -> str:
+    """A Data Package resource name (lower case, `-a-z0-9._`) from a file name."""
+    name = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-._") else "-" for ch in filename.lower())
+    return name.strip("-") or "datei"
+
+
+def table_schema(head: bytes) -> dict[str, Any]:
+    """The Table Schema of a CSV, inferred by Frictionless from its first bytes."""
+    from frictionless import Resource
+
+    resource = Resource(data=head, format="csv", encoding="utf-8")
+    resource.infer()
+    schema: dict[str, Any] = resource.schema.to_descriptor()
+    return schema
+
+
+async def data_package(conn: Conn, name: str, base_url: str) -> dict[str, Any]:
+    """The Frictionless Data Package of a published dataset's hosted files (CSVs with their Table Schema)."""
+    d = await get(conn, name, base_url)
+    hosted = [r for r in d.distributions if r.file is not None]
+    if not hosted:
+        raise Problem(404, "Not Found", f"dataset {name!r} has no files hosted by the portal", "not-found")
+    resources: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for r in hosted:
+        assert r.file is not None
+        rname = _resource_name(r.file.filename)
+        rname = rname if rname not in seen else f"{rname}-{r.file.id[:8]}"
+        seen.add(rname)
+        resource: dict[str, Any] = {
+            "name": rname, "path": r.download_url, "title": r.title or r.file.filename,
+            "format": r.file.filename.rsplit(".", 1)[-1].lower(),
+            "mediatype": r.media_type, "encoding": "utf-8", "bytes": r.file.byte_size,
+            "hash": f"sha256:{r.file.sha256}",
+            "licenses": [{"path": r.licence, "title": vocab.LICENCES.get(r.licence, r.licence)}],
+        }
+        if r.format == "CSV":
+            row = await repository.file_head(conn, uuid.UUID(r.file.id), SCHEMA_SAMPLE_BYTES)
+            if row is not None:
+                head = bytes(row["head"])
+                if row["byte_size"] > SCHEMA_SAMPLE_BYTES:
+                    head = head.rsplit(b"\n", 1)[0]  # drop a row cut off by the sample limit
+                resource["profile"] = "tabular-data-resource"
+                resource["schema"] = await asyncio.to_thread(table_schema, head)
+        resources.append(resource)
+    publisher = {"title": d.publisher.name, "role": "publisher"}
+    if d.publisher.url:
+        publisher["path"] = d.publisher.url
+    return {
+        "profile": DATA_PACKAGE_PROFILE, "name": d.name, "id": f"{base_url}/catalog/datasets/{d.name}",
+        "title": d.title, "description": d.description, "keywords": d.keywords, "version": f"{d.version}.0.0",
+        "created": d.created.isoformat(), "homepage": d.landing_page or f"{base_url}/portal/datensaetze/{d.name}",
+        "licenses": [{"path": d.licence, "title": vocab.LICENCES.get(d.licence, d.licence)}],
+        "contributors": [publisher],
+        "resources": resources,
+    }
