@@ -27,6 +27,7 @@ REALM = "kommunal-pulse"
 CLIENT_ID = "kommunal-pulse-workflow"
 # The realm file is for local development only; production uses the city's IdP and its own secret.
 DEV_CLIENT_SECRET = "dev-only-workflow-secret"
+DEV_BUILT = ".dev-built"
 DEV_PASSWORD = "demo"
 
 
@@ -72,17 +73,51 @@ def keycloak_archive() -> Path:
     return archive
 
 
-def unpack(archive: Path, target: Path) -> Path:
-    """Unpack the distribution into `target` (once) and return the Keycloak home folder."""
-    home = target / f"keycloak-{KEYCLOAK_VERSION}"
+def template_home() -> Path:
+    """The distribution unpacked once into the cache; instances copy it (Keycloak writes into its home)."""
+    folder = cache_dir() / f"keycloak-{KEYCLOAK_VERSION}"
+    home = folder / f"keycloak-{KEYCLOAK_VERSION}"
+    if (home / ".complete").exists():
+        return home
+    archive = keycloak_archive()
+    tmp = folder / f"unpack.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp, filter="data")
+    (tmp / home.name / ".complete").touch()
+    with contextlib.suppress(OSError):
+        (tmp / home.name).rename(home)  # another process may have won the race; its copy is as good
+    shutil.rmtree(tmp, ignore_errors=True)
+    return home
+
+
+def instance_home(root: Path) -> Path:
+    """This instance's own Keycloak home under `root`, copied from the cached template on first use."""
+    home = root / f"keycloak-{KEYCLOAK_VERSION}"
     if (home / ".complete").exists():
         return home
     shutil.rmtree(home, ignore_errors=True)
-    target.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(target, filter="data")
-    (home / ".complete").touch()
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(template_home(), home, symlinks=True, ignore=shutil.ignore_patterns("data", DEV_BUILT))
     return home
+
+
+def keep_dev_build(home: Path) -> None:
+    """After the first dev-mode start, give the template the build Keycloak made (its Quarkus augmentation
+    takes a minute or more), so later instances start without rebuilding."""
+    template = template_home()
+    if (template / DEV_BUILT).exists():
+        return
+    staging = template / "lib" / f"quarkus.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(home / "lib" / "quarkus", staging)
+    old = template / "lib" / f"quarkus.old-{os.getpid()}"
+    with contextlib.suppress(OSError):
+        (template / "lib" / "quarkus").rename(old)
+        staging.rename(template / "lib" / "quarkus")
+        (template / DEV_BUILT).touch()
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass
@@ -112,10 +147,11 @@ class KeycloakNode:
         return {"KP_OIDC_ISSUER": self.issuer, "KP_OIDC_CLIENT_ID": CLIENT_ID,
                 "KP_OIDC_CLIENT_SECRET": DEV_CLIENT_SECRET}
 
-    def start(self, timeout: float = 240.0) -> None:
+    def start(self, timeout: float = 600.0) -> None:
+        """Start and wait for the realm; the first start on a machine also builds Keycloak (minutes)."""
         if shutil.which("java") is None:
             raise StackError("Java 17+ is needed to run Keycloak; install it (Debian: apt-get install openjdk-17-jre)")
-        home = unpack(keycloak_archive(), self.root)
+        home = instance_home(self.root)
         imports = home / "data" / "import"
         imports.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.realm_file, imports / self.realm_file.name)
@@ -129,7 +165,7 @@ class KeycloakNode:
         log = open(self.root / "keycloak.log", "ab")  # noqa: SIM115 - handed to the child process
         self.proc = subprocess.Popen(
             [str(home / "bin" / "kc.sh"), "start-dev", f"--http-port={self.port}", "--http-host=127.0.0.1",
-             "--import-realm", "--health-enabled=true", f"--http-management-port={free_port()}",
+             "--import-realm",
              "--log-console-output=default"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=home,
         )
@@ -140,6 +176,7 @@ class KeycloakNode:
             tail = (self.root / "keycloak.log").read_text(errors="replace")[-3000:]
             self.stop()
             raise StackError(f"Keycloak did not start: {exc}\n{tail}") from exc
+        keep_dev_build(home)
 
     def wait_ready(self, timeout: float) -> None:
         """Ready when the realm's discovery document is served (the import has finished by then)."""
@@ -164,3 +201,33 @@ class KeycloakNode:
         elif pid_file.exists():
             _stop_pid(int(pid_file.read_text()))
         pid_file.unlink(missing_ok=True)
+
+
+# --- the local stack (`kp stack up` / `down`) -----------------------------------------------------------
+
+STACK_PORT = 8180
+
+
+def start_for_stack(run_dir: Path, fixed_ports: bool) -> KeycloakNode:
+    """Keycloak of `kp stack up`, data kept under the run folder; the first start also fetches and builds it."""
+    port = STACK_PORT if fixed_ports and port_is_free(STACK_PORT) else 0
+    node = KeycloakNode(run_dir / "keycloak", port=port)
+    node.start()
+    return node
+
+
+def stop_for_stack(run_dir: Path) -> bool:
+    """Stop the Keycloak a detached stack left running; True if there was one."""
+    if not (run_dir / "keycloak" / "keycloak.pid").exists():
+        return False
+    KeycloakNode(run_dir / "keycloak").stop()
+    return True
+
+
+def describe(node: KeycloakNode) -> list[str]:
+    """The lines `kp stack up` prints: where Keycloak runs and who can log in to the clerk view."""
+    lines = [f"  Keycloak            {node.url}/admin   (admin / {node.admin_password}, realm {REALM})",
+             "  Demo users of the clerk view (password for all: " + DEV_PASSWORD + "):"]
+    for u in demo_users(node.realm_file):
+        lines.append(f"    {u.username:<17} {u.name:<16} {', '.join(u.roles):<18} {', '.join(u.municipalities)}")
+    return lines

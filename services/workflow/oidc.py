@@ -1,8 +1,8 @@
 """OpenID Connect relying party of the clerk view: discovery, Authorization Code + PKCE, logout URL.
 
 Any provider that publishes `{issuer}/.well-known/openid-configuration` works (Keycloak locally, a city's
-IdP in production). The authorization request and the code exchange use Authlib's httpx client; tokens are
-verified by `TokenVerifier` (PyJWT) against the keys of the same discovery document.
+IdP in production). Authlib makes the PKCE challenge and the authorization URL, the code exchange is one
+httpx request; tokens are verified by `TokenVerifier` (PyJWT) against the keys of the same discovery document.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-from authlib.integrations.httpx_client import AsyncOAuth2Client
+from authlib.common.security import generate_token
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from pydantic import BaseModel, ConfigDict
 
 from services.workflow.settings import WorkflowSettings
@@ -91,35 +93,35 @@ class RelyingParty:
         self.settings = settings
         self.discovery = discovery
 
-    def _client(self, redirect_uri: str) -> AsyncOAuth2Client:
-        secret = self.settings.oidc_client_secret
-        return AsyncOAuth2Client(
-            client_id=self.settings.oidc_client_id,
-            client_secret=secret.get_secret_value() if secret else None,
-            token_endpoint_auth_method="client_secret_basic" if secret else "none",
-            scope=self.settings.oidc_scopes, redirect_uri=redirect_uri, code_challenge_method="S256",
-            timeout=10, transport=self.discovery.transport,
-        )
-
     async def authorization_request(self, redirect_uri: str) -> AuthorizationRequest:
-        from authlib.common.security import generate_token
-
         meta = await self.discovery.metadata()
+        methods = meta.code_challenge_methods_supported
+        if methods is not None and "S256" not in methods:
+            raise OidcError(f"the provider does not offer PKCE with S256 (only {methods})")
         state, nonce, verifier = generate_token(32), generate_token(32), generate_token(64)
-        async with self._client(redirect_uri) as client:
-            url, _ = client.create_authorization_url(meta.authorization_endpoint, state=state, nonce=nonce,
-                                                     code_verifier=verifier)
+        url = add_params_to_uri(meta.authorization_endpoint, [
+            ("response_type", "code"), ("client_id", self.settings.oidc_client_id), ("redirect_uri", redirect_uri),
+            ("scope", self.settings.oidc_scopes), ("state", state), ("nonce", nonce),
+            ("code_challenge", create_s256_code_challenge(verifier)), ("code_challenge_method", "S256"),
+        ])
         return AuthorizationRequest(str(url), state, nonce, verifier)
 
     async def exchange(self, code: str, code_verifier: str, redirect_uri: str) -> TokenSet:
+        """Authorization code → tokens at the token endpoint (client secret by HTTP Basic when one is set)."""
         meta = await self.discovery.metadata()
+        secret = self.settings.oidc_client_secret
+        auth = httpx.BasicAuth(self.settings.oidc_client_id, secret.get_secret_value()) if secret else None
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
+                "code_verifier": code_verifier, "client_id": self.settings.oidc_client_id}
         try:
-            async with self._client(redirect_uri) as client:
-                token: dict[str, Any] = await client.fetch_token(
-                    meta.token_endpoint, grant_type="authorization_code", code=code, code_verifier=code_verifier)
-        except Exception as exc:  # Authlib raises its own OAuth errors as well as httpx's
+            async with httpx.AsyncClient(timeout=10, transport=self.discovery.transport, auth=auth) as client:
+                response = await client.post(meta.token_endpoint, data=form, headers={"Accept": "application/json"})
+            body: dict[str, Any] = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
             raise OidcError(f"code exchange failed: {exc}") from None
-        access, id_token = token.get("access_token"), token.get("id_token")
+        if response.status_code != 200:
+            raise OidcError(f"code exchange refused ({response.status_code}): {body.get('error')}")
+        access, id_token = body.get("access_token"), body.get("id_token")
         if not isinstance(access, str) or not isinstance(id_token, str):
             raise OidcError("the token response lacks an access token or an ID token")
         return TokenSet(access, id_token)
