@@ -77,7 +77,8 @@ class Visit:
 
 @pytest.fixture
 async def visit(browser: Browser) -> AsyncIterator[Visit]:
-    context = await browser.new_context(locale="de-DE", timezone_id="Europe/Berlin",
+    # The pages forbid inline scripts (CSP); the test injects axe-core, so it bypasses the policy.
+    context = await browser.new_context(locale="de-DE", timezone_id="Europe/Berlin", bypass_csp=True,
                                         viewport={"width": 1280, "height": 900})
     v = Visit(await context.new_page())
     try:
