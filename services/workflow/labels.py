@@ -71,13 +71,18 @@ def local_date(value: Any) -> str:
 
 
 def duration(seconds: Any) -> str:
+    """`266400` → `3 Tage und 2 Stunden` (whole units, at least one minute)."""
     s = int(seconds or 0)
-    days, hours = s // 86400, (s % 86400) // 3600
+    days, hours, minutes = s // 86400, (s % 86400) // 3600, (s % 3600) // 60
+
+    def unit(n: int, one: str, many: str) -> str:
+        return f"{n} {one if n == 1 else many}"
+
     if days:
-        return f"{days} {'Tag' if days == 1 else 'Tage'}" + (f" und {hours} Std." if hours else "")
+        return unit(days, "Tag", "Tage") + (f" und {unit(hours, 'Stunde', 'Stunden')}" if hours else "")
     if hours:
-        return f"{hours} Std."
-    return f"{max(1, s // 60)} Min."
+        return unit(hours, "Stunde", "Stunden")
+    return unit(max(1, minutes), "Minute", "Minuten")
 
 
 def queue(name: str | None) -> str:

@@ -79,6 +79,9 @@ class WorkflowSettings(KPSettings):
                 raise ValueError("inline or file JWKS are for dev and test only")
             if not self.public_url or not self.public_url.startswith("https://"):
                 raise ValueError("KP_PUBLIC_URL must be the service's https:// address in production")
+            secret = self.oidc_client_secret.get_secret_value() if self.oidc_client_secret else ""
+            if secret.startswith("dev-only"):
+                raise ValueError("KP_OIDC_CLIENT_SECRET is the local demo realm's secret; use the IdP's own")
             if self.session_cookie_secure is False:
                 raise ValueError("KP_SESSION_COOKIE_SECURE=false is for dev and test only")
         if self.eakte == "http" and not self.eakte_url:
