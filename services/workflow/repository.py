@@ -384,6 +384,8 @@ async def audit_of(conn: Conn, case_id: UUID) -> list[dict[str, Any]]:
 # --- clerk view sign-in (keys are SHA-256 digests of the cookie values) ---------------------------------
 
 async def add_login(conn: Conn, row: dict[str, Any]) -> None:
+    """A login in flight; logins that were never finished are removed here once expired."""
+    await conn.execute("DELETE FROM wf_oidc_logins WHERE expires_at <= $1", row["created_at"])
     await conn.execute(
         """INSERT INTO wf_oidc_logins (login_hash, state, nonce, code_verifier, return_to, created_at, expires_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7)""",

@@ -172,17 +172,20 @@ class TestClerkLogin:
 class TestClerkPages:
     async def test_accessible_at_1280_and_390_px_with_screenshots(self, visit: Visit, browser: Browser,
                                                                  workflow: ServiceProcess, wf_env: WfEnv) -> None:
-        events = [submitted(GIESSEN, GEWERBE, ["ausweisdokument"]), submitted(GIESSEN, HUNDESTEUER, []),
+        events = [submitted(GIESSEN, HUNDESTEUER, []), submitted(GIESSEN, HUNDESTEUER, []),
+                  submitted(GIESSEN, "99115005104000", []),
                   submitted(GIESSEN, "99012070006001", ["lageplan", "bauzeichnungen", "baubeschreibung",
                                                         "standsicherheitsnachweis"])]
         await _seed(wf_env, events)
         clerk = next(u for u in demo_users() if u.username == "leitung.giessen")
         page = visit.page
         await _login(page, workflow.url, clerk.username, clerk.password)
+        await page.locator("tr", has_text=events[0]["application_id"]).get_by_role("button").click()
+        await page.wait_for_url(re.compile(r".*hinweis=uebernommen"))
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         assert await _axe(page) == []
         await page.screenshot(path=str(SCREENSHOTS / "clerk-tasks-1280.png"), full_page=True)
-        await page.locator("tr", has_text=events[2]["application_id"]).get_by_role("link").first.click()
+        await page.locator("tr", has_text=events[3]["application_id"]).get_by_role("link").first.click()
         await page.wait_for_url(re.compile(r".*/vorgaenge/.*"))
         assert "Genehmigungsfiktion" in await page.inner_text("main")
         assert await _axe(page) == []
