@@ -259,8 +259,7 @@ async def task_list(request: Request, queue: str | None = None, status: str | No
 
 # --- case page and actions ----------------------------------------------------------------------------------
 
-async def _case_page(request: Request, viewer: Viewer, case_id: UUID, status: int = 200,
-                     fehler: str | None = None, hinweis: str | None = None) -> HTMLResponse:
+async def _case_page(request: Request, viewer: Viewer, case_id: UUID, hinweis: str | None) -> HTMLResponse:
     who = viewer.principal
     engine: Engine = request.app.state.engine
     async with request.app.state.pool.acquire() as conn:
@@ -276,13 +275,13 @@ async def _case_page(request: Request, viewer: Viewer, case_id: UUID, status: in
                for a in reversed(audit)]
     decisions: list[tuple[str, str]] = []
     if task is not None and definition is not None:
-        step = definition.step(task["step"]) if task["step"] in {s.id for s in definition.steps} else None
+        step = next((s for s in definition.steps if s.id == task["step"]), None)
         if isinstance(step, HumanStep):
             decisions = [(d, labels.DECISIONS.get(d, d)) for d in step.decisions
                          if d != "extend" or not case["context"].get("fiction_extended")]
     ctx = case["context"]
     return _render(
-        "vorgang.html", status=status, case=case, ctx=ctx, history=history, viewer=viewer, task=task,
+        "vorgang.html", case=case, ctx=ctx, history=history, viewer=viewer, task=task,
         next_timer=timers[0] if timers else None, timer_names=labels.TIMERS, decisions=decisions,
         definition_title=definition.title if definition else case["definition"],
         step_title=labels.step_title(definition, case["current_step"]) if case["current_step"] else labels.NONE,
@@ -290,7 +289,7 @@ async def _case_page(request: Request, viewer: Viewer, case_id: UUID, status: in
         state=labels.STATES.get(case["state"], case["state"]),
         outcome=labels.OUTCOMES.get(case["outcome"] or "", case["outcome"]),
         municipality_name=_names().get(case["municipality"], case["municipality"]),
-        fehler=fehler, hinweis=NOTICES.get(hinweis or ""), overdue=task is not None and task["due_at"] is not None
+        hinweis=NOTICES.get(hinweis or ""), overdue=task is not None and task["due_at"] is not None
         and task["due_at"] < _now())
 
 
