@@ -20,7 +20,7 @@ from playwright.async_api import Browser, Page
 
 from kp.keycloak import KeycloakNode, demo_users
 from kp.local import LocalStack, ServiceProcess
-from tests.browser import AXE, launch, require_browser
+from tests.browser import AXE, assert_only_local_hosts, launch, require_browser
 from tests.integration.test_workflow_support import WfEnv, case_of, submitted, wf_env
 from tests.waiting import eventually
 
@@ -31,7 +31,6 @@ SCREENSHOTS = ROOT / "docs" / "screenshots"
 GIESSEN, MARBURG = "06531005", "06534014"
 HUNDESTEUER = "99102013104000"
 GEWERBE = "99050012104000"
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 require_browser()
 
@@ -70,8 +69,7 @@ class Visit:
         page.on("response", lambda r: self.errors.append(f"{r.status} {r.url}") if r.status >= 500 else None)
 
     def assert_stayed_local(self) -> None:
-        assert self.hosts, "the browser sent no request at all"
-        assert self.hosts <= LOCAL_HOSTS, f"requests left the host: {sorted(self.hosts - LOCAL_HOSTS)}"
+        assert_only_local_hosts(self.hosts)
         assert self.errors == []
 
 
