@@ -36,6 +36,7 @@ PAGE_SIZE = 20
 STATUS_FILTERS = {"alle": ("alle offenen", ["open", "claimed"]), "offen": ("noch nicht übernommen", ["open"]),
                   "meine": ("von mir übernommen", ["claimed"]), "uebernommen": ("übernommen", ["claimed"])}
 NOTICES = {"uebernommen": "Sie haben die Aufgabe übernommen.", "erledigt": "Ihre Entscheidung ist gespeichert.",
+           "umverteilt": "Die Aufgabe ist umverteilt.",
            "abgelaufen": "Ihre Sitzung ist abgelaufen. Bitte melden Sie sich erneut an."}
 SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
                     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -58,6 +59,10 @@ class Viewer:
     @property
     def may_decide(self) -> bool:
         return "clerk" in self.principal.roles
+
+    @property
+    def may_reassign(self) -> bool:
+        return "team_lead" in self.principal.roles
 
 
 def _render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -119,6 +124,17 @@ def _definition(engine: Engine, name: str, version: int) -> Definition | None:
         return engine.registry.get(name, version)
     except KeyError:
         return None
+
+
+def _queue_choices(definition: Definition | None, step_id: str, municipality: str) -> list[str]:
+    """Queues a task of this step may move to: the step's candidates for the city and its escalation queue."""
+    step = next((s for s in definition.steps if s.id == step_id), None) if definition else None
+    if not isinstance(step, HumanStep):
+        return []
+    queues = list(step.assignment.by_municipality.get(municipality, step.assignment.queues))
+    if step.deadline and step.deadline.escalate_to_queue:
+        queues.append(step.deadline.escalate_to_queue)
+    return list(dict.fromkeys(queues))
 
 
 def _int(value: str | None, default: int) -> int:
@@ -274,6 +290,8 @@ async def _case_page(request: Request, viewer: Viewer, case_id: UUID, hinweis: s
                 "text": labels.sentence(a["action"], a["detail"], a["before"], a["after"], definition)}
                for a in reversed(audit)]
     decisions: list[tuple[str, str]] = []
+    queue_choices = [q for q in _queue_choices(definition, task["step"], case["municipality"])
+                     if q != task["queue"]] if task is not None else []
     if task is not None and definition is not None:
         step = next((s for s in definition.steps if s.id == task["step"]), None)
         if isinstance(step, HumanStep):
@@ -283,6 +301,7 @@ async def _case_page(request: Request, viewer: Viewer, case_id: UUID, hinweis: s
     return _render(
         "vorgang.html", case=case, ctx=ctx, history=history, viewer=viewer, task=task,
         next_timer=timers[0] if timers else None, timer_names=labels.TIMERS, decisions=decisions,
+        queue_choices=queue_choices,
         definition_title=definition.title if definition else case["definition"],
         step_title=labels.step_title(definition, case["current_step"]) if case["current_step"] else labels.NONE,
         task_step_title=labels.step_title(definition, task["step"]) if task else None,
@@ -302,7 +321,8 @@ async def case_page(case_id: UUID, request: Request, hinweis: str | None = None,
     return await _case_page(request, viewer, case_id, hinweis=hinweis)
 
 
-async def _action_guard(request: Request, authorization: str | None) -> tuple[Viewer, dict[str, str]] | HTMLResponse:
+async def _action_guard(request: Request, authorization: str | None,
+                        team_lead: bool = False) -> tuple[Viewer, dict[str, str]] | HTMLResponse:
     viewer = await _guard(request, authorization)
     if isinstance(viewer, HTMLResponse):
         return viewer
@@ -310,7 +330,10 @@ async def _action_guard(request: Request, authorization: str | None) -> tuple[Vi
     if viewer.csrf is not None and not sessions.same_secret(form.get("csrf"), viewer.csrf):
         return _render("fehler.html", status=403, viewer=viewer,
                        fehler="Das Formular ist abgelaufen oder stammt nicht von dieser Seite. Bitte neu laden.")
-    if not viewer.may_decide:
+    if team_lead and not viewer.may_reassign:
+        return _render("fehler.html", status=403, viewer=viewer,
+                       fehler="Nur die Teamleitung kann Aufgaben umverteilen.")
+    if not team_lead and not viewer.may_decide:
         return _render("fehler.html", status=403, viewer=viewer,
                        fehler="Nur die Sachbearbeitung kann Aufgaben übernehmen und entscheiden.")
     return viewer, form
@@ -358,3 +381,31 @@ async def complete(task_id: UUID, request: Request, authorization: Annotated[str
     except WorkflowError:
         return _render("fehler.html", status=409, viewer=viewer, fehler=WORKFLOW_CONFLICT)
     return RedirectResponse(f"{BASE}?hinweis=erledigt", status_code=303)
+
+
+@views.post(f"{BASE}/aufgaben/{{task_id}}/umverteilen")
+async def reassign(task_id: UUID, request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
+    """Team lead: move a task to another queue of its step (it is open there again), with a reason."""
+    guarded = await _action_guard(request, authorization, team_lead=True)
+    if isinstance(guarded, HTMLResponse):
+        return guarded
+    viewer, form = guarded
+    engine: Engine = request.app.state.engine
+    reason = (form.get("begruendung") or "").strip()[:500]
+    try:
+        async with request.app.state.pool.acquire() as conn, conn.transaction():
+            task = await repository.get_task(conn, task_id)
+            case = await repository.get_case(conn, task["case_id"]) if task else None
+            if task is None or case is None:
+                raise NotFound("task")
+            definition = _definition(engine, case["definition"], case["definition_version"])
+            if form.get("queue") not in _queue_choices(definition, task["step"], case["municipality"]) or not reason:
+                return _render("fehler.html", status=422, viewer=viewer,
+                               fehler="Bitte wählen Sie eine Warteschlange und geben Sie eine Begründung an.")
+            await engine.reassign_task(conn, task_id, viewer.principal.actor, set(viewer.principal.municipalities),
+                                       form["queue"], None, reason)
+    except NotFound:
+        return _render("fehler.html", status=404, viewer=viewer, fehler="Diese Aufgabe wurde nicht gefunden.")
+    except WorkflowError:
+        return _render("fehler.html", status=409, viewer=viewer, fehler=WORKFLOW_CONFLICT)
+    return RedirectResponse(f"{BASE}/vorgaenge/{task['case_id']}?hinweis=umverteilt", status_code=303)

@@ -202,6 +202,35 @@ class TestCasePage:
         assert stale.status_code == 401
 
 
+class TestReassign:
+    async def test_team_lead_moves_a_task_to_another_queue_of_its_step_with_a_reason(
+        self, wf: RunningApp, wf_env: WfEnv
+    ) -> None:
+        ags = random_ags()
+        await wf_env.publish(submitted(ags, HUNDESTEUER, []))
+        (task,) = await open_tasks(wf_env, ags, 1)
+        path = f"/sachbearbeitung/aufgaben/{task['task_id']}/umverteilen"
+        lead = {**FORM, **wf_env.signer.headers("leitung", ["clerk", "team_lead"], [ags])}
+        clerk = {**FORM, **wf_env.signer.headers("sb", ["clerk"], [ags])}
+        page = await wf.client.get(f"/sachbearbeitung/vorgaenge/{task['case_id']}", headers=lead)
+        assert '<option value="steueramt-leitung">Steueramt (Leitung)</option>' in page.text
+        assert "Umverteilen" not in (await wf.client.get(f"/sachbearbeitung/vorgaenge/{task['case_id']}",
+                                                          headers=clerk)).text
+
+        assert (await wf.client.post(path, headers=clerk, content="queue=steueramt-leitung&begruendung=x")
+                ).status_code == 403
+        assert (await wf.client.post(path, headers=lead, content="queue=bauaufsicht&begruendung=x")).status_code == 422
+        assert (await wf.client.post(path, headers=lead, content="queue=steueramt-leitung")).status_code == 422
+        assert (await tasks_of(wf_env, ags))[0]["queue"] == "steueramt"
+
+        moved = await wf.client.post(path, headers=lead, content="queue=steueramt-leitung&begruendung=Urlaub")
+        assert moved.status_code == 303
+        assert (await tasks_of(wf_env, ags))[0]["queue"] == "steueramt-leitung"
+        history = await wf.client.get(moved.headers["location"], headers=lead)
+        assert "Die Aufgabe ist umverteilt." in history.text
+        assert "Aufgabe von „Steueramt“ an „Steueramt (Leitung)“ umverteilt. Begründung: Urlaub" in history.text
+
+
 class TestLogin:
     async def test_callback_without_the_browsers_login_is_refused(self, wf: RunningApp) -> None:
         answer = await wf.client.get("/sachbearbeitung/anmeldung", params={"code": "abc", "state": "geraten"},
