@@ -151,9 +151,11 @@ class TestClerkLogin:
         await page.get_by_role("button", name="Abmelden").click()
         await page.wait_for_url(re.compile(r".*/sachbearbeitung/abgemeldet$"))
         assert "Sie sind abgemeldet" in await page.inner_text("main")
+        assert await _axe(page) == []
         assert not [c for c in await page.context.cookies() if c["name"] == "kp_session"]
         await page.goto(f"{workflow.url}/sachbearbeitung")
         assert "Anmeldung" in await page.inner_text("h1")
+        assert await _axe(page) == []
         await page.get_by_role("link", name="Anmelden").click()
         await page.wait_for_selector("#username")  # Keycloak asks again: the logout reached the provider too
 
