@@ -8,6 +8,7 @@ this module runs.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,14 +21,15 @@ from playwright.async_api import Browser, Page
 
 from kp.keycloak import KeycloakNode, demo_users
 from kp.local import LocalStack, ServiceProcess
-from tests.browser import AXE, assert_only_local_hosts, launch, require_browser
+from tests.browser import ARTIFACTS, AXE, assert_only_local_hosts, launch, require_browser
 from tests.integration.test_workflow_support import WfEnv, case_of, submitted, wf_env
 from tests.waiting import eventually
 
 __all__ = ["wf_env"]
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# `KP_SCREENSHOT_DIR=docs/screenshots` refreshes the screenshots of the docs; by default they go to the artefacts.
+SCREENSHOTS = ROOT / os.environ["KP_SCREENSHOT_DIR"] if os.environ.get("KP_SCREENSHOT_DIR") else ARTIFACTS
 GIESSEN, MARBURG = "06531005", "06534014"
 HUNDESTEUER = "99102013104000"
 GEWERBE = "99050012104000"
