@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from kp import local
+from kp import keycloak, local
 from kp.apikeys import apikey_app, provision_demo_key
 from kp.datasets_cmd import datasets_app
 from kp.rejected_cmd import rejected_app
@@ -41,6 +41,11 @@ def _echo_urls(stack: local.LocalStack) -> None:
     if "publisher" in stack.services:
         pub = stack.services["publisher"].url
         typer.echo(f"  Open data API       {pub}/v1/kpis")
+    if stack.keycloak is not None:
+        for line in keycloak.describe(stack.keycloak):
+            typer.echo(line)
+        if "workflow" in stack.services:
+            typer.echo(f"  Clerk view          {stack.services['workflow'].url}/sachbearbeitung")
     typer.echo("Press Ctrl-C to stop.")
 
 
@@ -50,9 +55,12 @@ def stack_up(
     rate: Annotated[float, typer.Option(help="Simulated events per second.")] = 50.0,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 1,
     detach: Annotated[bool, typer.Option(help="Leave the stack running in the background.")] = False,
+    with_keycloak: Annotated[bool, typer.Option("--keycloak/--no-keycloak",
+                                                help="Start Keycloak for the clerk view's login.")] = True,
 ) -> None:
     """Start Kafka, PostgreSQL, migrations, topics, the four services and (optionally) demo traffic."""
     stack = local.LocalStack.from_env(RUN_DIR, fixed_ports=True)
+    stack.identity = with_keycloak
     try:
         stack.start_infra()
         stack.start_services()
@@ -133,8 +141,9 @@ def stack_status() -> None:
 
 @stack_app.command("fetch")
 def stack_fetch() -> None:
-    """Resolve the Kafka jars from Maven Central into the cache (done automatically on first start)."""
+    """Resolve the Kafka jars and Keycloak from Maven Central into the cache (done automatically on first start)."""
     typer.echo(str(kafka_libs()))
+    typer.echo(str(keycloak.template_home()))
 
 
 def _urls() -> tuple[str, str]:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from kp import keycloak
+from kp.keycloak import KeycloakNode
 from kp.stack import KafkaNode, PostgresNode, StackError, _pid_alive, _stop_pid, free_port, port_is_free
 from shared.db import migrate
 from shared.kafka import ensure_topics
@@ -91,6 +93,9 @@ class LocalStack:
     kafka: KafkaNode | None = None
     postgres: PostgresNode | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    identity: bool = False
+    """Also start Keycloak (the clerk view's identity provider) and point the workflow service at it."""
+    keycloak: KeycloakNode | None = None
 
     @classmethod
     def from_env(cls, run_dir: Path, fixed_ports: bool = False) -> LocalStack:
@@ -108,6 +113,8 @@ class LocalStack:
             self.kafka = KafkaNode(self.run_dir / "kafka")
             self.kafka.start()
             self.kafka_bootstrap = self.kafka.bootstrap
+        if self.identity:
+            self.keycloak = keycloak.start_for_stack(self.run_dir, self.fixed_ports)
         asyncio.run(self.prepare())
         self._write_state()
 
@@ -128,7 +135,9 @@ class LocalStack:
         if port is None:
             wanted = DEFAULT_PORTS[name]
             port = wanted if self.fixed_ports and port_is_free(wanted) else free_port()
-        sp = ServiceProcess(name, port, {**self.env, **(extra_env or {})}, self.run_dir / "logs" / f"{name}.log")
+        oidc = self.keycloak.workflow_env() if self.keycloak is not None and name == "workflow" else {}
+        env = {**self.env, **oidc, **(extra_env or {})}
+        sp = ServiceProcess(name, port, env, self.run_dir / "logs" / f"{name}.log")
         return sp
 
     @contextlib.contextmanager
@@ -160,6 +169,8 @@ class LocalStack:
         self.services.clear()
         if self.kafka is not None:
             self.kafka.stop()
+        if self.keycloak is not None:
+            self.keycloak.stop()
         if self.postgres is not None:
             self.postgres.stop()
         (self.run_dir / "stack.json").unlink(missing_ok=True)
@@ -195,6 +206,8 @@ def stop_from_state(run_dir: Path) -> list[str]:
     if state.get("kafka_pid"):
         KafkaNode(run_dir / "kafka").stop()
         stopped.append("kafka")
+    if keycloak.stop_for_stack(run_dir):
+        stopped.append("keycloak")
     if state.get("postgres_dir"):
         PostgresNode(Path(str(state["postgres_dir"]))).stop()
         stopped.append("postgres")

@@ -35,3 +35,12 @@ async def launch() -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
+
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def assert_only_local_hosts(hosts: set[str]) -> None:
+    """Every request a browser test made went to this machine (pages must work offline, with no trackers)."""
+    assert hosts, "the browser sent no request at all"
+    assert hosts <= LOCAL_HOSTS, f"requests left the host: {sorted(hosts - LOCAL_HOSTS)}"

@@ -21,6 +21,7 @@ from services.workflow.auth import TokenVerifier
 from services.workflow.definitions import DefinitionError, Registry, load_definitions
 from services.workflow.handlers import build_router
 from services.workflow.metrics import WorkflowMetrics
+from services.workflow.oidc import Discovery, RelyingParty
 from services.workflow.relay import CONSUMER as RELAY_CONSUMER
 from services.workflow.relay import RELAY_REASONS, make_relay_producer, run_relay
 from services.workflow.service import Engine
@@ -125,7 +126,10 @@ def create_app(settings: WorkflowSettings | None = None, *, clock: Clock | None 
     app.state.settings = settings
     app.state.engine = engine
     app.state.metrics = metrics
-    app.state.verifier = TokenVerifier(settings)
+    discovery = Discovery(settings)
+    app.state.discovery = discovery
+    app.state.relying_party = RelyingParty(settings, discovery)
+    app.state.verifier = TokenVerifier(settings, discovery)
 
     async def kafka_ready() -> None:
         if not await broker.ping(timeout=2.0):

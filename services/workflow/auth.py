@@ -8,11 +8,14 @@ import binascii
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
 from services.workflow.settings import CallbackPlatform, WorkflowSettings
+
+if TYPE_CHECKING:
+    from services.workflow.oidc import Discovery
 
 
 class AuthError(Exception):
@@ -36,24 +39,38 @@ class Principal:
 
 
 class TokenVerifier:
-    """Verifies signature, issuer, audience and expiry; keys from the issuer's JWKS (URL) or a file/inline set."""
+    """Verifies signature, issuer, audience and expiry; keys from the issuer's JWKS (URL, else the `jwks_uri` of
+    its discovery document) or a file/inline set (dev and test)."""
 
-    def __init__(self, settings: WorkflowSettings) -> None:
+    def __init__(self, settings: WorkflowSettings, discovery: Discovery | None = None) -> None:
         self.settings = settings
+        self.discovery = discovery
         self._client: jwt.PyJWKClient | None = None
         self._keys: jwt.PyJWKSet | None = None
         if settings.oidc_jwks_url:
-            self._client = jwt.PyJWKClient(settings.oidc_jwks_url, cache_keys=True, lifespan=600, timeout=5)
+            self._client = self._jwk_client(settings.oidc_jwks_url)
         elif settings.oidc_jwks_file:
             self._keys = jwt.PyJWKSet.from_json(settings.oidc_jwks_file.read_text(encoding="utf-8"))
         elif settings.oidc_jwks_json:
             self._keys = jwt.PyJWKSet.from_json(settings.oidc_jwks_json)
 
+    @staticmethod
+    def _jwk_client(url: str) -> jwt.PyJWKClient:
+        return jwt.PyJWKClient(url, cache_keys=True, lifespan=600, timeout=5)
+
     @property
     def configured(self) -> bool:
-        return self.settings.oidc_issuer is not None and (self._client is not None or self._keys is not None)
+        return self.settings.oidc_issuer is not None and (
+            self._client is not None or self._keys is not None or self.discovery is not None)
 
     async def _key(self, token: str) -> Any:
+        if self._client is None and self._keys is None and self.discovery is not None:
+            from services.workflow.oidc import OidcError
+
+            try:
+                self._client = self._jwk_client((await self.discovery.metadata()).jwks_uri)
+            except OidcError as exc:
+                raise AuthError(401, f"signing keys not available: {exc}") from None
         if self._client is not None:
             return (await asyncio.to_thread(self._client.get_signing_key_from_jwt, token)).key
         assert self._keys is not None
@@ -68,19 +85,30 @@ class TokenVerifier:
             raise AuthError(401, "token has no key id and the key set has several keys")
         return keys[0].key
 
-    async def verify(self, token: str) -> Principal:
+    async def _decode(self, token: str, audience: str) -> dict[str, Any]:
         if not self.configured:
             raise AuthError(401, "authentication is not configured on this instance")
         try:
-            claims = jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token, await self._key(token), algorithms=self.settings.oidc_algorithms,
-                audience=self.settings.oidc_audience, issuer=self.settings.oidc_issuer,
+                audience=audience, issuer=self.settings.oidc_issuer,
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]}, leeway=30,
             )
         except jwt.PyJWKClientError as exc:
             raise AuthError(401, f"signing key not available: {exc}") from None
         except jwt.InvalidTokenError as exc:
             raise AuthError(401, f"invalid token: {exc}") from None
+        return claims
+
+    async def verify_id_token(self, token: str, nonce: str) -> dict[str, Any]:
+        """An ID token for this client (audience = client id) carrying the nonce of the login it answers."""
+        claims = await self._decode(token, self.settings.oidc_client_id)
+        if not hmac.compare_digest(str(claims.get("nonce", "")), nonce):
+            raise AuthError(401, "ID token does not answer this login (nonce)")
+        return claims
+
+    async def verify(self, token: str) -> Principal:
+        claims = await self._decode(token, self.settings.oidc_audience)
         roles = _claim(claims, self.settings.oidc_roles_claim)
         municipalities = _claim(claims, self.settings.oidc_municipalities_claim)
         return Principal(str(claims["sub"]), frozenset(roles), frozenset(municipalities))

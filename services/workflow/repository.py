@@ -389,3 +389,77 @@ async def audit_of(conn: Conn, case_id: UUID) -> list[dict[str, Any]]:
         "SELECT id, at, actor, action, before, after, detail FROM wf_audit WHERE case_id = $1 ORDER BY id", case_id
     )
     return [dict(r) for r in rows]
+
+
+# --- clerk view sign-in (keys are SHA-256 digests of the cookie values) ---------------------------------
+
+async def add_login(conn: Conn, row: dict[str, Any]) -> None:
+    """A login in flight; logins that were never finished are removed here once expired."""
+    await conn.execute("DELETE FROM wf_oidc_logins WHERE expires_at <= $1", row["created_at"])
+    await conn.execute(
+        """INSERT INTO wf_oidc_logins (login_hash, state, nonce, code_verifier, return_to, created_at, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        row["login_hash"], row["state"], row["nonce"], row["code_verifier"], row["return_to"], row["created_at"],
+        row["expires_at"],
+    )
+
+
+async def take_login(conn: Conn, login_hash: str, now: datetime) -> dict[str, Any] | None:
+    """A login in flight is used once: taking it deletes it (and expired ones)."""
+    await conn.execute("DELETE FROM wf_oidc_logins WHERE expires_at <= $1", now)
+    row = await conn.fetchrow("DELETE FROM wf_oidc_logins WHERE login_hash = $1 RETURNING *", login_hash)
+    return dict(row) if row else None
+
+
+async def add_session(conn: Conn, row: dict[str, Any]) -> None:
+    await conn.execute(
+        """INSERT INTO wf_sessions (session_hash, subject, display_name, roles, municipalities, csrf_token, id_token,
+                                    created_at, last_seen_at, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)""",
+        row["session_hash"], row["subject"], row["display_name"], row["roles"], row["municipalities"],
+        row["csrf_token"], row["id_token"], row["created_at"], row["expires_at"],
+    )
+
+
+async def touch_session(conn: Conn, session_hash: str, now: datetime, idle_after: datetime) -> dict[str, Any] | None:
+    """The live session (not expired, seen after `idle_after`), marked as seen now; expired rows are removed."""
+    row = await conn.fetchrow(
+        """UPDATE wf_sessions SET last_seen_at = $2
+           WHERE session_hash = $1 AND expires_at > $2 AND last_seen_at > $3 RETURNING *""",
+        session_hash, now, idle_after,
+    )
+    if row is None:
+        await conn.execute("DELETE FROM wf_sessions WHERE session_hash = $1 OR expires_at <= $2 OR last_seen_at <= $3",
+                           session_hash, now, idle_after)
+    return dict(row) if row else None
+
+
+async def delete_session(conn: Conn, session_hash: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow("DELETE FROM wf_sessions WHERE session_hash = $1 RETURNING *", session_hash)
+    return dict(row) if row else None
+
+
+# --- clerk view task list -------------------------------------------------------------------------------
+
+async def task_page(conn: Conn, municipalities: list[str], queue: str | None, status: list[str],
+                    assignee: str | None, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """One page of open/claimed tasks by due date, and how many match in all."""
+    where = """t.municipality = ANY($1::text[]) AND ($2::text IS NULL OR t.queue = $2)
+               AND t.status = ANY($3::text[]) AND ($4::text IS NULL OR t.assignee = $4)"""
+    total = await conn.fetchval(f"SELECT count(*) FROM wf_tasks t WHERE {where}",
+                                municipalities, queue, status, assignee)
+    rows = await conn.fetch(
+        f"""SELECT t.*, c.application_id, c.definition, c.definition_version, c.opened_at, c.context
+            FROM wf_tasks t JOIN wf_cases c USING (case_id)
+            WHERE {where} ORDER BY t.due_at NULLS LAST, t.created_at, t.task_id LIMIT $5 OFFSET $6""",
+        municipalities, queue, status, assignee, limit, offset,
+    )
+    return [dict(r) for r in rows], int(total)
+
+
+async def task_queues(conn: Conn, municipalities: list[str]) -> list[str]:
+    """Queues with open or claimed tasks in the municipalities (the filter's choices)."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT queue FROM wf_tasks WHERE municipality = ANY($1::text[]) AND status IN ('open', 'claimed')
+           ORDER BY queue""", municipalities)
+    return [r["queue"] for r in rows]

@@ -454,7 +454,7 @@ class Engine:
         candidates = step.assignment.by_municipality.get(case["municipality"], step.assignment.queues)
         loads = await repository.queue_loads(run.conn, case["municipality"], candidates)
         queue = min(candidates, key=lambda q: (loads.get(q, 0), candidates.index(q)))
-        due = run.now + step.deadline.after if step.deadline else None
+        due = run.now + step.deadline.after if step.deadline else _statutory_due(run.definition, case)
         task_id = uuid.uuid4()
         await repository.create_task(run.conn, {
             "task_id": task_id, "case_id": case["case_id"], "step": step.id, "queue": queue,
@@ -761,6 +761,14 @@ def outbox_rows(events: list[tuple[str, bytes, bytes]]) -> list[tuple[str, bytes
         else:
             rows.append((topic, key, [payload]))
     return rows
+
+
+def _statutory_due(definition: Definition, case: dict[str, Any]) -> datetime:
+    """Due date of a task whose step sets no deadline of its own: the processing deadline the
+    Eingangsbestätigung announced, or the day the Genehmigungsfiktion would take effect if that is earlier."""
+    due: datetime = case["opened_at"] + timedelta(days=definition.statutory.processing_days)
+    fiction = case["context"].get("fiction_due")
+    return min(due, datetime.fromisoformat(fiction)) if fiction else due
 
 
 def _missing(definition: Definition, ctx: dict[str, Any]) -> list[str]:

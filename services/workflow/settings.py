@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from services.workflow.definitions import DEFINITIONS_DIR
 from shared.kafka import APPLICATION_EVENTS, APPLICATION_REJECTED, WORKFLOW_EVENTS, WORKFLOW_REJECTED
@@ -60,15 +60,41 @@ class WorkflowSettings(KPSettings):
     oidc_municipalities_claim: str = "municipalities"
     oidc_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
 
+    # Clerk view sign-in: Authorization Code + PKCE against the issuer found by discovery
+    # (`{KP_OIDC_ISSUER}/.well-known/openid-configuration`), server-side sessions in PostgreSQL.
+    oidc_client_id: str = "kommunal-pulse-workflow"
+    oidc_client_secret: SecretStr | None = None
+    oidc_scopes: str = "openid profile"
+    public_url: str | None = None
+    """External base URL of this service (the redirect URI is `{public_url}/sachbearbeitung/anmeldung`);
+    unset only in dev and test, where the request's own URL is used."""
+    session_max_age_s: int = Field(8 * 3600, ge=60)
+    session_idle_s: int = Field(30 * 60, ge=60)
+    session_cookie_secure: bool | None = None
+    """Secure cookie flag; unset: on in production, off in dev and test (plain HTTP on loopback)."""
+
     callback_platforms: dict[str, CallbackPlatform] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _production_needs_real_config(self) -> WorkflowSettings:
         if self.environment == "production":
-            if not self.oidc_issuer or not self.oidc_jwks_url:
-                raise ValueError("KP_OIDC_ISSUER and KP_OIDC_JWKS_URL must be set in production")
+            if not self.oidc_issuer:
+                raise ValueError("KP_OIDC_ISSUER must be set in production (keys come from its discovery "
+                                 "document or KP_OIDC_JWKS_URL)")
             if self.oidc_jwks_file or self.oidc_jwks_json:
                 raise ValueError("inline or file JWKS are for dev and test only")
+            if not self.public_url or not self.public_url.startswith("https://"):
+                raise ValueError("KP_PUBLIC_URL must be the service's https:// address in production")
+            secret = self.oidc_client_secret.get_secret_value() if self.oidc_client_secret else ""
+            if secret.startswith("dev-only"):
+                raise ValueError("KP_OIDC_CLIENT_SECRET is the local demo realm's secret; use the IdP's own")
+            if self.session_cookie_secure is False:
+                raise ValueError("KP_SESSION_COOKIE_SECURE=false is for dev and test only")
         if self.eakte == "http" and not self.eakte_url:
             raise ValueError("KP_EAKTE_URL is required when KP_EAKTE=http")
         return self
+
+    @property
+    def cookie_secure(self) -> bool:
+        return self.session_cookie_secure if self.session_cookie_secure is not None else (
+            self.environment == "production")

@@ -49,7 +49,7 @@ class TestTokenVerifier:
             await verifier.verify(token)
 
     def test_production_refuses_inline_keys(self, signer: Signer) -> None:
-        with pytest.raises(ValueError, match="KP_OIDC_ISSUER and KP_OIDC_JWKS_URL"):
+        with pytest.raises(ValueError, match="KP_OIDC_ISSUER must be set in production"):
             WorkflowSettings(environment="production", database_url="postgresql://kp@db/kp",
                              oidc_jwks_json=signer.jwks)
 
