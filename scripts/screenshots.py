@@ -9,22 +9,22 @@ from pathlib import Path
 from playwright.async_api import async_playwright
 
 from kp import local
+from kp.cli import RUN_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = {"dashboard": "/dashboard/06413000?period=month", "portal": "/portal"}
-WIDTHS = {"desktop": (1280, 900), "mobile": (390, 844)}
+WIDTHS = ((1280, 900), (390, 844))
 
 
 async def shoot(base: str, target: Path) -> list[Path]:
     """One PNG per page and width; the page's own requests only (the browser has no network besides the host)."""
-    target.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                            args=["--no-sandbox", "--disable-gpu"])
         try:
             for page_name, path in PAGES.items():
-                for width_name, (width, height) in WIDTHS.items():
+                for width, height in WIDTHS:
                     context = await browser.new_context(locale="de-DE", viewport={"width": width, "height": height})
                     page = await context.new_page()
                     await page.goto(base + path, wait_until="networkidle")
@@ -45,10 +45,10 @@ def main() -> None:
     parser.add_argument("--publisher", help="publisher base URL (default: the running stack's)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
     args = parser.parse_args()
-    base = args.publisher or local.service_url(local.read_state(Path(local.os.environ.get("KP_RUN_DIR", ".run")))
-                                               or {}, "publisher")
+    base = args.publisher or local.service_url(local.read_state(RUN_DIR) or {}, "publisher")
     if not base:
         raise SystemExit("no running stack: start one with `kp stack up --detach` or pass --publisher")
+    args.out.mkdir(parents=True, exist_ok=True)
     for path in asyncio.run(shoot(base.rstrip("/"), args.out)):
         print(path.relative_to(ROOT))  # noqa: T201
 
