@@ -40,5 +40,5 @@ soak: setup
 	$(BIN)/python -m bench.soak --minutes $(or $(MINUTES),10)
 
 clean:
-	-$(BIN)/kp stack down
+	-$(BIN)/kp stack down --purge
 	rm -rf .run

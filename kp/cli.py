@@ -120,10 +120,16 @@ def stack_up(
 
 
 @stack_app.command("down")
-def stack_down() -> None:
+def stack_down(
+    purge: Annotated[bool, typer.Option(help="Also delete the stack's data (run folder and database cluster).")]
+    = False,
+) -> None:
     """Stop a stack left running with `kp stack up --detach`."""
     stopped = local.stop_from_state(RUN_DIR)
     typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    if purge:
+        local.purge_data(RUN_DIR)
+        typer.echo(f"deleted the data of {RUN_DIR}")
 
 
 @stack_app.command("status")

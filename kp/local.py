@@ -259,6 +259,12 @@ def read_state(run_dir: Path) -> dict[str, object] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def purge_data(run_dir: Path) -> None:
+    """Delete a stopped stack's data: the database cluster (also when it lives outside) and the run folder."""
+    PostgresNode(run_dir / "postgres").remove()
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def service_url(state: dict[str, object], name: str) -> str | None:
     """The URL of a service of a running stack's state, if it has one."""
     services = state.get("services") or {}
