@@ -103,6 +103,7 @@ def faults() -> Iterator[FaultStack]:
     finally:
         fs.stop()
         if not os.environ.get("KP_FAULTS_KEEP"):  # keep the logs for a post-mortem when asked to
+            postgres.remove()
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
