@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 
 from kp import local
@@ -70,7 +71,11 @@ def stack_up(
         if simulate and detach:
             stack.start_simulator(rate, seed)
         stack.write_state()
-    except (StackError, OSError) as exc:
+    except KeyboardInterrupt:
+        typer.echo("Interrupted; stopping ...", err=True)
+        stack.stop()
+        raise typer.Exit(130) from None
+    except (StackError, OSError, RuntimeError, httpx.HTTPError) as exc:  # RuntimeError: aiokafka's KafkaError
         stack.stop()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -135,8 +140,6 @@ def stack_down(
 @stack_app.command("status")
 def stack_status() -> None:
     """Show what runs and whether each service is ready."""
-    import httpx
-
     state = local.read_state(RUN_DIR)
     if state is None:
         typer.echo("not running")

@@ -166,8 +166,8 @@ class LocalStack:
         finally:
             sp.stop()
 
-    def start_services(self, names: tuple[str, ...] = SERVICES, extra_env: dict[str, str] | None = None) -> None:
-        """Start the services on their ports; the publisher's actual URL becomes its public base URL."""
+    def plan_services(self, names: tuple[str, ...] = SERVICES, extra_env: dict[str, str] | None = None) -> None:
+        """Choose each service's port and environment; the publisher's actual URL is its public base URL."""
         env = dict(extra_env or {})
         for component in self.components:
             env.update(component.service_env())
@@ -176,6 +176,10 @@ class LocalStack:
         if "publisher" in self.services:
             publisher = self.services["publisher"]
             publisher.env.setdefault("KP_PUBLIC_BASE_URL", publisher.url)
+
+    def start_services(self, names: tuple[str, ...] = SERVICES, extra_env: dict[str, str] | None = None) -> None:
+        """Start the services (see `plan_services`) and wait until each is ready."""
+        self.plan_services(names, extra_env)
         for sp in self.services.values():
             sp.start()
         for sp in self.services.values():
