@@ -337,6 +337,8 @@ class PostgresNode:
     port: int = 0
     user: str = "kp"
     database: str = "kommunal_pulse"
+    home: Path = field(init=False)
+    """Where data, socket and log live: `pg_home(root)`."""
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()

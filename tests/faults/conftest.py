@@ -55,7 +55,7 @@ class FaultStack:
         return self.kafka.proc is not None and self.kafka.proc.poll() is None
 
     def postgres_running(self) -> bool:
-        return (self.postgres.root / "data" / "postmaster.pid").exists()
+        return (self.postgres.home / "data" / "postmaster.pid").exists()
 
     def ensure_up(self) -> None:
         """Bring back whatever a previous test stopped or killed; wait until every service is ready."""
