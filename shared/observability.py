@@ -42,6 +42,14 @@ class StartupNoiseFilter(logging.Filter):
         return True
 
 
+class NoColourFilter(logging.Filter):
+    """Drops uvicorn's `color_message` (the message again, with ANSI colour codes) from the JSON lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)
+        return True
+
+
 def setup_logging(level: str = "INFO", json_logs: bool = True) -> None:
     """Log to stdout, one JSON object per line (or plain text for local debugging), third-party loggers too."""
     handler = logging.StreamHandler(sys.stdout)
@@ -52,6 +60,7 @@ def setup_logging(level: str = "INFO", json_logs: bool = True) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(StartupNoiseFilter())
+    handler.addFilter(NoColourFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

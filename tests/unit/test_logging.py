@@ -23,6 +23,8 @@ SCRIPT = textwrap.dedent("""
         "Group Coordinator Request failed: %s", "[Error 15] GroupCoordinatorNotAvailableError")
     logging.getLogger("aiokafka.consumer.group_coordinator").error("Heartbeat session expired")
     logging.getLogger("uvicorn.error").info("Application startup complete.")
+    logging.getLogger("uvicorn.error").info("Started server process [%d]", 42,
+                                            extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"})
 """)
 
 
@@ -32,9 +34,11 @@ class TestJsonLogs:
         lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
         records = [json.loads(line) for line in lines]  # fails on a plain-text line
         assert "\x1b" not in out.stdout + out.stderr
+        assert "\\u001b" not in out.stdout  # nor escaped inside a JSON string
         by_message = {r["message"]: r for r in records}
         assert set(by_message) == {
             "Received", "FastStream app starting", "Application startup complete.", "Heartbeat session expired",
+            "Started server process [42]",
             "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError",
         }
         assert by_message["Received"]["name"] == "faststream.access.kafka"
