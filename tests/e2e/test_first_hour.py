@@ -44,15 +44,19 @@ def _kp(checkout: Path, *args: str, timeout: float = 600) -> subprocess.Complete
 
 @pytest.fixture(scope="module")
 def private_checkout() -> Iterator[Path]:
-    """The tracked files of this checkout in a fresh 0700 folder (node_modules linked for the browser assets)."""
+    """The tracked files of this checkout in a fresh 0700 folder."""
     tmp = Path(tempfile.mkdtemp(prefix="kp-first-hour-"))
     assert tmp.stat().st_mode & 0o777 == 0o700
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    for name in filter(None, files.decode().split("\0")):
-        src, dst = ROOT / name, tmp / name
-        if src.is_file():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=False)
+    if listed.returncode == 0:
+        for name in filter(None, listed.stdout.decode().split("\0")):
+            src, dst = ROOT / name, tmp / name
+            if src.is_file():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+    else:  # a source tree without git (e.g. an unpacked release)
+        shutil.copytree(ROOT, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
+            ".git", ".venv", ".run", "node_modules", "test-artifacts", "__pycache__"))
     try:
         yield tmp
     finally:
