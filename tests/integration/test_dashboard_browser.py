@@ -239,6 +239,21 @@ class TestHessenDashboard:
         assert page.errors == []  # type: ignore[attr-defined]
 
 
+
+class TestApiDocs:
+    async def test_swagger_ui_renders_the_openapi_document_without_internet(
+        self, publisher: ServiceProcess, page: Page
+    ) -> None:
+        resp = await page.goto(f"{publisher.url}/docs")
+        assert resp is not None
+        assert resp.status == 200
+        title = page.locator(".swagger-ui .info .title")
+        await title.wait_for()
+        assert (await title.inner_text()).startswith("Kommunal-Pulse Open Data")
+        await page.locator(".opblock").first.wait_for()
+        assert page.errors == []  # type: ignore[attr-defined]
+        # the page fixture then asserts that no request left the host
+
 def test_vendored_chart_library_matches_npm_package() -> None:
     vendored = ROOT / "services" / "publisher" / "static" / "vendor" / "chartjs" / "chart.umd.min.js"
     installed = ROOT / "node_modules" / "chart.js" / "dist" / "chart.umd.min.js"
