@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from kp.local import purge_data
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,4 +76,4 @@ class TestStackUp:
             finally:
                 _stop(proc)
         finally:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            purge_data(run_dir)  # the run folder and the cluster (outside it as root)
