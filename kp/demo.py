@@ -42,6 +42,7 @@ HOURS = [(h, w) for h, w in enumerate((0.2, 0.1, 0.1, 0.1, 0.1, 0.3, 0.8, 2, 4, 
 BATCH = 1000
 SOURCE = "kp-simulator"
 MARKER = "demo-data.json"
+AGGREGATOR_GROUP = "kp-aggregator"
 
 
 def _service_weights() -> list[tuple[str, float]]:
@@ -313,6 +314,43 @@ async def register_datasets(publisher_url: str, key: str, items: list[tuple[dict
 # ---------------------------------------------------------------------------------------------- seeding
 
 
+async def aggregator_lag(bootstrap: str, database_url: str) -> int:
+    """Usage events on Kafka the aggregator has not folded into PostgreSQL yet (its positions live there)."""
+    import asyncpg
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from services.aggregator import repository
+    from shared.kafka import USAGE_EVENTS
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(USAGE_EVENTS.name, p) for p in range(USAGE_EVENTS.partitions)]
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await repository.load_offsets(conn, AGGREGATOR_GROUP, USAGE_EVENTS.name)
+    finally:
+        await conn.close()
+    return sum(max(end - stored.get(tp.partition, 0), 0) for tp, end in ends.items())
+
+
+async def wait_folded(bootstrap: str, database_url: str, timeout_s: float = 300.0,
+                      echo: Callable[[str], None] | None = None) -> int:
+    """Wait until the aggregator has folded the history (or the timeout passed); return the lag left."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    shown = -1
+    while (lag := await aggregator_lag(bootstrap, database_url)) > 0 and loop.time() < deadline:
+        if echo is not None and lag != shown:
+            echo(f"  aggregator: {lag:,} events still to fold")
+            shown = lag
+        await asyncio.sleep(5)
+    return lag
+
+
 async def _revoke(database_url: str, key_id: uuid.UUID) -> None:
     import asyncpg
 
@@ -355,6 +393,9 @@ async def seed_once(stack: LocalStack, seed: int, echo: Callable[[str], None]) -
         assert key.id is not None
         await _revoke(stack.database_url, key.id)
     echo(f"  usage history: {accepted:,} events over {HISTORY_DAYS} days")
+    lag = await wait_folded(stack.kafka_bootstrap, stack.database_url, echo=echo)
+    if lag:
+        echo(f"  aggregator: {lag:,} events not folded yet; the dashboard fills in as it catches up")
     events = applications(seed, now)
     await publish_applications(stack.kafka_bootstrap, events)
     echo(f"  application cases: {len({e['application_id'] for e in events})} ({len(events)} events)")
