@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup system run test test-unit lint bench soak clean
+.PHONY: setup system run test test-unit lint bench soak screenshots clean
 
 setup: system $(VENV)/.installed
 
@@ -38,6 +38,10 @@ bench: setup
 
 soak: setup
 	$(BIN)/python -m bench.soak --minutes $(or $(MINUTES),10)
+
+# README screenshots of dashboard and portal, from a running stack (`kp stack up --detach`)
+screenshots: setup
+	$(BIN)/python scripts/screenshots.py
 
 clean:
 	-$(BIN)/kp stack down --purge
