@@ -60,11 +60,14 @@ def private_checkout() -> Iterator[Path]:
     try:
         yield tmp
     finally:
-        _kp(tmp, "stack", "down", timeout=120)
+        was_up = (tmp / ".run" / "stack.json").exists()
+        down = _kp(tmp, "stack", "down", timeout=120)
         PostgresNode(tmp / ".run" / "postgres").remove()
         for run in (tmp / ".run").glob("test-*"):
             PostgresNode(run / "postgres").remove()
         shutil.rmtree(tmp, ignore_errors=True)
+    if was_up:  # a detached stack's demo traffic ends with it
+        assert "simulator" in down.stdout, down.stdout + down.stderr
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +94,12 @@ class TestPrivateFolder:
         status = _kp(private_checkout, "stack", "status", timeout=60)
         assert status.returncode == 0, status.stderr
         assert re.search(r"^simulator\s+pid \d+\s+running$", status.stdout, flags=re.M), status.stdout
+        # `kp simulate` finds the running stack's ingest and demo key without being told
+        sim = _kp(private_checkout, "simulate", "--duration", "2", "--rate", "100", "--seed", "9", timeout=120)
+        assert sim.returncode == 0, sim.stdout + sim.stderr
+        accepted = re.search(r"accepted (\d+) events", sim.stdout)
+        assert accepted is not None
+        assert int(accepted.group(1)) > 0
         if os.geteuid() == 0:  # the cluster lives where the server's user can reach it, not in the 0700 folder
             node = PostgresNode(private_checkout / ".run" / "postgres")
             assert node.home != node.root
