@@ -55,10 +55,8 @@ def stack_up(
     detach: Annotated[bool, typer.Option(help="Leave the stack running in the background.")] = False,
 ) -> None:
     """Start Kafka, PostgreSQL, migrations, topics, the four services and (optionally) demo data and traffic."""
-    from kp.stack import OPTIONAL_COMPONENTS
-
     stack = local.LocalStack.from_env(RUN_DIR, fixed_ports=True)
-    stack.components = [factory(RUN_DIR) for factory in OPTIONAL_COMPONENTS]
+    stack.components = [factory(RUN_DIR) for factory in local.component_factories(demo=demo_data)]
     try:
         stack.start_infra()
         stack.start_services(extra_env=local.STACK_ENV)

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from kp.eakte import UNREADABLE
 from kp.simulator import Simulator
 from shared.reference import municipalities, services
 
@@ -146,6 +147,7 @@ SCENARIOS = (
     Scenario("unpaid", 1),            # fee not yet paid
     Scenario("clerk", 3),             # complete and paid: an open task in the clerk's queue
     Scenario("withdrawn", 0.5),
+    Scenario("akte_stoerung", 0.3),   # decided, but the E-Akte refuses an unreadable scan: parked after retries
 )
 PAYMENT_METHODS = ("epaybl", "kreditkarte", "paypal", "sepa_lastschrift")
 
@@ -161,7 +163,9 @@ def applications(seed: int, now: datetime, per_city: int = 24) -> list[dict[str,
     for m in municipalities():
         for n in range(per_city):
             d = definitions[n % len(definitions)]
-            scenario = rng.choices(SCENARIOS, weights=[s.weight for s in SCENARIOS])[0]
+            # every city has each path at least once, the rest is drawn by weight
+            scenario = SCENARIOS[n] if n < len(SCENARIOS) else rng.choices(
+                SCENARIOS, weights=[s.weight for s in SCENARIOS])[0]
             app_id = f"demo-{m.ags}-{seed}-{n:04d}"
             t = now - timedelta(days=rng.uniform(0.5, 40))
             base = {"source": "kp-demo-fachverfahren", "municipality": m.ags, "service": d.service,
@@ -175,6 +179,8 @@ def applications(seed: int, now: datetime, per_city: int = 24) -> list[dict[str,
             missing = scenario.name in ("nachforderung", "waiting_documents") and required
             submitted_docs = required[:-1] if missing else required
             fee = d.fees.fee_for(m.ags) if d.fees else None
+            if scenario.name == "akte_stoerung":
+                submitted_docs = [*required, UNREADABLE]
             ev("application.submitted", {"channel": rng.choice(["online", "online", "fit_connect", "paper"]),
                                          "documents": submitted_docs, "fee_cents": fee}, t)
             if scenario.name == "withdrawn":
@@ -188,7 +194,7 @@ def applications(seed: int, now: datetime, per_city: int = 24) -> list[dict[str,
             if fee and scenario.name != "unpaid":
                 t += timedelta(hours=rng.uniform(1, 48))
                 ev("application.payment.received", {"amount_cents": fee, "method": rng.choice(PAYMENT_METHODS)}, t)
-            if scenario.name in ("complete", "nachforderung"):
+            if scenario.name in ("complete", "nachforderung", "akte_stoerung"):
                 t += timedelta(days=rng.uniform(1, 14))
                 outcome = rng.choices(["approved", "rejected", "partially_approved"], weights=[8, 1, 1])[0]
                 ev("application.decided", {"outcome": outcome}, t)

@@ -19,6 +19,7 @@ import httpx
 from kp.stack import (
     OPTIONAL_COMPONENTS,
     Component,
+    ComponentFactory,
     KafkaNode,
     PostgresNode,
     StackError,
@@ -258,6 +259,13 @@ class LocalStack:
         path.write_text(json.dumps(state, indent=2))
 
 
+def component_factories(demo: bool) -> list[ComponentFactory]:
+    """The optional components of `kp stack up`: the demo E-Akte with the demo data, then the registered ones."""
+    from kp.eakte import DemoEAkte
+
+    return [*([DemoEAkte] if demo else []), *OPTIONAL_COMPONENTS]
+
+
 def read_state(run_dir: Path) -> dict[str, object] | None:
     path = run_dir / "stack.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -300,7 +308,7 @@ def stop_from_state(run_dir: Path) -> list[str]:
             stopped.append(name)
     started = state.get("components") or []
     assert isinstance(started, list)
-    for factory in reversed(OPTIONAL_COMPONENTS):
+    for factory in reversed(component_factories(demo=True)):
         component = factory(run_dir)
         if component.name in started:
             component.stop()

@@ -7,6 +7,7 @@ the `postgres` user, who cannot enter that folder: the stack must still start (i
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import httpx
 import pytest
 
@@ -135,6 +137,29 @@ class TestPrivateFolder:
             assert await canvas.is_visible()
             await context.close()
         guard.assert_local_only()
+
+    async def test_demo_cases_wait_at_clerk_tasks_and_one_filing_is_parked_per_city(
+        self, private_checkout: Path, detached: dict[str, Any]
+    ) -> None:
+        state = json.loads((private_checkout / ".run" / "stack.json").read_text())
+        conn = await asyncpg.connect(state["database_url"])
+        try:
+            async def states() -> dict[str, int]:
+                rows = await conn.fetch("SELECT state, count(*) AS n FROM wf_cases GROUP BY state")
+                return {r["state"]: r["n"] for r in rows}
+
+            # the demo E-Akte refuses one case's unreadable scan per city; five attempts with backoff, then parked
+            found = await eventually(states, lambda s: s.get("parked", 0) >= 6, timeout=240, interval=2)
+            assert found.get("task", 0) > 0  # the clerk view has work
+            assert found.get("closed", 0) > 0
+            assert found.get("waiting", 0) > 0
+            parked = await conn.fetch("SELECT DISTINCT municipality, current_step, last_error FROM wf_cases "
+                                      "WHERE state = 'parked'")
+        finally:
+            await conn.close()
+        assert {r["current_step"] for r in parked} == {"akte"}
+        assert len({r["municipality"] for r in parked}) == 6
+        assert all("422" in r["last_error"] for r in parked)
 
     def test_test_infrastructure_starts_from_the_private_folder(self, private_checkout: Path) -> None:
         # The same provisioning `make test` uses (own broker and cluster), with one integration test file.
