@@ -25,10 +25,12 @@ import httpx
 
 from kp.eakte import UNREADABLE
 from kp.simulator import Simulator
+from services.workflow.definitions import HumanStep, load_definitions
 from shared.reference import municipalities, services
 
 if TYPE_CHECKING:
     from kp.local import LocalStack
+    from services.workflow.definitions import Definition
 
 BERLIN = ZoneInfo("Europe/Berlin")
 HISTORY_DAYS = 396
@@ -152,10 +154,16 @@ SCENARIOS = (
 PAYMENT_METHODS = ("epaybl", "kreditkarte", "paypal", "sepa_lastschrift")
 
 
+def _outcomes(definition: Definition) -> tuple[list[str], list[float]]:
+    """Outcomes a clerk step of the definition can take (a partial approval only where one exists), weighted."""
+    weights = {"approved": 8.0, "rejected": 1.0, "partially_approved": 1.0}
+    possible: set[str] = {d for step in definition.steps if isinstance(step, HumanStep) for d in step.decisions}
+    names: list[str] = [o for o in weights if o in possible] or ["approved"]
+    return names, [weights[o] for o in names]
+
+
 def applications(seed: int, now: datetime, per_city: int = 24) -> list[dict[str, Any]]:
     """Application events for every workflow definition and city, each case on a path of its definition."""
-    from services.workflow.definitions import load_definitions
-
     rng = random.Random(f"applications-{seed}")
     ids = random.Random(f"application-ids-{seed}")
     definitions = [d for d in load_definitions().all() if d.service]
@@ -196,7 +204,7 @@ def applications(seed: int, now: datetime, per_city: int = 24) -> list[dict[str,
                 ev("application.payment.received", {"amount_cents": fee, "method": rng.choice(PAYMENT_METHODS)}, t)
             if scenario.name in ("complete", "nachforderung", "akte_stoerung"):
                 t += timedelta(days=rng.uniform(1, 14))
-                outcome = rng.choices(["approved", "rejected", "partially_approved"], weights=[8, 1, 1])[0]
+                outcome = rng.choices(*_outcomes(d))[0]
                 ev("application.decided", {"outcome": outcome}, t)
     return out
 

@@ -7,8 +7,9 @@ from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, timedelta
 
 from kp import demo
+from kp.eakte import UNREADABLE
 from services.publisher.portal.validation import check_file, parse_dataset
-from services.workflow.definitions import load_definitions
+from services.workflow.definitions import HumanStep, load_definitions
 from shared.events.application import application_event_adapter
 from shared.events.usage import usage_event_adapter
 from shared.reference import municipalities
@@ -67,6 +68,13 @@ class TestApplications:
         assert any(kinds == ["application.submitted"] for kinds in by_app.values())  # left waiting
         assert any("application.documents.added" in kinds and kinds[-1] == "application.decided"
                    for kinds in by_app.values())  # Nachforderung, then decided
+        by_service = {d.service: d for d in load_definitions().all()}
+        for e in events:
+            if e["type"] == "application.decided":  # a decision the definition's clerk step can take
+                steps = by_service[str(e["service"])].steps
+                assert any(isinstance(st, HumanStep) and e["data"]["outcome"] in st.decisions  # type: ignore[index]
+                           for st in steps)
+        assert sum(UNREADABLE in e["data"].get("documents", []) for e in events) >= 6  # type: ignore[attr-defined]
 
 
 class TestDatasets:
