@@ -365,6 +365,19 @@ async def wait_folded(bootstrap: str, database_url: str, timeout_s: float = 300.
     return lag
 
 
+async def _portal_key(database_url: str, agss: list[str]) -> str:
+    """A data officer key for the demo datasets of all cities (only its hash is stored)."""
+    import asyncpg
+
+    from services.publisher.portal import service
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await service.issue_key(conn, "kp-demo-data", agss)
+    finally:
+        await conn.close()
+
+
 async def _revoke(database_url: str, key_id: uuid.UUID) -> None:
     import asyncpg
 
@@ -380,7 +393,6 @@ async def _revoke(database_url: str, key_id: uuid.UUID) -> None:
 async def seed_once(stack: LocalStack, seed: int, echo: Callable[[str], None]) -> bool:
     """Load the demo data into a fresh stack; return False when this stack already has it."""
     from kp.apikeys import DEMO_PLATFORM, create_key
-    from kp.datasets_cmd import _issue
 
     marker = stack.run_dir / MARKER
     if marker.exists():
@@ -413,7 +425,7 @@ async def seed_once(stack: LocalStack, seed: int, echo: Callable[[str], None]) -
     events = applications(seed, now)
     await publish_applications(stack.kafka_bootstrap, events)
     echo(f"  application cases: {len({e['application_id'] for e in events})} ({len(events)} events)")
-    portal_key = await _issue(stack.database_url, "kp-demo-data", all_agss)
+    portal_key = await _portal_key(stack.database_url, all_agss)
     created = await register_datasets(stack.services["publisher"].url, portal_key, datasets(seed, today))
     echo(f"  portal datasets: {created} (marked as Demodaten)")
     marker.write_text(json.dumps({"seed": seed, "loaded_at": now.isoformat(), "usage_events": accepted}))
