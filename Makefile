@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup system run test test-unit lint bench soak clean
+.PHONY: setup system run test test-unit lint bench soak screenshots clean
 
 setup: system $(VENV)/.installed .venv-ckan/.installed
 
@@ -46,6 +46,10 @@ bench: setup
 soak: setup
 	$(BIN)/python -m bench.soak --minutes $(or $(MINUTES),10)
 
+# README screenshots of dashboard and portal, from a running stack (`kp stack up --detach`)
+screenshots: setup
+	$(BIN)/python scripts/screenshots.py
+
 clean:
-	-$(BIN)/kp stack down
+	-$(BIN)/kp stack down --purge
 	rm -rf .run .venv-ckan

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
 import time
 import uuid
@@ -152,7 +151,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
         rows = asyncio.run(measure(stack, quick))
     finally:
         stack.stop()
-    shutil.rmtree(run_dir, ignore_errors=True)  # kept (with the ingest log) only when the run failed
+    stack.purge()  # kept (with the ingest log) only when the run failed
     return rows
 
 

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -248,9 +247,10 @@ def main(argv: list[str] | None = None) -> int:
             status = "failed" if any(r.get("status") == "failed" for r in rows) else f"{len(rows)} rows"
             print(f"  {name}: {status} in {timings[name]:.1f}s", flush=True)
     finally:
-        stack.stop()
-        if not os.environ.get("KP_BENCH_KEEP"):
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if os.environ.get("KP_BENCH_KEEP"):
+            stack.stop()
+        else:
+            stack.purge()  # the run folder and the cluster (outside it as root)
     total = time.monotonic() - started
     info = machine()
     print()

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import sys
 import time
 from datetime import UTC, datetime
@@ -122,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         stack.start_services()
         summary = asyncio.run(soak(stack, a.minutes, a.rate, a.seed))
     finally:
-        stack.stop()
-        if not os.environ.get("KP_BENCH_KEEP"):
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if os.environ.get("KP_BENCH_KEEP"):
+            stack.stop()
+        else:
+            stack.purge()  # the run folder and the cluster (outside it as root)
     print(report(summary))
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 
 from kp import keycloak, local
@@ -32,21 +33,21 @@ RUN_DIR = Path(os.environ.get("KP_RUN_DIR", ".run"))
 def _echo_urls(stack: local.LocalStack) -> None:
     typer.echo("")
     typer.echo("Kommunal-Pulse is running:")
+    for label, url in stack.urls().items():
+        typer.echo(f"  {label:<30} {url}")
+    typer.echo("")
     typer.echo(f"  Kafka bootstrap     {stack.kafka_bootstrap}")
     typer.echo(f"  PostgreSQL          {stack.database_url}")
     for name, sp in stack.services.items():
         typer.echo(f"  {name:<10} {sp.url}   docs {sp.url}/docs   metrics {sp.url}/metrics")
         if name in ("ingest", "aggregator", "workflow"):
             typer.echo(f"  {'':<10} AsyncAPI {sp.url}/asyncapi.json")
-    if "publisher" in stack.services:
-        pub = stack.services["publisher"].url
-        typer.echo(f"  Open data API       {pub}/v1/kpis")
+    for component in stack.components:
+        for note in component.notes():
+            typer.echo(f"  {note}")
     if stack.keycloak is not None:
         for line in keycloak.describe(stack.keycloak):
             typer.echo(line)
-        if "workflow" in stack.services:
-            typer.echo(f"  Clerk view          {stack.services['workflow'].url}/sachbearbeitung")
-    typer.echo("Press Ctrl-C to stop.")
 
 
 @stack_app.command("up")
@@ -54,29 +55,47 @@ def stack_up(
     simulate: Annotated[bool, typer.Option(help="Start the demo traffic simulator.")] = True,
     rate: Annotated[float, typer.Option(help="Simulated events per second.")] = 50.0,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 1,
+    demo_data: Annotated[bool, typer.Option(help="On first start, load 13 months of demo history, application "
+                                                 "cases and portal datasets.")] = True,
     detach: Annotated[bool, typer.Option(help="Leave the stack running in the background.")] = False,
     with_keycloak: Annotated[bool, typer.Option("--keycloak/--no-keycloak",
                                                 help="Start Keycloak for the clerk view's login.")] = True,
 ) -> None:
-    """Start Kafka, PostgreSQL, migrations, topics, the four services and (optionally) demo traffic."""
+    """Start Kafka, PostgreSQL, migrations, topics, the four services and (optionally) demo data and traffic."""
     stack = local.LocalStack.from_env(RUN_DIR, fixed_ports=True)
     stack.identity = with_keycloak
+    stack.components = [factory(RUN_DIR) for factory in local.component_factories(demo=demo_data)]
     try:
         stack.start_infra()
-        stack.start_services()
+        stack.start_services(extra_env=local.STACK_ENV)
         assert stack.database_url
-        demo_key = asyncio.run(provision_demo_key(stack.database_url))
-    except StackError as exc:
+        stack.demo_key = asyncio.run(provision_demo_key(stack.database_url))
+        if demo_data:
+            from kp import demo
+
+            asyncio.run(demo.seed_once(stack, seed, echo=typer.echo))
+        if simulate and detach:
+            stack.start_simulator(rate, seed)
+        stack.write_state()
+    except KeyboardInterrupt:
+        typer.echo("Interrupted; stopping ...", err=True)
+        stack.stop()
+        raise typer.Exit(130) from None
+    except (StackError, OSError, RuntimeError, httpx.HTTPError) as exc:  # RuntimeError: aiokafka's KafkaError
         stack.stop()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     _echo_urls(stack)
-    typer.echo(f"Demo ingest API key (all six cities): {demo_key}")
+    typer.echo(f"Demo ingest API key (all six cities): {stack.demo_key}")
     if detach:
-        typer.echo("Detached; stop with `kp stack down`.")
+        traffic_note = f"demo traffic at {rate:g} events/s" if simulate else "no demo traffic"
+        typer.echo(f"Running in the background ({traffic_note}); `kp stack status` shows it, "
+                   "`kp stack down` stops it.")
         return
+    typer.echo("Press Ctrl-C to stop.")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    demo_key = stack.demo_key
     try:
         if simulate:
             from kp import simulator
@@ -112,17 +131,21 @@ def stack_up(
 
 
 @stack_app.command("down")
-def stack_down() -> None:
+def stack_down(
+    purge: Annotated[bool, typer.Option(help="Also delete the stack's data (run folder and database cluster).")]
+    = False,
+) -> None:
     """Stop a stack left running with `kp stack up --detach`."""
     stopped = local.stop_from_state(RUN_DIR)
     typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    if purge:
+        local.purge_data(RUN_DIR)
+        typer.echo(f"deleted the data of {RUN_DIR}")
 
 
 @stack_app.command("status")
 def stack_status() -> None:
     """Show what runs and whether each service is ready."""
-    import httpx
-
     state = local.read_state(RUN_DIR)
     if state is None:
         typer.echo("not running")
@@ -137,6 +160,16 @@ def stack_status() -> None:
         except httpx.HTTPError:
             ready = False
         typer.echo(f"{name:<10} {info['url']}  {'ready' if ready else 'NOT READY'}")
+    simulator_pid = state.get("simulator_pid")
+    if isinstance(simulator_pid, int):
+        running = local.pid_alive(simulator_pid)
+        typer.echo(f"simulator  pid {simulator_pid}  {'running' if running else 'STOPPED'}")
+    else:
+        typer.echo("simulator  not started (attached stacks run it in the foreground)")
+    urls = state.get("urls") or {}
+    assert isinstance(urls, dict)
+    for label, url in urls.items():
+        typer.echo(f"  {label:<30} {url}")
 
 
 @stack_app.command("fetch")
@@ -184,12 +217,21 @@ def simulate(
     rate: Annotated[float, typer.Option(help="Events per second.")] = 50.0,
     seed: Annotated[int, typer.Option(help="Seed; the same seed sends the same events.")] = 1,
     duration: Annotated[float | None, typer.Option(help="Seconds to run; default until Ctrl-C.")] = None,
-    ingest_url: Annotated[str, typer.Option(help="Ingest base URL.")] = "http://127.0.0.1:8001",
-    api_key: Annotated[str | None, typer.Option(envvar="KP_SIMULATOR_API_KEY", help="Ingest API key.")] = None,
+    ingest_url: Annotated[str | None, typer.Option(help="Ingest base URL (default: the running stack's).")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="KP_SIMULATOR_API_KEY",
+                                                help="Ingest API key (default: the running stack's demo key).")] = None,
 ) -> None:
     """Send realistic demo traffic for the six cities to ingest."""
     from kp import simulator
 
+    state = local.read_state(RUN_DIR) or {}
+    if ingest_url is None:
+        ingest_url = local.service_url(state, "ingest")
+        if ingest_url is None:
+            typer.echo("no running stack: start one with `kp stack up` or pass --ingest-url", err=True)
+            raise typer.Exit(1)
+    if api_key is None and isinstance(state.get("demo_key"), str):
+        api_key = str(state["demo_key"])
     accepted = asyncio.run(simulator.run(ingest_url, rate, seed, duration, api_key))
     typer.echo(f"accepted {accepted} events")
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,12 +18,27 @@ import httpx
 
 from kp import keycloak
 from kp.keycloak import KeycloakNode
-from kp.stack import KafkaNode, PostgresNode, StackError, _pid_alive, _stop_pid, free_port, port_is_free
+from kp.stack import (
+    OPTIONAL_COMPONENTS,
+    Component,
+    ComponentFactory,
+    KafkaNode,
+    PostgresNode,
+    StackError,
+    _pid_alive,
+    _stop_pid,
+    free_port,
+    port_is_free,
+)
 from shared.db import migrate
 from shared.kafka import ensure_topics
 
 SERVICES = ("ingest", "aggregator", "publisher", "workflow")
 DEFAULT_PORTS = {"ingest": 8001, "aggregator": 8002, "publisher": 8003, "workflow": 8004}
+DEMO_HISTORY_DAYS = 400
+STACK_ENV = {"KP_LATE_HORIZON_DAYS": str(DEMO_HISTORY_DAYS + 7)}
+"""Environment of the services in `kp stack up` only: the late horizon covers the demo history, so the 13
+months are sent through the normal ingest path (the production default stays 7 days, see ADR 0030)."""
 
 
 @dataclass
@@ -96,6 +112,10 @@ class LocalStack:
     identity: bool = False
     """Also start Keycloak (the clerk view's identity provider) and point the workflow service at it."""
     keycloak: KeycloakNode | None = None
+    components: list[Component] = field(default_factory=list)
+    """Optional parts (see `kp.stack.OPTIONAL_COMPONENTS`) started after PostgreSQL and Kafka."""
+    simulator_pid: int | None = None
+    demo_key: str | None = None
 
     @classmethod
     def from_env(cls, run_dir: Path, fixed_ports: bool = False) -> LocalStack:
@@ -116,7 +136,9 @@ class LocalStack:
         if self.identity:
             self.keycloak = keycloak.start_for_stack(self.run_dir, self.fixed_ports)
         asyncio.run(self.prepare())
-        self._write_state()
+        for component in self.components:
+            component.start(self.database_url)
+        self.write_state()
 
     async def prepare(self) -> None:
         """Migrations, then topics; both idempotent."""
@@ -154,19 +176,35 @@ class LocalStack:
         finally:
             sp.stop()
 
-    def start_services(self, names: tuple[str, ...] = SERVICES, extra_env: dict[str, str] | None = None) -> None:
+    def plan_services(self, names: tuple[str, ...] = SERVICES, extra_env: dict[str, str] | None = None) -> None:
+        """Choose each service's port and environment; the publisher's actual URL is its public base URL."""
+        env = dict(extra_env or {})
+        for component in self.components:
+            env.update(component.service_env())
         for name in names:
-            sp = self.service(name, extra_env)
+            self.services[name] = self.service(name, env)
+        if "publisher" in self.services:
+            publisher = self.services["publisher"]
+            publisher.env.setdefault("KP_PUBLIC_BASE_URL", publisher.url)
+
+    def start_services(self, names: tuple[str, ...] = SERVICES, extra_env: dict[str, str] | None = None) -> None:
+        """Start the services (see `plan_services`) and wait until each is ready."""
+        self.plan_services(names, extra_env)
+        for sp in self.services.values():
             sp.start()
-            self.services[name] = sp
         for sp in self.services.values():
             sp.wait_ready()
-        self._write_state()
+        self.write_state()
 
     def stop(self) -> None:
         for sp in reversed(list(self.services.values())):
             sp.stop()
         self.services.clear()
+        if self.simulator_pid is not None:
+            _stop_pid(self.simulator_pid)
+            self.simulator_pid = None
+        for component in reversed(self.components):
+            component.stop()
         if self.kafka is not None:
             self.kafka.stop()
         if self.keycloak is not None:
@@ -175,19 +213,91 @@ class LocalStack:
             self.postgres.stop()
         (self.run_dir / "stack.json").unlink(missing_ok=True)
 
-    def _write_state(self) -> None:
+    def purge(self) -> None:
+        """Stop, then delete the run folder and the database cluster's files (test stacks)."""
+        self.stop()
+        if self.postgres is not None:
+            self.postgres.remove()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def urls(self) -> dict[str, str]:
+        """Every user-facing URL of the running stack with its actual port, label -> URL."""
+        out: dict[str, str] = {}
+        pub = self.services.get("publisher")
+        if pub is not None:
+            out.update({
+                "Dashboard": f"{pub.url}/dashboard",
+                "Datenportal": f"{pub.url}/portal",
+                "DCAT-AP.de catalog": f"{pub.url}/catalog",
+                "Open-data API": f"{pub.url}/v1/kpis",
+                "CKAN API": f"{pub.url}/api/3/action/package_search",
+            })
+        wf = self.services.get("workflow")
+        if wf is not None:
+            out["Sachbearbeitung (clerk view)"] = f"{wf.url}/sachbearbeitung"
+        for component in self.components:
+            out.update(component.urls())
+        return out
+
+    def start_simulator(self, rate: float, seed: int) -> None:
+        """Demo traffic as a background process (`kp stack up --detach`); `kp stack down` ends it."""
+        assert self.demo_key
+        log_path = self.run_dir / "logs" / "simulator.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
+        env = dict(os.environ, KP_SIMULATOR_API_KEY=self.demo_key)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kp.cli", "simulate", "--rate", str(rate), "--seed", str(seed),
+             "--ingest-url", self.services["ingest"].url],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        self.simulator_pid = proc.pid
+        self.write_state()
+
+    def write_state(self) -> None:
         state = {
             "kafka_bootstrap": self.kafka_bootstrap, "database_url": self.database_url,
             "kafka_pid": self.kafka.proc.pid if self.kafka and self.kafka.proc else None,
             "postgres_dir": str(self.postgres.root) if self.postgres else None,
             "services": {n: {"url": s.url, "pid": s.proc.pid if s.proc else None} for n, s in self.services.items()},
+            "components": [c.name for c in self.components],
+            "urls": self.urls(),
+            "simulator_pid": self.simulator_pid,
+            "demo_key": self.demo_key,
         }
-        (self.run_dir / "stack.json").write_text(json.dumps(state, indent=2))
+        path = self.run_dir / "stack.json"
+        path.touch(mode=0o600)  # holds the demo ingest key
+        path.write_text(json.dumps(state, indent=2))
+
+
+def component_factories(demo: bool) -> list[ComponentFactory]:
+    """The optional components of `kp stack up`: the demo E-Akte with the demo data, then the registered ones."""
+    from kp.eakte import DemoEAkte
+
+    return [*([DemoEAkte] if demo else []), *OPTIONAL_COMPONENTS]
 
 
 def read_state(run_dir: Path) -> dict[str, object] | None:
     path = run_dir / "stack.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def purge_data(run_dir: Path) -> None:
+    """Delete a stopped stack's data: the database cluster (also when it lives outside) and the run folder."""
+    PostgresNode(run_dir / "postgres").remove()
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def service_url(state: dict[str, object], name: str) -> str | None:
+    """The URL of a service of a running stack's state, if it has one."""
+    services = state.get("services") or {}
+    if isinstance(services, dict) and isinstance(services.get(name), dict):
+        return str(services[name]["url"])
+    return None
+
+
+def pid_alive(pid: int) -> bool:
+    return _pid_alive(pid)
 
 
 def stop_from_state(run_dir: Path) -> list[str]:
@@ -198,11 +308,22 @@ def stop_from_state(run_dir: Path) -> list[str]:
         return stopped
     services = state.get("services") or {}
     assert isinstance(services, dict)
+    simulator_pid = state.get("simulator_pid")
+    if isinstance(simulator_pid, int) and _pid_alive(simulator_pid):
+        _stop_pid(simulator_pid)
+        stopped.append("simulator")
     for name, info in services.items():
         pid = info.get("pid")
         if pid and _pid_alive(pid):
             _stop_pid(pid)
             stopped.append(name)
+    started = state.get("components") or []
+    assert isinstance(started, list)
+    for factory in reversed(component_factories(demo=True)):
+        component = factory(run_dir)
+        if component.name in started:
+            component.stop()
+            stopped.append(component.name)
     if state.get("kafka_pid"):
         KafkaNode(run_dir / "kafka").stop()
         stopped.append("kafka")

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 KAFKA_VERSION = "4.1.1"
 HERE = Path(__file__).resolve().parent
@@ -82,6 +87,38 @@ def _stop_pid(pid: int, timeout: float = 20.0) -> None:
     if _pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------------------ optional components
+
+
+@runtime_checkable
+class Component(Protocol):
+    """An optional part of the local stack (for example an identity provider), started after PostgreSQL and
+    Kafka and before the services. It keeps its own files under `run_dir / name` so that `stop` also works
+    in a later process (`kp stack down`)."""
+
+    name: str
+
+    def start(self, database_url: str) -> None:
+        """Start (or reuse) the component; may use the stack's PostgreSQL."""
+
+    def stop(self) -> None:
+        """Stop the component, also when it was started by another process."""
+
+    def service_env(self) -> dict[str, str]:
+        """Extra `KP_*` environment for the services, e.g. an issuer URL."""
+
+    def urls(self) -> dict[str, str]:
+        """User-facing URLs to print, label -> URL."""
+
+    def notes(self) -> list[str]:
+        """Further lines to print after start, e.g. the demo users."""
+
+
+ComponentFactory = Callable[[Path], Component]
+OPTIONAL_COMPONENTS: list[ComponentFactory] = []
+"""Factories (run folder -> component) that `kp stack up` starts after PostgreSQL, in this order."""
 
 
 # --------------------------------------------------------------------------------------------- Kafka
@@ -275,21 +312,45 @@ def _pg_version_key(path: str) -> int:
     return 0
 
 
+PG_SHARED_BASE = Path("/var/tmp")
+"""World-traversable base for the cluster's files when PostgreSQL runs as another OS user (see `pg_home`)."""
+
+
+def pg_home(root: Path) -> Path:
+    """Folder for the cluster's data, socket and log of the run folder `root`.
+
+    As an ordinary user that is `root` itself. As root, PostgreSQL runs as an unprivileged user who often
+    cannot enter the checkout (root's home or a `mktemp -d` folder are mode 0700), so the files go to a
+    per-checkout folder `/var/tmp/kommunal-pulse-<hash of root>` that this user owns (mode 0700).
+    """
+    if os.geteuid() != 0:
+        return root
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    return PG_SHARED_BASE / f"kommunal-pulse-{digest}"
+
+
 @dataclass
 class PostgresNode:
-    """A PostgreSQL cluster under `root`, listening on loopback only."""
+    """A PostgreSQL cluster for the run folder `root` (files in `pg_home(root)`), listening on loopback only."""
 
     root: Path
     port: int = 0
     user: str = "kp"
     database: str = "kommunal_pulse"
+    home: Path = field(init=False)
+    """Where data, socket and log live: `pg_home(root)`."""
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
+        self.home = pg_home(self.root)
 
     @property
     def url(self) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "postgres.log"
 
     def _run(self, args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, LC_ALL="C.UTF-8", LANG="C.UTF-8")
@@ -299,16 +360,38 @@ class PostgresNode:
             cmd = ["runuser", "-u", _pg_os_user(), "--", *args]
         return subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, **kw)  # type: ignore[call-overload, no-any-return]
 
+    def _prepare_home(self) -> None:
+        """Create the cluster's folder; as root hand it to the server's user and check that it can reach it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.home == self.root:
+            (self.home / "sock").mkdir(exist_ok=True)
+            return
+        owner = _pg_os_user()
+        uid = pwd.getpwnam(owner).pw_uid
+        self.home.mkdir(mode=0o700, exist_ok=True)
+        info = self.home.lstat()
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+            raise StackError(f"{self.home} is not a plain folder; remove it and start again")
+        if info.st_uid not in (0, uid):
+            raise StackError(f"{self.home} belongs to uid {info.st_uid}, not to {owner} or root; remove it and "
+                             "start again")
+        (self.home / "sock").mkdir(mode=0o700, exist_ok=True)
+        for path in (self.home, self.home / "sock"):
+            os.chown(path, uid, uid, follow_symlinks=False)
+            os.chmod(path, 0o700)
+        probe = self._run(["test", "-w", str(self.home / "sock")])
+        if probe.returncode != 0:
+            raise StackError(
+                f"the PostgreSQL server runs as the OS user {owner!r}, who cannot write to {self.home}. "
+                f"Make {PG_SHARED_BASE} traversable for that user (chmod o+x), or set KP_DATABASE_URL to an "
+                "existing server."
+            )
+
     def start(self, timeout: float = 60.0) -> None:
         bindir = pg_bindir()
-        data = self.root / "data"
-        sockets = self.root / "sock"
-        self.root.mkdir(parents=True, exist_ok=True)
-        sockets.mkdir(exist_ok=True)
-        if os.geteuid() == 0:
-            owner = _pg_os_user()
-            shutil.chown(self.root, owner, owner)
-            shutil.chown(sockets, owner, owner)
+        data = self.home / "data"
+        sockets = self.home / "sock"
+        self._prepare_home()
         state_file = self.root / "port"
         if state_file.exists() and not self.port and port_is_free(int(state_file.read_text())):
             self.port = int(state_file.read_text())
@@ -320,19 +403,24 @@ class PostgresNode:
                 "-E", "UTF8", "--locale=C.UTF-8", "--no-sync",
             ])
             if res.returncode != 0:
-                raise StackError(f"initdb failed:\n{res.stdout}\n{res.stderr}")
+                raise StackError(
+                    f"initdb failed:\n{res.stdout}\n{res.stderr}\nThe cluster lives in {self.home}; the server's "
+                    "OS user must be able to create it there. Remove that folder to start from scratch, or set "
+                    "KP_DATABASE_URL to an existing server."
+                )
         opts = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {sockets} -c fsync=on "
             "-c max_connections=200 -c shared_buffers=128MB"
         )
         res = self._run([
-            str(bindir / "pg_ctl"), "-D", str(data), "-l", str(self.root / "postgres.log"),
+            str(bindir / "pg_ctl"), "-D", str(data), "-l", str(self.log_path),
             "-o", opts, "-w", "-t", str(int(timeout)), "start",
         ])
         if res.returncode != 0:
-            log = (self.root / "postgres.log")
+            log = self.log_path
             tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-            raise StackError(f"PostgreSQL did not start:\n{res.stdout}\n{res.stderr}\n{tail}")
+            raise StackError(f"PostgreSQL did not start (cluster in {self.home}):\n{res.stdout}\n{res.stderr}\n"
+                             f"{tail}")
         self._ensure_database(bindir)
 
     def _ensure_database(self, bindir: Path) -> None:
@@ -352,16 +440,18 @@ class PostgresNode:
                 raise StackError(f"creating database failed: {res.stderr}")
 
     def stop(self, mode: str = "fast") -> None:
-        data = self.root / "data"
+        data = self.home / "data"
         if not (data / "postmaster.pid").exists():
             return
         self._run([str(pg_bindir() / "pg_ctl"), "-D", str(data), "-m", mode, "-w", "stop"])
 
+    def remove(self) -> None:
+        """Delete the cluster's files (after `stop`); the run folder itself is the caller's."""
+        shutil.rmtree(self.home if self.home != self.root else self.root, ignore_errors=True)
+
 
 def _pg_os_user() -> str:
     """Unprivileged OS user that owns the cluster when we run as root."""
-    import pwd
-
     for name in ("postgres", "nobody"):
         with contextlib.suppress(KeyError):
             pwd.getpwnam(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import ClassVar
 
@@ -19,9 +20,40 @@ from pythonjsonlogger.json import JsonFormatter
 from shared.asyncapi import Contract, with_contracts
 from shared.db import open_pools
 
+OWN_HANDLER_LOGGERS = ("faststream", "faststream.access.kafka")
+"""Loggers that FastStream gives a coloured plain-text handler of its own (created lazily, so they are claimed
+here first: FastStream adds no handler to a logger that already writes to stdout)."""
+STARTUP_GRACE_S = 120.0
+TRANSIENT_AT_START = ("GroupCoordinatorNotAvailableError", "CoordinatorLoadInProgressError",
+                      "NotCoordinatorForGroupError")
+"""Kafka errors every consumer sees while a fresh broker elects its group coordinator; aiokafka retries them."""
+
+
+class StartupNoiseFilter(logging.Filter):
+    """Logs aiokafka's expected coordinator errors of the first minutes as INFO; later they stay ERROR."""
+
+    def __init__(self, grace_s: float = STARTUP_GRACE_S) -> None:
+        super().__init__()
+        self.until = time.monotonic() + grace_s
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (record.levelno == logging.ERROR and record.name.startswith("aiokafka")
+                and time.monotonic() < self.until
+                and any(name in record.getMessage() for name in TRANSIENT_AT_START)):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+class NoColourFilter(logging.Filter):
+    """Drops uvicorn's `color_message` (the message again, with ANSI colour codes) from the JSON lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)
+        return True
+
 
 def setup_logging(level: str = "INFO", json_logs: bool = True) -> None:
-    """Log to stdout, one JSON object per line (or plain text for local debugging)."""
+    """Log to stdout, one JSON object per line (or plain text for local debugging), third-party loggers too."""
     handler = logging.StreamHandler(sys.stdout)
     if json_logs:
         handler.setFormatter(
@@ -29,9 +61,20 @@ def setup_logging(level: str = "INFO", json_logs: bool = True) -> None:
         )
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(StartupNoiseFilter())
+    handler.addFilter(NoColourFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Libraries that attached handlers of their own (plain text, colour codes) write through ours instead.
+    for name, existing in list(logging.root.manager.loggerDict.items()):
+        if isinstance(existing, logging.Logger) and existing.handlers and name not in OWN_HANDLER_LOGGERS:
+            existing.handlers.clear()
+            existing.propagate = True
+    for name in OWN_HANDLER_LOGGERS:
+        lg = logging.getLogger(name)
+        lg.handlers[:] = [handler]
+        lg.propagate = False
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
 

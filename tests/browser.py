@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, BrowserContext, Request, async_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -37,10 +39,37 @@ async def launch() -> AsyncIterator[Browser]:
             await browser.close()
 
 
-LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+"""Hosts a page of the product may request: this machine only."""
 
 
 def assert_only_local_hosts(hosts: set[str]) -> None:
     """Every request a browser test made went to this machine (pages must work offline, with no trackers)."""
     assert hosts, "the browser sent no request at all"
     assert hosts <= LOCAL_HOSTS, f"requests left the host: {sorted(hosts - LOCAL_HOSTS)}"
+
+
+
+class HostGuard:
+    """Records every request of a browser context that goes to another host than this machine."""
+
+    def __init__(self) -> None:
+        self.foreign: list[str] = []
+
+    def _seen(self, request: Request) -> None:
+        parts = urlsplit(request.url)
+        if parts.scheme in ("data", "blob", "about"):
+            return
+        if parts.hostname not in LOCAL_HOSTS:
+            self.foreign.append(request.url)
+
+    def assert_local_only(self) -> None:
+        assert self.foreign == [], f"requests left the host: {self.foreign}"
+
+
+async def local_context(browser: Browser, **options: Any) -> tuple[BrowserContext, HostGuard]:
+    """A new browser context whose requests to other hosts are recorded in the returned guard."""
+    context = await browser.new_context(**options)
+    guard = HostGuard()
+    context.on("request", guard._seen)
+    return context, guard

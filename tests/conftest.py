@@ -7,7 +7,6 @@ Uses KP_KAFKA_BOOTSTRAP / KP_DATABASE_URL when both are set; otherwise starts it
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -30,8 +29,7 @@ def stack() -> Iterator[LocalStack]:
     try:
         yield s
     finally:
-        s.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        s.purge()
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from faststream.kafka import KafkaBroker
 from services.aggregator.handlers import build_router, run_dedup_cleanup, run_lag_refresh
 from services.aggregator.metrics import AggregatorMetrics
 from services.aggregator.settings import AggregatorSettings
+from shared.apidocs import install_api_docs
 from shared.asyncapi import CONTRACTS, REJECTED
 from shared.db import create_pool
 from shared.http_metrics import install_http_metrics
@@ -51,7 +52,9 @@ def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
             await broker.stop()  # finishes the batch in flight, then leaves the group
             await pool_holder["pool"].close()
 
-    app = FastAPI(title="Kommunal-Pulse Aggregator", version="1.0.0", lifespan=lifespan)
+    app = FastAPI(title="Kommunal-Pulse Aggregator", version="1.0.0", lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
+    install_api_docs(app)
     app.state.settings = settings
     app.state.broker = broker
     app.state.metrics = metrics

@@ -24,6 +24,7 @@ from services.ingest.metrics import IngestMetrics, RequestMetricsMiddleware
 from services.ingest.repository import KafkaSink
 from services.ingest.service import ApiKey, Authenticator, Policy, ProblemError, RateLimiter, Runtime
 from services.ingest.settings import IngestSettings
+from shared.apidocs import install_api_docs
 from shared.db import create_pool
 from shared.events import usage_event_adapter
 from shared.http_metrics import install_http_metrics
@@ -85,9 +86,10 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             await pool.close()
 
     app = FastAPI(
-        title="Kommunal-Pulse Ingest", version="1.0.0", lifespan=lifespan,
+        title="Kommunal-Pulse Ingest", version="1.0.0", lifespan=lifespan, docs_url=None, redoc_url=None,
         description="Front door for usage events of online-service platforms. Errors are RFC 9457 problem details.",
     )
+    install_api_docs(app)
     app.state.settings = settings
     app.state.registry = registry
     app.state.metrics = metrics

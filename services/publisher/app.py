@@ -19,6 +19,7 @@ from services.publisher.dashboard import router as dashboard_router
 from services.publisher.dashboard import static_files
 from services.publisher.portal import install as install_portal
 from services.publisher.settings import PublisherSettings
+from shared.apidocs import install_api_docs
 from shared.db import create_pool
 from shared.http_metrics import install_http_metrics
 from shared.observability import install_ops
@@ -43,7 +44,9 @@ def create_app(settings: PublisherSettings | None = None) -> FastAPI:
             await app.state.changes.stop()
             await app.state.pool.close()
 
-    app = FastAPI(title="Kommunal-Pulse Open Data", version="1.0.0", lifespan=lifespan)
+    app = FastAPI(title="Kommunal-Pulse Open Data", version="1.0.0", lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
+    install_api_docs(app)
     app.state.settings = settings
     app.state.changes = ChangeTracker(settings.database_url, settings.change_poll_s)
     app.state.etags = VersionedCache(settings.etag_cache_size)

@@ -84,6 +84,18 @@ class Chart:
     def empty(self) -> bool:
         return not any(v.value is not None or v.suppressed for s in self.series for v in s.values)
 
+    def blank_reason(self, k: int) -> str | None:
+        """Why the chart has nothing to draw (German), or None when it has; an axis alone never shows."""
+        values = [v for s in self.series for v in s.values]
+        if any(v.known and v.value for v in values):
+            return None
+        if any(v.suppressed for v in values):
+            return (f"Alle Werte liegen unter {k} Fällen und werden zum Schutz der Privatsphäre nicht "
+                    "veröffentlicht. Ein längerer Zeitraum oder die Monatsansicht fasst mehr Fälle zusammen.")
+        if any(v.known for v in values):
+            return "Im gewählten Zeitraum gab es hierzu keine Fälle."
+        return "Für die gewählten Filter liegen keine Daten vor."
+
     def data(self, k: int) -> dict[str, Any]:
         """The numbers for the browser (data island): exactly what the table shows."""
         return {
@@ -436,8 +448,9 @@ def service_options(selected: str | None = None) -> list[tuple[str, str]]:
 def summary(chart: Chart, k: int) -> str:
     """Text alternative of a chart (aria-label): what it shows and, when short, every value."""
     kind = "Liniendiagramm" if chart.kind == "line" else "Balkendiagramm"
-    if chart.empty:
-        return f"{kind}: {chart.title}. Für die gewählten Filter liegen keine Daten vor."
+    reason = chart.blank_reason(k)
+    if reason is not None:
+        return f"{kind}: {chart.title}. {reason}"
     text = f"{kind}: {chart.title}."
     if len(chart.categories) * len(chart.series) <= 24:
         parts = []

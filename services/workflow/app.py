@@ -27,6 +27,7 @@ from services.workflow.relay import RELAY_REASONS, make_relay_producer, run_rela
 from services.workflow.service import Engine
 from services.workflow.settings import WorkflowSettings
 from services.workflow.views import views
+from shared.apidocs import install_api_docs
 from shared.asyncapi import CONTRACTS
 from shared.db import track_pool
 from shared.http_metrics import install_http_metrics
@@ -122,7 +123,9 @@ def create_app(settings: WorkflowSettings | None = None, *, clock: Clock | None 
                 await asyncio.to_thread(engine.eakte.close)
             await pool.close()
 
-    app = FastAPI(title="Kommunal-Pulse Workflow", version="1.0.0", lifespan=lifespan)
+    app = FastAPI(title="Kommunal-Pulse Workflow", version="1.0.0", lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
+    install_api_docs(app)
     app.state.settings = settings
     app.state.engine = engine
     app.state.metrics = metrics

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kp.local import purge_data
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -22,7 +23,7 @@ def _start(run_dir: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if k not in ("KP_KAFKA_BOOTSTRAP", "KP_DATABASE_URL")}
     env["KP_RUN_DIR"] = str(run_dir)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kp.cli", "stack", "up", "--rate", "200", "--seed", "3", "--no-keycloak"],
+        [sys.executable, "-m", "kp.cli", "stack", "up", "--rate", "200", "--seed", "3", "--no-keycloak", "--no-demo-data"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     urls: dict[str, str] = {}
@@ -75,4 +76,4 @@ class TestStackUp:
             finally:
                 _stop(proc)
         finally:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            purge_data(run_dir)  # the run folder and the cluster (outside it as root)

@@ -55,7 +55,7 @@ class FaultStack:
         return self.kafka.proc is not None and self.kafka.proc.poll() is None
 
     def postgres_running(self) -> bool:
-        return (self.postgres.root / "data" / "postmaster.pid").exists()
+        return (self.postgres.home / "data" / "postmaster.pid").exists()
 
     def ensure_up(self) -> None:
         """Bring back whatever a previous test stopped or killed; wait until every service is ready."""
@@ -103,6 +103,7 @@ def faults() -> Iterator[FaultStack]:
     finally:
         fs.stop()
         if not os.environ.get("KP_FAULTS_KEEP"):  # keep the logs for a post-mortem when asked to
+            postgres.remove()
             shutil.rmtree(run_dir, ignore_errors=True)
 
 

@@ -313,7 +313,7 @@ class TestPostgresRestart:
             agg.stop()
         finally:
             node.stop(mode="immediate")
-            shutil.rmtree(node.root, ignore_errors=True)
+            node.remove()
 
 
 class TestRebalance:

@@ -18,7 +18,7 @@ from playwright.async_api import Browser, Page
 
 from kp.local import LocalStack, ServiceProcess
 from shared.reference import municipalities
-from tests.browser import ARTIFACTS, AXE, launch, require_browser
+from tests.browser import ARTIFACTS, AXE, launch, local_context, require_browser
 
 ROOT = Path(__file__).resolve().parents[2]
 GIESSEN = next(m for m in municipalities() if m.ags == "06531005")
@@ -43,8 +43,9 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture
 async def page(browser: Browser) -> AsyncIterator[Page]:
-    context = await browser.new_context(locale="de-DE", viewport={"width": 1280, "height": 900})
+    context, guard = await local_context(browser, locale="de-DE", viewport={"width": 1280, "height": 900})
     p = await context.new_page()
+    p.guard = guard  # type: ignore[attr-defined]
     errors: list[str] = []
     p.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     p.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -52,6 +53,7 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     p.errors = errors  # type: ignore[attr-defined]
     try:
         yield p
+        guard.assert_local_only()  # every test of this module: no request left the host
     finally:
         await context.close()
 
@@ -236,6 +238,21 @@ class TestHessenDashboard:
         await page.screenshot(path=str(ARTIFACTS / "dashboard-hessen-mobile.png"), full_page=True)
         assert page.errors == []  # type: ignore[attr-defined]
 
+
+
+class TestApiDocs:
+    async def test_swagger_ui_renders_the_openapi_document_without_internet(
+        self, publisher: ServiceProcess, page: Page
+    ) -> None:
+        resp = await page.goto(f"{publisher.url}/docs")
+        assert resp is not None
+        assert resp.status == 200
+        title = page.locator(".swagger-ui .info .title")
+        await title.wait_for()
+        assert (await title.inner_text()).startswith("Kommunal-Pulse Open Data")
+        await page.locator(".opblock").first.wait_for()
+        assert page.errors == []  # type: ignore[attr-defined]
+        # the page fixture then asserts that no request left the host
 
 def test_vendored_chart_library_matches_npm_package() -> None:
     vendored = ROOT / "services" / "publisher" / "static" / "vendor" / "chartjs" / "chart.umd.min.js"

@@ -16,7 +16,7 @@ from playwright.async_api import Browser, Page
 
 from kp.local import LocalStack, ServiceProcess
 from services.publisher.portal import service
-from tests.browser import ARTIFACTS, AXE, launch, require_browser
+from tests.browser import ARTIFACTS, AXE, launch, local_context, require_browser
 from tests.factories import MARBURG, OFFENBACH, portal_dataset
 
 CSV = b"standort,stellplaetze,gebuehr_euro\nMarktplatz,120,1.50\nBahnhof,340,1.00\nHafen,80,2.00\n"
@@ -37,9 +37,10 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 async def _page(browser: Browser, width: int, height: int) -> tuple[Page, list[str]]:
-    context = await browser.new_context(locale="de-DE", viewport={"width": width, "height": height})
+    """A page whose `errors` also list every request that left the host (each test asserts `errors == []`)."""
+    context, guard = await local_context(browser, locale="de-DE", viewport={"width": width, "height": height})
     p = await context.new_page()
-    errors: list[str] = []
+    errors: list[str] = guard.foreign
     p.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     p.on("pageerror", lambda exc: errors.append(str(exc)))
     return p, errors
@@ -79,6 +80,7 @@ class TestSearchPage:
     ) -> None:
         page, errors = await _page(browser, 1280, 900)
         await page.goto(f"{publisher.url}/portal")
+        assert await page.title() == "Datensätze \u2013 Kommunal-Pulse Datenportal"
         await page.get_by_label("Suchbegriff").fill(f"Parkplatz {seeded['tag']}")
         await page.get_by_role("button", name="Suchen").click()
         await page.wait_for_url("**/portal?q=*")
@@ -138,9 +140,10 @@ class TestSearchPage:
         async with httpx.AsyncClient(base_url=publisher.url) as c:
             r = await c.delete(f"/v1/portal/datasets/{seeded['air']['name']}", headers={"X-API-Key": key})
         assert r.status_code == 200
-        page, _ = await _page(browser, 1280, 900)
+        page, errors = await _page(browser, 1280, 900)
         resp = await page.goto(f"{publisher.url}/portal/datensaetze/{seeded['air']['name']}")
         assert resp is not None
         assert resp.status == 410
         assert await page.locator("h1").inner_text() == "Datensatz zurückgezogen"
+        assert [e for e in errors if "410" not in e] == []  # the page's own 410 is logged as a console error
         await page.context.close()

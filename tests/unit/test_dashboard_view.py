@@ -86,6 +86,24 @@ class TestMunicipalityCharts:
         assert _charts()["bearbeitungsdauer"].empty
         assert not _charts()["nutzung"].empty
 
+    def test_a_chart_with_nothing_to_draw_says_why_in_german(self) -> None:
+        charts = _charts()
+        assert charts["bearbeitungsdauer"].blank_reason(5) == "Für die gewählten Filter liegen keine Daten vor."
+        assert charts["nutzung"].blank_reason(5) is None
+        suppressed = view.municipality_charts(
+            PER_PERIOD, [_cell("", "payment", None, "paypal", suppressed=True),
+                         _cell("", "feedback", None, "5", suppressed=True)], [], F, "", 5, "Offenbach am Main")
+        by_id = {c.id: c for c in suppressed}
+        for chart_id in ("zahlarten", "zufriedenheit"):
+            reason = by_id[chart_id].blank_reason(5)
+            assert reason is not None
+            assert "unter 5 Fällen" in reason
+            assert reason in view.summary(by_id[chart_id], 5)
+        no_cases = view.municipality_charts(
+            PER_PERIOD, [_cell("", "feedback_count", 0)], [], F, "", 5, "Offenbach am Main")
+        assert {c.id: c for c in no_cases}["zufriedenheit"].blank_reason(5) == (
+            "Im gewählten Zeitraum gab es hierzu keine Fälle.")
+
 
     def test_completion_time_buckets_in_order_with_percentiles(self) -> None:
         chart = _charts()["ausfuelldauer"]
