@@ -23,7 +23,8 @@ def _start(run_dir: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if k not in ("KP_KAFKA_BOOTSTRAP", "KP_DATABASE_URL")}
     env["KP_RUN_DIR"] = str(run_dir)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kp.cli", "stack", "up", "--rate", "200", "--seed", "3", "--no-keycloak", "--no-demo-data"],
+        [sys.executable, "-m", "kp.cli", "stack", "up", "--rate", "200", "--seed", "3", "--no-keycloak",
+         "--no-demo-data"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     urls: dict[str, str] = {}
