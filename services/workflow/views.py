@@ -27,6 +27,7 @@ from services.workflow.definitions import Definition, HumanStep
 from services.workflow.oidc import OidcError
 from services.workflow.service import Engine, NotFound, WorkflowError
 from services.workflow.sessions import LOGIN_COOKIE, SESSION_COOKIE
+from shared.events.text import refused_character
 from shared.reference import municipalities
 
 log = logging.getLogger(__name__)
@@ -91,9 +92,11 @@ async def _viewer(request: Request, authorization: str | None) -> Viewer | None:
         principal: Principal = await request.app.state.verifier.verify(authorization[7:].strip())
         viewer = Viewer(principal, principal.subject, None)
     else:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if not cookie:
+            return None
         async with request.app.state.pool.acquire() as conn:
-            session = await sessions.load(conn, request.app.state.settings, request.cookies.get(SESSION_COOKIE),
-                                          _now())
+            session = await sessions.load(conn, request.app.state.settings, cookie, _now())
         if session is None:
             return None
         viewer = Viewer(session.principal, session.display_name, session.csrf_token)
@@ -312,13 +315,34 @@ async def _case_page(request: Request, viewer: Viewer, case_id: UUID, hinweis: s
         and task["due_at"] < _now())
 
 
+def _uuid(value: str) -> UUID | None:
+    """Path ids are parsed after the sign-in check, so a stranger learns nothing from a 422."""
+    try:
+        return UUID(value)
+    except ValueError:
+        return None
+
+
+def _reason(form: dict[str, str]) -> str | None:
+    """The clerk's free-text reason, trimmed; None if it holds a character the contracts refuse."""
+    reason = (form.get("begruendung") or "").strip()[:500]
+    return None if refused_character(reason, multiline=True) else reason
+
+
+NOT_FOUND = "Diese Aufgabe wurde nicht gefunden."
+BAD_REASON = "Die Begründung enthält Steuerzeichen. Bitte nur Text eingeben."
+
+
 @views.get(f"{BASE}/vorgaenge/{{case_id}}", response_class=HTMLResponse)
-async def case_page(case_id: UUID, request: Request, hinweis: str | None = None,
+async def case_page(case_id: str, request: Request, hinweis: str | None = None,
                     authorization: Annotated[str | None, Header()] = None) -> Response:
     viewer = await _guard(request, authorization)
     if isinstance(viewer, HTMLResponse):
         return viewer
-    return await _case_page(request, viewer, case_id, hinweis=hinweis)
+    case_uuid = _uuid(case_id)
+    if case_uuid is None:
+        return _render("fehler.html", status=404, viewer=viewer, fehler="Dieser Vorgang wurde nicht gefunden.")
+    return await _case_page(request, viewer, case_uuid, hinweis=hinweis)
 
 
 async def _action_guard(request: Request, authorization: str | None,
@@ -343,17 +367,21 @@ WORKFLOW_CONFLICT = "Die Aufgabe ist nicht mehr offen: sie wurde inzwischen übe
 
 
 @views.post(f"{BASE}/aufgaben/{{task_id}}/uebernehmen")
-async def claim(task_id: UUID, request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
+async def claim(task_id: str, request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
     guarded = await _action_guard(request, authorization)
     if isinstance(guarded, HTMLResponse):
         return guarded
     viewer, form = guarded
+    task_uuid = _uuid(task_id)
+    if task_uuid is None:
+        return _render("fehler.html", status=404, viewer=viewer, fehler=NOT_FOUND)
     engine: Engine = request.app.state.engine
     try:
         async with request.app.state.pool.acquire() as conn, conn.transaction():
-            task = await engine.claim_task(conn, task_id, viewer.principal.actor, set(viewer.principal.municipalities))
+            task = await engine.claim_task(conn, task_uuid, viewer.principal.actor,
+                                           set(viewer.principal.municipalities))
     except NotFound:
-        return _render("fehler.html", status=404, viewer=viewer, fehler="Diese Aufgabe wurde nicht gefunden.")
+        return _render("fehler.html", status=404, viewer=viewer, fehler=NOT_FOUND)
     except WorkflowError:
         return _render("fehler.html", status=409, viewer=viewer, fehler=WORKFLOW_CONFLICT)
     back = form.get("ziel")
@@ -363,38 +391,48 @@ async def claim(task_id: UUID, request: Request, authorization: Annotated[str | 
 
 
 @views.post(f"{BASE}/aufgaben/{{task_id}}/erledigen")
-async def complete(task_id: UUID, request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
+async def complete(task_id: str, request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
     guarded = await _action_guard(request, authorization)
     if isinstance(guarded, HTMLResponse):
         return guarded
     viewer, form = guarded
+    task_uuid = _uuid(task_id)
+    if task_uuid is None:
+        return _render("fehler.html", status=404, viewer=viewer, fehler=NOT_FOUND)
     engine: Engine = request.app.state.engine
-    decision, reason = form.get("entscheidung", ""), (form.get("begruendung") or "").strip()[:500] or None
+    decision, reason = form.get("entscheidung", ""), _reason(form)
+    if reason is None:
+        return _render("fehler.html", status=422, viewer=viewer, fehler=BAD_REASON)
     if decision not in labels.DECISIONS:
         return _render("fehler.html", status=422, viewer=viewer, fehler="Bitte wählen Sie eine Entscheidung.")
     try:
         async with request.app.state.pool.acquire() as conn, conn.transaction():
-            await engine.complete_task(conn, task_id, decision, viewer.principal.actor,
-                                       set(viewer.principal.municipalities), reason)
+            await engine.complete_task(conn, task_uuid, decision, viewer.principal.actor,
+                                       set(viewer.principal.municipalities), reason or None)
     except NotFound:
-        return _render("fehler.html", status=404, viewer=viewer, fehler="Diese Aufgabe wurde nicht gefunden.")
+        return _render("fehler.html", status=404, viewer=viewer, fehler=NOT_FOUND)
     except WorkflowError:
         return _render("fehler.html", status=409, viewer=viewer, fehler=WORKFLOW_CONFLICT)
     return RedirectResponse(f"{BASE}?hinweis=erledigt", status_code=303)
 
 
 @views.post(f"{BASE}/aufgaben/{{task_id}}/umverteilen")
-async def reassign(task_id: UUID, request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
+async def reassign(task_id: str, request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
     """Team lead: move a task to another queue of its step (it is open there again), with a reason."""
     guarded = await _action_guard(request, authorization, team_lead=True)
     if isinstance(guarded, HTMLResponse):
         return guarded
     viewer, form = guarded
+    task_uuid = _uuid(task_id)
+    if task_uuid is None:
+        return _render("fehler.html", status=404, viewer=viewer, fehler=NOT_FOUND)
     engine: Engine = request.app.state.engine
-    reason = (form.get("begruendung") or "").strip()[:500]
+    reason = _reason(form)
+    if reason is None:
+        return _render("fehler.html", status=422, viewer=viewer, fehler=BAD_REASON)
     try:
         async with request.app.state.pool.acquire() as conn, conn.transaction():
-            task = await repository.get_task(conn, task_id)
+            task = await repository.get_task(conn, task_uuid)
             case = await repository.get_case(conn, task["case_id"]) if task else None
             if task is None or case is None:
                 raise NotFound("task")
@@ -402,10 +440,10 @@ async def reassign(task_id: UUID, request: Request, authorization: Annotated[str
             if form.get("queue") not in _queue_choices(definition, task["step"], case["municipality"]) or not reason:
                 return _render("fehler.html", status=422, viewer=viewer,
                                fehler="Bitte wählen Sie eine Warteschlange und geben Sie eine Begründung an.")
-            await engine.reassign_task(conn, task_id, viewer.principal.actor, set(viewer.principal.municipalities),
+            await engine.reassign_task(conn, task_uuid, viewer.principal.actor, set(viewer.principal.municipalities),
                                        form["queue"], None, reason)
     except NotFound:
-        return _render("fehler.html", status=404, viewer=viewer, fehler="Diese Aufgabe wurde nicht gefunden.")
+        return _render("fehler.html", status=404, viewer=viewer, fehler=NOT_FOUND)
     except WorkflowError:
         return _render("fehler.html", status=409, viewer=viewer, fehler=WORKFLOW_CONFLICT)
     return RedirectResponse(f"{BASE}/vorgaenge/{task['case_id']}?hinweis=umverteilt", status_code=303)

@@ -16,8 +16,13 @@ from services.workflow.settings import WorkflowSettings
 from tests.integration.test_workflow_support import ISSUER, Signer
 
 # Routes open to anyone. A new route is protected unless it is added here on purpose.
-PUBLIC = {"/healthz", "/readyz", "/metrics", "/asyncapi.json", "/sachbearbeitung", "/sachbearbeitung/anmelden",
-          "/sachbearbeitung/vorgaenge/{case_id}"}
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/asyncapi.json", "/docs", "/sachbearbeitung/anmelden",
+          "/sachbearbeitung/anmeldung", "/sachbearbeitung/abmelden", "/sachbearbeitung/abgemeldet"}
+# Pages of the clerk view: they check the session (or a bearer token) inside the handler, before they parse an id
+# or read the form, and answer a stranger with the sign-in page (401).
+VIEW_PAGES = {"/sachbearbeitung", "/sachbearbeitung/vorgaenge/{case_id}",
+              "/sachbearbeitung/aufgaben/{task_id}/uebernehmen", "/sachbearbeitung/aufgaben/{task_id}/erledigen",
+              "/sachbearbeitung/aufgaben/{task_id}/umverteilen"}
 INVALID_BODIES = [b"{not json", b'{"decision": 42, "reason": "\\u0000", "unexpected": []}', b"[]", b"\x00\xff"]
 
 
@@ -45,7 +50,8 @@ class TestAuthenticationFirst:
     def test_every_route_outside_the_public_list_authenticates(self, app: FastAPI) -> None:
         protected = {r.path for r in protected_routes(app)}
         every = {r.path for r in api_routes(app.routes)}
-        assert every - protected <= PUBLIC, f"unprotected: {sorted(every - protected - PUBLIC)}"
+        unprotected = every - protected - PUBLIC - VIEW_PAGES
+        assert not unprotected, f"unprotected: {sorted(unprotected)}"
         assert {"/v1/tasks/{task_id}/complete", "/v1/callbacks/fit-connect", "/v1/cases"} <= protected
 
     @pytest.mark.parametrize("body", INVALID_BODIES)
@@ -76,3 +82,19 @@ class TestAuthenticationFirst:
         resp = await client.post("/v1/callbacks/fit-connect", content=b"{not json",
                                  headers={"Authorization": "Basic bWFsbG9yeTp4", "Content-Type": "application/json"})
         assert resp.status_code == 401
+
+
+class TestClerkViewSignInFirst:
+    @pytest.mark.parametrize("body", INVALID_BODIES)
+    async def test_stranger_gets_the_sign_in_page_whatever_the_id_and_form(
+        self, app: FastAPI, client: httpx.AsyncClient, body: bytes
+    ) -> None:
+        pages = [r for r in api_routes(app.routes) if r.path in VIEW_PAGES]
+        assert {r.path for r in pages} == VIEW_PAGES
+        for route in pages:
+            for method in sorted(route.methods - {"HEAD"}):
+                resp = await client.request(method, _path(route), content=body,
+                                            headers={"Content-Type": "application/x-www-form-urlencoded"},
+                                            params={"seite": "nope"})
+                assert resp.status_code == 401, (method, route.path, resp.status_code, resp.text[:200])
+                assert "Anmeldung" in resp.text
