@@ -87,13 +87,17 @@ COMMON: list[Poison] = [
     Poison("480 KB id", patched(id=HUGE_ID), ("invalid_event",)),
     Poison("record near the broker limit", patched(id="x" * NEAR_LIMIT), ("invalid_event",)),
     Poison("NUL-filled field near the limit", patched(source="\u0000" * (NEAR_LIMIT // 6)), ("invalid_event",)),
+    Poison("unknown municipality", patched(municipality="99999999"), ("invalid_event",)),
+    Poison("well-formed AGS of a non-member", patched(municipality="09162000"), ("invalid_event",)),
+    Poison("unknown LeiKa key", patched(service="00000000000000"), ("invalid_event",)),
 ]
 
 USAGE: list[Poison] = [
     *COMMON,
-    Poison("NUL in page (PostgreSQL refuses it)", patched_data(page="/antrag\u0000x"),
-           ("database_refused", "invalid_event")),
-    Poison("control characters in page", patched_data(page="/antrag\u0001\u007f"), (None, "invalid_event")),
+    Poison("NUL in page", patched_data(page="/antrag\u0000x"), ("invalid_event",)),
+    Poison("control characters in page", patched_data(page="/antrag\u0001\u007f"), ("invalid_event",)),
+    Poison("C1 control in page", patched_data(page="/antrag\u0085"), ("invalid_event",)),
+    Poison("page over its bound", patched_data(page="/" + "\u00e4" * 2000), ("invalid_event",)),
     Poison("step as string", patched_data(step="1"), ("invalid_event",)),
     Poison("stars out of range", patched_data(stars=9), ("invalid_event",)),
 ]

@@ -19,6 +19,7 @@ from kp.local import LocalStack
 from services.aggregator.app import create_app
 from services.aggregator.settings import AggregatorSettings
 from shared.kafka import Topic, ensure_topics
+from shared.reference import extra_members
 from tests.factories import usage_event
 from tests.integration.poison_support import (
     USAGE,
@@ -60,7 +61,11 @@ class AggLane:
         return f"workflow.events.rejected.poison-{self.unique}"
 
     def settings(self, database_url: str) -> AggregatorSettings:
+        # The lane's random keys are accepted as extra members, beside those other apps of this process use.
+        municipalities, services = extra_members()
         return AggregatorSettings(
+            extra_municipalities=tuple(sorted({*municipalities, self.ags})),
+            extra_services=tuple(sorted({*services, self.service})),
             environment="test", kafka_bootstrap=self.bootstrap, database_url=database_url,
             usage_topic=self.usage_topic, workflow_topic=self.workflow_topic, rejected_topic=self.usage_rejected,
             workflow_rejected_topic=self.workflow_rejected, consumer_group=f"agg-{self.unique}",
@@ -145,20 +150,35 @@ class TestUsageCorpus:
     async def test_the_record_postgres_refuses_is_isolated_from_a_full_batch(
         self, agg: AggLane, db: asyncpg.Connection
     ) -> None:
-        # One NUL page among 120 valid events on one partition: the batches holding it are split, the other
-        # 120 count, the bad one lands in the rejected topic with the database's reason and its position.
+        # A record the contract accepts but PostgreSQL refuses (here a trigger raises a data exception for one
+        # event id, standing in for any value check the contract does not know): the batches holding it are
+        # split, the other 120 count, the bad one lands in the rejected topic with the database's reason.
         events = [agg.page_viewed() for _ in range(121)]
-        events[60]["data"]["page"] = "/antrag\u0000x"
-        cases = [Poison(f"e{i}", lambda _g, e=e: js(e), (None,)) for i, e in enumerate(events)]
-        cases[60] = Poison("NUL page", lambda _g, e=events[60]: js(e), ("database_refused", "invalid_event"))
-        sent = await send(agg.bootstrap, agg.usage_topic, cases, agg.page_viewed, valid_after_each=0)
-        await settled(db, agg.bootstrap, f"agg-{agg.unique}", agg.usage_topic)
-        rejected = await read_rejected(agg.bootstrap, agg.usage_rejected, 1)
-        check_outcomes(sent, rejected, agg.usage_topic)
-        assert await kpi(db, agg.ags, "page_views") == {"hour": 120, "day": 120, "month": 120}
-        (bad,) = [r for r in rejected if r.topic == agg.usage_topic]
-        assert bad.replayable
-        assert b"\\u0000" in (bad.raw_value() or b"")
+        refused = events[60]["id"]
+        await db.execute(f"""
+            CREATE OR REPLACE FUNCTION refuse_{agg.unique}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF NEW.event_id = '{refused}'::uuid THEN
+                RAISE EXCEPTION 'value refused by a check' USING ERRCODE = '22023';
+              END IF;
+              RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse_{agg.unique} BEFORE INSERT ON agg_processed_events
+              FOR EACH ROW EXECUTE FUNCTION refuse_{agg.unique}();""")
+        try:
+            cases = [Poison(f"e{i}", lambda _g, e=e: js(e), (None,)) for i, e in enumerate(events)]
+            cases[60] = Poison("refused by PostgreSQL", lambda _g, e=events[60]: js(e), ("database_refused",))
+            sent = await send(agg.bootstrap, agg.usage_topic, cases, agg.page_viewed, valid_after_each=0)
+            await settled(db, agg.bootstrap, f"agg-{agg.unique}", agg.usage_topic)
+            rejected = await read_rejected(agg.bootstrap, agg.usage_rejected, 1)
+            check_outcomes(sent, rejected, agg.usage_topic)
+            assert await kpi(db, agg.ags, "page_views") == {"hour": 120, "day": 120, "month": 120}
+            (bad,) = [r for r in rejected if r.topic == agg.usage_topic]
+            assert bad.replayable
+            assert bad.event_id == refused
+        finally:
+            await db.execute(f"DROP TRIGGER refuse_{agg.unique} ON agg_processed_events;"
+                             f"DROP FUNCTION refuse_{agg.unique}()")
 
 
 class TestWorkflowCorpus:

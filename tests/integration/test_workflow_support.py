@@ -93,6 +93,7 @@ class WfEnv:
                 "secret_sha256": hashlib.sha256(self.platform_secret.encode()).hexdigest(),
                 "municipalities": ["06413000", "06534014"]}},
             "extra_municipalities": tuple(extra_members()[0]),
+            "extra_services": tuple(extra_members()[1]),
         }
         values.update(overrides)
         return WorkflowSettings(**values)
