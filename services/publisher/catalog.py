@@ -23,6 +23,7 @@ from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, XSD
 
 from services.publisher import catalog_repository
 from services.publisher.definitions import DEFINITIONS
+from shared import ckm
 from shared.db import Conn
 from shared.reference import Municipality, municipalities, municipality_by_ags
 
@@ -470,9 +471,7 @@ def kpi_dataset(
     json_url, csv_url = kpi_urls(base_url, family.key, m.ags if m else None)
     dashboard = f"{base_url}/dashboard/{m.ags}" if m else f"{base_url}/dashboard"
     attribution = f"{m.name if m else 'Kommunal-Pulse'}, Kommunal-Pulse Open Data, dl-de/by-2-0"
-    suppression = (
-        " Kleine Fallzahlen (unter 5) werden zum Schutz der Privatsphäre unterdrückt und als solche markiert."
-    )
+    suppression = f" {ckm.note_de()} (English: {ckm.note_en()})"
     return CatalogDataset(
         id=f"kpi-{family.key}-{m.ags if m else 'hessen'}",
         title=f"{family.title}: {where}",
