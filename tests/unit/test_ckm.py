@@ -98,7 +98,8 @@ class TestPerturbationTable:
         t = ckm.build_table(d, v)
         for row in t.rows[1:]:
             mean, var = _moments(row)
-            assert abs(mean) < 1e-4 and abs(var - v) < 1e-4  # probabilities rounded to 6 decimals
+            assert abs(mean) < 1e-4  # probabilities are rounded to 6 decimals
+            assert abs(var - v) < 1e-4
             assert max(abs(j) for j in row.deviations) <= d
 
     def test_infeasible_parameters_are_refused(self) -> None:
