@@ -9,8 +9,9 @@ the published count; the same records always give the same key and so the same p
 The table is the maximum-entropy construction the statistical offices' `ptable` tooling uses: for each true
 count i, the deviations j in [-D, D] that keep i + j >= 0 (and i + j = 0 or >= JS) get the distribution of
 largest entropy with mean 0 and variance V, p_i(j) proportional to exp(a*j + b*j^2), fitted by Newton's method
-on the convex dual. Zero stays zero (row 0 is j = 0 only). Rows from D + JS - 1 on are all alike (the whole
-range [-D, D] is allowed), so the table has rows 0 .. N_MAX and a count above N_MAX uses row N_MAX.
+on the convex dual. Zero stays zero (row 0 is j = 0 only). From some count N_MAX on (D when JS = 1) the whole
+range [-D, D] is allowed and all rows are alike, so the table has rows 0 .. N_MAX and a larger count uses row
+N_MAX.
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ def build_table(max_deviation: int = MAX_DEVIATION, variance: float = VARIANCE,
     if max_deviation < 1 or variance <= 0 or smallest_published < 1:
         raise ValueError("need D >= 1, V > 0 and JS >= 1")
     rows: list[PerturbationRow] = []
-    n_max = max_deviation + smallest_published - 1
+    # from this count on every deviation in [-D, D] is allowed, so all later rows are alike
+    n_max = max_deviation if smallest_published == 1 else max_deviation + smallest_published
     for i in range(n_max + 1):
         support = _support(i, max_deviation, smallest_published)
         p = _max_entropy(support, variance)

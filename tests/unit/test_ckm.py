@@ -91,7 +91,13 @@ class TestPerturbationTable:
 
     def test_regenerating_gives_the_same_table(self) -> None:
         assert ckm.build_table() == ckm.table()
-        assert ckm.table().n_max == ckm.MAX_DEVIATION + ckm.SMALLEST_PUBLISHED - 1
+
+    @pytest.mark.parametrize("js", [1, 2, 3])
+    def test_the_last_row_is_the_first_with_every_deviation(self, js: int) -> None:
+        t = ckm.build_table(3, 2.0 if js < 3 else 2.5, js)
+        full = tuple(range(-3, 4))
+        assert t.rows[-1].deviations == full
+        assert all(row.deviations != full for row in t.rows[:-1])
 
     @pytest.mark.parametrize(("d", "v"), [(2, 1.0), (3, 2.0), (4, 3.0)])
     def test_other_parameters_keep_their_properties(self, d: int, v: float) -> None:
