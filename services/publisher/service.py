@@ -4,6 +4,7 @@ types)."""
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -63,8 +64,9 @@ class Table:
     by_period: dict[Any, dict[tuple[str, str], int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for (p, m, d), v in self.cells.items():
-            self.by_period.setdefault(p, {})[(m, d)] = v
+        if not self.by_period:
+            for (p, m, d), v in self.cells.items():
+                self.by_period.setdefault(p, {})[(m, d)] = v
 
 
 def _add(into: dict[Any, Raw], key: Any, value: int, keys: int) -> None:
@@ -72,36 +74,75 @@ def _add(into: dict[Any, Raw], key: Any, value: int, keys: int) -> None:
     into[key] = (value, keys) if old is None else (old[0] + value, old[1] + keys)
 
 
+def _lookup(table: ckm.PerturbationTable | None) -> tuple[list[tuple[tuple[int, ...], tuple[int, ...]]], int]:
+    t = table or ckm.table()
+    return [(row.deviations, row.thresholds) for row in t.rows], t.n_max
+
+
 def perturbed(raw: dict[Any, Raw], table: ckm.PerturbationTable | None = None) -> dict[Any, int]:
     """Published value of each cell: its true count perturbed by the table at its cell key."""
-    t = table or ckm.table()
-    perturb, modulus = t.perturb, ckm.MODULUS
-    return {c: perturb(v, k % modulus) for c, (v, k) in raw.items()}
+    rows, last = _lookup(table)
+    modulus = ckm.MODULUS
+    out: dict[Any, int] = {}
+    for c, (v, k) in raw.items():
+        if v <= 0:
+            out[c] = 0
+        else:
+            devs, bounds = rows[v if v < last else last]
+            out[c] = v + devs[bisect_right(bounds, k % modulus)]
+    return out
 
 
 def build_tables(rows: Iterable[Any]) -> list[Table]:
     """Group stored rows (municipality, service, period_start, metric, dimension, value, key_sum) into tables of
     perturbed cells: each period's cells, the ratings count, and the range totals, each a cell of its own.
 
-    Only counts are published: stored sums of amounts and durations are dropped here."""
-    grouped: dict[tuple[str, str], dict[tuple[Any, str, str], Raw]] = defaultdict(dict)
+    Only counts are published: stored sums of amounts and durations are dropped here. (One pass per table
+    with plain dicts: this is the computed path of every KPI query.)"""
+    grouped: dict[tuple[str, str], list[tuple[Any, str, str, int, int]]] = defaultdict(list)
     counts = STORED_COUNTS
     for muni, svc, start, metric, dim, value, key_sum in rows:
         if metric in counts:
-            grouped[(muni, svc)][(start, metric, dim)] = (value, key_sum)
+            grouped[(muni, svc)].append((start, metric, dim, value, key_sum))
+    lookup, last = _lookup(None)
+    modulus = ckm.MODULUS
     tables = []
-    for (muni, svc), raw in sorted(grouped.items()):
-        periods = sorted({p for p, _, _ in raw})
-        extra: dict[tuple[Any, str, str], Raw] = {}
-        for (p, m, _), (v, k) in raw.items():
+    for (muni, svc), items in sorted(grouped.items()):
+        raw: dict[tuple[Any, str, str], Raw] = {}
+        total_v: dict[tuple[str, str], int] = {}
+        total_k: dict[tuple[str, str], int] = {}
+        fb_v: dict[Any, int] = {}
+        fb_k: dict[Any, int] = {}
+        for p, m, d, v, k in items:
+            raw[(p, m, d)] = (v, k)
+            md = (m, d)
+            total_v[md] = total_v.get(md, 0) + v
+            total_k[md] = total_k.get(md, 0) + k
             if m == "feedback":
-                _add(extra, (p, "feedback_count", ""), v, k)
-        raw.update({c: vk for c, vk in extra.items() if vk[0]})
-        totals: dict[tuple[Any, str, str], Raw] = {}
-        for (_, m, d), (v, k) in raw.items():
-            _add(totals, (TOTAL, m, d), v, k)
-        raw.update(totals)
-        tables.append(Table(muni, svc, periods, perturbed(raw), raw))
+                fb_v[p] = fb_v.get(p, 0) + v
+                fb_k[p] = fb_k.get(p, 0) + k
+        if fb_v:
+            for p, v in fb_v.items():
+                raw[(p, "feedback_count", "")] = (v, fb_k[p])
+            total_v[("feedback_count", "")] = sum(fb_v.values())
+            total_k[("feedback_count", "")] = sum(fb_k.values())
+        for md, v in total_v.items():
+            raw[(TOTAL, md[0], md[1])] = (v, total_k[md])
+        cells: dict[tuple[Any, str, str], int] = {}
+        by_period: dict[Any, dict[tuple[str, str], int]] = {}
+        for c, (v, k) in raw.items():
+            if v <= 0:
+                value = 0
+            else:
+                devs, bounds = lookup[v if v < last else last]
+                value = v + devs[bisect_right(bounds, k % modulus)]
+            cells[c] = value
+            period = by_period.get(c[0])
+            if period is None:
+                period = by_period[c[0]] = {}
+            period[(c[1], c[2])] = value
+        periods = sorted(p for p in by_period if p != TOTAL)
+        tables.append(Table(muni, svc, periods, cells, raw, by_period=by_period))
     return tables
 
 
@@ -132,15 +173,22 @@ def derived_values(c: dict[tuple[str, str], int]) -> list[tuple[str, str, float 
     if started > 0:
         for metric, part in (("conversion_rate", "sessions_submitted"), ("abandonment_rate", "sessions_abandoned")):
             out.append((metric, "", round(c.get((part, ""), 0) / started, 4), False))
-    stars = {d: v for (m, d), v in c.items() if m == "feedback"}
-    if sum(stars.values()) > 0:
-        mean = sum(int(d) * v for d, v in stars.items() if d.isdigit()) / sum(stars.values())
+    stars: dict[str, int] = {}
+    buckets: dict[str, dict[str, int]] = {"duration_le": {}, "processing_le": {}}
+    for (m, d), v in c.items():
+        if m == "feedback":
+            stars[d] = v
+        elif m in buckets:
+            buckets[m][d] = v
+    rated = sum(stars.values())
+    if rated > 0:
+        mean = sum(int(d) * v for d, v in stars.items() if d.isdigit()) / rated
         out.append(("mean_stars", "", round(mean, 2), False))
     for metric, bounds in (("duration", DURATION_BUCKETS_S), ("processing", PROCESSING_BUCKETS_S)):
-        buckets = {d: v for (m, d), v in c.items() if m == f"{metric}_le"}
-        if buckets:
+        counted = buckets[f"{metric}_le"]
+        if counted:
             for q, name in ((0.5, "p50"), (0.9, "p90")):
-                out.append((f"{metric}_{name}_s", "", percentile(buckets, bounds, q), False))
+                out.append((f"{metric}_{name}_s", "", percentile(counted, bounds, q), False))
     return out
 
 
