@@ -8,11 +8,13 @@ import csv
 import io
 import random
 import re
+import shutil
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -21,11 +23,13 @@ import orjson
 import pytest
 from asgi_lifespan import LifespanManager
 
-from kp.local import ServiceProcess
+from kp.local import LocalStack, ServiceProcess
+from services.aggregator.repository import upsert_kpis
 from services.aggregator.service import BERLIN
 from services.publisher.app import create_app
 from services.publisher.settings import PublisherSettings
 from shared import ckm
+from shared.db import migrate, migration_files
 from shared.reference import municipalities
 from tests.ckm_attack import Attack
 from tests.factories import usage_event
@@ -247,3 +251,55 @@ class TestAttacker:
             assert low <= data.true(d, c) <= high  # the attacker's system is right about the data
         determined = [cell for cell, (low, high) in found.items() if low == high]
         assert determined == [], f"{len(attack.rows)} answers determine {determined}"
+
+
+class TestMigration:
+    async def test_rows_counted_before_get_keys_that_agree_across_granularities(
+        self, stack: LocalStack, tmp_path: Path
+    ) -> None:
+        assert stack.database_url
+        name = f"ckm_{uuid.uuid4().hex[:10]}"
+        admin = await asyncpg.connect(stack.database_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        url = stack.database_url.rsplit("/", 1)[0] + f"/{name}"
+        before = tmp_path / "before"
+        before.mkdir()
+        for path in migration_files():
+            if path.name < "0640":
+                shutil.copy(path, before / path.name)
+        await migrate(url, before)
+        ags, svc = "06413000", "99000000000001"
+        day = datetime(2026, 3, 1, tzinfo=BERLIN)
+        hours = [day + timedelta(hours=h) for h in (9, 10, 14)]
+        other_day = datetime(2026, 3, 2, tzinfo=BERLIN)  # its hours were deleted: they no longer add up
+        rows = [("hour", h, "sessions_started", n) for h, n in zip(hours, (2, 1, 4), strict=True)]
+        rows += [("day", day, "sessions_started", 7), ("day", other_day, "sessions_started", 3),
+                 ("month", day, "sessions_started", 10)]
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.executemany(
+                """INSERT INTO kpi_values (granularity, period_start, municipality, service, metric, dimension,
+                                           value) VALUES ($1, $2, $3, $4, $5, '', $6)""",
+                [(g, p, ags, svc, m, v) for g, p, m, v in rows])
+            assert "0640_aggregator_cell_keys.sql" in await migrate(url)
+            stored = {(r["granularity"], r["period_start"]): (r["value"], r["key_sum"]) for r in await conn.fetch(
+                "SELECT granularity, period_start, value, key_sum FROM kpi_values WHERE service = $1", svc)}
+            hour_keys = [stored[("hour", h)][1] for h in hours]
+            assert len(set(hour_keys)) == 3  # one random key per hour row
+            assert all(0 <= k < ckm.MODULUS for _, k in stored.values())
+            assert stored[("day", day)][1] == ckm.cell_key(hour_keys)
+            assert stored[("day", other_day)][1] != 0
+            assert stored[("month", day)][1] == ckm.cell_key([stored[("day", day)][1], stored[("day", other_day)][1]])
+            # events counted afterwards add their record keys on top, modulo 2^32
+            new_key = ckm.MODULUS - 1
+            start = day.astimezone(UTC)
+            await upsert_kpis(conn, {("day", start, ags, svc, "sessions_started", ""): (1, new_key)})
+            value, key = await conn.fetchrow(
+                "SELECT value, key_sum FROM kpi_values WHERE granularity = 'day' AND period_start = $1 "
+                "AND service = $2", start, svc)
+            assert (value, key) == (8, ckm.cell_key([*hour_keys, new_key]))
+        finally:
+            await conn.close()

@@ -187,3 +187,20 @@ class TestPublishedCells:
                 for m in ("payment", "payment_amount_cents", "duration_sum_s", "processing_sum_s")]
         (table,) = publisher.build_tables(rows)
         assert {m for _, m, _ in table.cells} == {"payment"}
+
+
+class TestSecret:
+    def test_the_default_secret_is_refused_in_production(self) -> None:
+        from pydantic import ValidationError
+
+        from services.aggregator.settings import AggregatorSettings
+
+        db = "postgresql://kp:pw@db.example:5432/kp"
+        with pytest.raises(ValidationError, match="KP_CKM_SECRET"):
+            AggregatorSettings(environment="production", database_url=db)
+        with pytest.raises(ValidationError, match="KP_CKM_SECRET"):
+            AggregatorSettings(environment="production", database_url=db, ckm_secret="too-short")
+        strong = "x" * 16 + uuid.uuid4().hex
+        assert AggregatorSettings(environment="production", database_url=db, ckm_secret=strong).ckm_key() == (
+            strong.encode())
+        assert AggregatorSettings(environment="dev").ckm_key()  # the dev default works outside production
