@@ -230,10 +230,26 @@ class TestAttacker:
                 attack.exact([cell], 0)
         rng = random.Random(17)
         ranges = [(i, j) for i in range(DAYS) for j in range(i, DAYS)]
+        others = [m.ags for m in municipalities() if m.ags != data.ags]
         for first, last in ranges:
             period = rng.choice(("day", "day", "hour"))
-            totals = (await client.get("/v1/kpis/totals", params=_params(data, first, last, period))).json()
-            learn(totals["items"], first, last)
+            params = _params(data, first, last, period)
+            if rng.random() < 0.3:  # other filters: more cities, all families; the same cells come back
+                params = {**params, "municipality": f"{data.ags},{rng.choice(others)}"}
+                params.pop("family")
+            totals = (await client.get("/v1/kpis/totals", params=params)).json()
+            learn([i for i in totals["items"] if i["municipality"] == data.ags], first, last)
+        for first, last in rng.sample(ranges, 10):  # whole months: every day of ours in the months touched
+            months = {(data.days[first].year, data.days[first].month), (data.days[last].year, data.days[last].month)}
+            inside = [d for d, day in enumerate(data.days) if (day.year, day.month) in months]
+            body = (await client.get("/v1/kpis", params=_params(data, first, last, "month"))).json()
+            for i in body["items"]:
+                start = date.fromisoformat(i["period_start"][:10])
+                days = [d for d in inside if (data.days[d].year, data.days[d].month) == (start.year, start.month)]
+                if i["metric"] == "sessions_started":
+                    attack.published([(d, c) for d in days for c in CHANNELS], int(i["value"]))
+                elif i["metric"] == "channel":
+                    attack.published([(d, i["dimension"]) for d in days], int(i["value"]))
         for first, last in rng.sample(ranges, 25):
             body = (await client.get("/v1/comparison", params={
                 "municipality": data.ags, "service": data.service, "period": "day",
