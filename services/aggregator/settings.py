@@ -35,7 +35,7 @@ class AggregatorSettings(KPSettings):
     retry_backoff_max_s: float = 5.0
     lag_refresh_interval_s: float = 5.0
     ckm_secret: SecretStr = SecretStr(DEV_CKM_SECRET)
-    """Key of the Cell Key Method's record keys (HMAC-SHA256 of each event id); see docs/privacy.md before
+    """Key of the Cell Key Method's record keys (keyed BLAKE2b of each event id); see docs/privacy.md before
     rotating it."""
 
     @model_validator(mode="after")
