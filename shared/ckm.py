@@ -3,8 +3,9 @@
 Every counted event gets a record key, a pseudo-random 32-bit integer from a keyed hash (BLAKE2b in keyed
 mode) of its id under a deployment secret. A cell's key is the sum of its records' keys modulo 2^32 (read as a
 fraction of 2^32 it is the census' "sum of record keys modulo 1"), so the aggregator keeps one exact integer
-beside each count and the key of any union of rows is the sum of their key sums. The perturbation table maps (true count, cell key) to
-the published count; the same records always give the same key and so the same published value.
+beside each count and the key of any union of rows is the sum of their key sums. The perturbation table maps
+(true count, cell key) to the published count; the same records always give the same key and so the same
+published value.
 
 The table is the maximum-entropy construction the statistical offices' `ptable` tooling uses: for each true
 count i, the deviations j in [-D, D] that keep i + j >= 0 (and i + j = 0 or >= JS) get the distribution of
