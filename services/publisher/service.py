@@ -212,11 +212,14 @@ Cell = tuple[str, str, str, str, str, float | int | None, bool]
 
 
 def table_cells(t: Table, metrics: frozenset[str], period: Any) -> list[Cell]:
-    """Published cells of one period (or TOTAL) of a table, in stable order."""
+    """Published cells of one period (or TOTAL) of a table, in stable order.
+
+    A count perturbed to 0 is left out like a true 0 (no event): so a missing cell does not tell which it
+    was, and "a missing cell means 0" holds for every reader."""
     cells: list[Cell] = []
     label = "" if period == TOTAL else local_iso(period)
     for (m, d), v in t.by_period.get(period, {}).items():
-        if m in metrics:
+        if v and m in metrics:
             cells.append((label, t.municipality, t.service, m, d, v, False))
     for m, d, value, hid in _derived(t, period):
         if m in metrics:
