@@ -1,15 +1,18 @@
 """Open-data API: latency and throughput of a KPI query, full response against the If-None-Match -> 304 path.
 
 Data: a year of day and month KPIs for the six member cities (volumes scaled by population, a few services,
-about 35 metric/dimension rows per city, service and day, some of them small enough to be suppressed),
+about 35 metric/dimension rows per city, service and day, many of them small; each row with a random key sum as
+the aggregator would store it),
 under service keys of their own so the data does not mix with other benchmarks. The publisher app runs in
 this process (ASGI, with its lifespan: pool, LISTEN connection); requests are sent one after another, so
 p50/p99 are the app's own latency and requests/s its single-client throughput.
 
-Measures, same run and same query: the full path (SQL, suppression, derived values, JSON, ETag; wall-clock
+Measures, same run and same query: the full path (SQL, Cell Key Method perturbation, derived values, JSON, ETag;
+wall-clock
 latency and the CPU time of this process per request, which other work on the machine does not inflate) and
 the conditional path (`If-None-Match` with the current ETag -> 304, no database). Targets: full p99 < 20 ms, 304
-path at least 5x the full path's requests/s.
+path at least 5x the full path's requests/s. And what the perturbation does to the published counts of the
+same queries: mean absolute deviation and share of changed cells (all counts, and counts below 10).
 
 Run: `python -m bench.bench_publisher [--quick]` (uses KP_DATABASE_URL or starts its own PostgreSQL).
 """
@@ -31,10 +34,13 @@ import httpx
 from asgi_lifespan import LifespanManager
 
 from bench.harness import bench_stack
+from services.publisher import repository
+from services.publisher import service as kpi_service
 from services.publisher.api import VersionedCache
 from services.publisher.app import create_app
 from services.publisher.service import BERLIN
 from services.publisher.settings import PublisherSettings
+from shared import ckm
 from shared.reference import municipalities
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,15 +98,18 @@ async def seed(url: str, services: int, days: int) -> tuple[str, str]:
                     day = YEAR_START + timedelta(days=d)
                     start = datetime.combine(day, datetime.min.time(), BERLIN)
                     for metric, dim, value in _day_rows(rng, volume * (0.6 if day.weekday() >= 5 else 1.0)):
-                        records.append(("day", start, m.ags, svc, metric, dim, value))
+                        keys_sum = sum(rng.getrandbits(32) for _ in range(min(value, 3))) % ckm.MODULUS
+                        records.append(("day", start, m.ags, svc, metric, dim, value, keys_sum))
                         key = (day.replace(day=1), metric, dim)
-                        months[key] = months.get(key, 0) + value
-                for (month, metric, dim), value in months.items():
+                        old = months.get(key, (0, 0))
+                        months[key] = (old[0] + value, (old[1] + keys_sum) % ckm.MODULUS)
+                for (month, metric, dim), (value, keys_sum) in months.items():
                     start = datetime.combine(month, datetime.min.time(), BERLIN)
-                    records.append(("month", start, m.ags, svc, metric, dim, value))
+                    records.append(("month", start, m.ags, svc, metric, dim, value, keys_sum))
         await conn.copy_records_to_table(
             "kpi_values", records=records,
-            columns=["granularity", "period_start", "municipality", "service", "metric", "dimension", "value"])
+            columns=["granularity", "period_start", "municipality", "service", "metric", "dimension", "value",
+                     "key_sum"])
         await conn.execute("ANALYZE kpi_values")
         print(f"seeded {len(records)} kpi_values rows", file=sys.stderr)
     finally:
@@ -129,6 +138,34 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
 
+async def deviation_rows(url: str, label: str, params: dict[str, str]) -> list[dict[str, Any]]:
+    """Mean absolute deviation and share of changed cells among the published counts of a query."""
+    q = kpi_service.KpiQuery(tuple(params["municipality"].split(",")), tuple(params["service"].split(",")),
+                             params["period"], date.fromisoformat(params["from"]),  # type: ignore[arg-type]
+                             date.fromisoformat(params["to"]))
+    start, end = q.bounds()
+    conn = await asyncpg.connect(url)
+    try:
+        tables = kpi_service.build_tables(await repository.kpi_rows(
+            conn, q.period, start, end, list(q.municipalities), list(q.services)))
+    finally:
+        await conn.close()
+    pairs = [(t.raw[c][0], v) for t in tables for c, v in t.cells.items()]
+    small = [(a, b) for a, b in pairs if a < 10]
+    out = []
+    for name, group in ((f"all {len(pairs)} counts", pairs), (f"{len(small)} counts below 10", small)):
+        if not group:
+            continue
+        out += [
+            {"measure": f"perturbation: mean absolute deviation, {name} ({label})",
+             "value": round(sum(abs(a - b) for a, b in group) / len(group), 3), "unit": "",
+             "target": f"<= {ckm.MAX_DEVIATION} each", "met": all(abs(a - b) <= ckm.MAX_DEVIATION for a, b in group)},
+            {"measure": f"perturbation: share of changed cells, {name} ({label})",
+             "value": round(sum(1 for a, b in group if a != b) / len(group), 3), "unit": "ratio"},
+        ]
+    return out
+
+
 async def measure(url: str, quick: bool) -> list[dict[str, Any]]:
     municipality, service = await seed(url, services=3 if quick else 6, days=365)
     n_full, n_304 = (300, 3000) if quick else (1500, 15000)
@@ -155,7 +192,7 @@ async def measure(url: str, quick: bool) -> list[dict[str, Any]]:
             items = len(first.json()["items"])
             etag = first.headers["etag"]
             cached_tables = app.state.tables
-            app.state.tables = VersionedCache(0)  # computed: SQL, suppression, derived values every time
+            app.state.tables = VersionedCache(0)  # computed: SQL, perturbation, derived values every time
             await _timed(client, path, params, {}, 20, 200)  # warm-up: pool, plans, caches
             cpu: list[float] = []
             full, full_rps = await _timed(client, path, params, {}, n_full, 200, cpu)
@@ -187,6 +224,7 @@ async def measure(url: str, quick: bool) -> list[dict[str, Any]]:
                  "unit": "req/s", "baseline": "full, tables reused", "baseline_value": round(warm_rps, 1),
                  "ratio": round(cond_rps / warm_rps, 2)},
             ]
+            rows += await deviation_rows(url, label, params)
     return rows
 
 

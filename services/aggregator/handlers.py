@@ -88,7 +88,7 @@ async def apply_batch(stream: Stream, records: Sequence[service.RecordLike], pub
     prepare = functools.partial(
         service.prepare, adapter=stream.adapter, contributions=stream.contributions,
         daily_counts=stream.daily_counts, now=now, horizon=timedelta(days=s.late_horizon_days),
-        future_skew=timedelta(seconds=s.future_skew_s))
+        future_skew=timedelta(seconds=s.future_skew_s), secret=s.ckm_key())
     size = max(s.fold_chunk_records, 1)
     chunks = [records[i:i + size] for i in range(0, len(records), size)]
     done: list[tuple[service.Prepared, list[service.Counted]]] = []

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from uuid import UUID
 
-from services.aggregator.service import CountKey, KpiKey
+from services.aggregator.service import CountKey, Delta, KpiKey
+from shared.ckm import MODULUS
 from shared.db import Conn
 
 
@@ -44,8 +45,11 @@ async def insert_new_ids(conn: Conn, ids: list[UUID], times: list[datetime]) -> 
     return set(ids) - await insert_ids(conn, ids, [t.timestamp() for t in times])
 
 
-async def upsert_kpis(conn: Conn, deltas: Mapping[KpiKey, int]) -> None:
-    """Add KPI deltas to `kpi_values` in one statement."""
+async def upsert_kpis(conn: Conn, deltas: Mapping[KpiKey, Delta]) -> None:
+    """Add KPI deltas and their key sums to `kpi_values` in one statement.
+
+    Key sums are kept modulo 2^32 (exact integer arithmetic; the stored value is always in [0, 2^32), so the sum
+    of two fits a bigint without overflow)."""
     if not deltas:
         return
     # Primary-key order, so concurrent writers lock rows in the same order (no deadlocks).
@@ -54,14 +58,17 @@ async def upsert_kpis(conn: Conn, deltas: Mapping[KpiKey, int]) -> None:
     # client several times more.
     starts: dict[datetime, int] = {}
     await conn.execute(
-        """INSERT INTO kpi_values AS k (granularity, period_start, municipality, service, metric, dimension, value)
-           SELECT g, to_timestamp(p), m, s, x, d, v
-           FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])
-                AS u (g, p, m, s, x, d, v)
+        """INSERT INTO kpi_values AS k (granularity, period_start, municipality, service, metric, dimension, value,
+                                        key_sum)
+           SELECT g, to_timestamp(p), m, s, x, d, v, c
+           FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+                       $8::bigint[]) AS u (g, p, m, s, x, d, v, c)
            ON CONFLICT (granularity, municipality, service, period_start, metric, dimension)
-           DO UPDATE SET value = k.value + EXCLUDED.value, updated_at = now()""",
+           DO UPDATE SET value = k.value + EXCLUDED.value, key_sum = (k.key_sum + EXCLUDED.key_sum) % $9,
+                         updated_at = now()""",
         [k[0] for k in keys], [_epoch(k[1], starts) for k in keys], [k[2] for k in keys], [k[3] for k in keys],
-        [k[4] for k in keys], [k[5] for k in keys], [deltas[k] for k in keys],
+        [k[4] for k in keys], [k[5] for k in keys], [deltas[k][0] for k in keys],
+        [deltas[k][1] % MODULUS for k in keys], MODULUS,
     )
 
 

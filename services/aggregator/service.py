@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
+from shared.ckm import record_key
 from shared.events import UsageEvent
 from shared.events.base import Envelope
 from shared.events.usage import (
@@ -174,6 +175,8 @@ class Counted:
     service: str
     type: str
     contributions: Sequence[Contribution]
+    key: int = 0
+    """The record key (Cell Key Method, `shared.ckm.record_key`) every cell this event counts in adds."""
 
 
 @dataclass(slots=True)
@@ -194,12 +197,13 @@ class Prepared:
 
 def prepare(records: Sequence[RecordLike], adapter: TypeAdapter[Any],
             contributions: Callable[[Any], Sequence[Contribution]], daily_counts: bool, now: datetime,
-            horizon: timedelta, future_skew: timedelta) -> Prepared:
+            horizon: timedelta, future_skew: timedelta, secret: bytes) -> Prepared:
     """Triage and fold a chunk; pure, so it can run in a worker thread while the previous chunk is written.
 
     Same checks as `triage`, but each event is reduced to what the write path needs right after validation
     (keeping thousands of validated models alive costs more in allocation and garbage collection than the
-    validation itself), and the fold happens in the same pass.
+    validation itself), and the fold happens in the same pass. `secret` keys the record keys of the Cell Key
+    Method.
     """
     started = time.perf_counter()
     oldest, newest = (now - horizon).timestamp(), (now + future_skew).timestamp()
@@ -233,7 +237,7 @@ def prepare(records: Sequence[RecordLike], adapter: TypeAdapter[Any],
         contributed = contributions(event)
         if contributed:
             relevant_events.append(Counted(event_id, t, int(t) // 3600, event.municipality, event.service,
-                                           event.type, contributed))
+                                           event.type, contributed, record_key(secret, event_id)))
     hourly = fold_hourly(relevant_events)
     hourly_counts = count_hourly(relevant_events) if daily_counts else Counter()
     return Prepared(records, rejections, events, duplicates, relevant_events, hourly, hourly_counts,
@@ -374,30 +378,38 @@ def fold_contributions(items: Iterable[tuple[Envelope, Sequence[Contribution]]])
     rolled up from the (far fewer) hourly keys.
     """
     # Keyed by the epoch hour as an int: hashing aware datetimes per event is the slow part of a fold.
-    hourly: dict[tuple[int, str, str, str, str], int] = {}
+    hourly: HourlyDeltas = {}
     get = hourly.get
     for e, contributed in items:
         epoch_hour = int(e.time.timestamp()) // 3600
         muni, svc = e.municipality, e.service
         for metric, dim, value in contributed:
             key = (epoch_hour, muni, svc, metric, dim)
-            hourly[key] = get(key, 0) + value
-    return roll_up(hourly)
+            old = get(key, _ZERO)
+            hourly[key] = (old[0] + value, 0)
+    return {k: v for k, (v, _) in roll_up(hourly).items()}
 
 
-HourlyDeltas = dict[tuple[int, str, str, str, str], int]
+Delta = tuple[int, int]
+"""(value, key sum): what a batch adds to one KPI row. The key sum is the sum of the record keys of the events
+counted in the row (Cell Key Method), kept unreduced here and reduced modulo 2^32 when written."""
+_ZERO: Delta = (0, 0)
+
+HourlyDeltas = dict[tuple[int, str, str, str, str], Delta]
 """(epoch hour, municipality, service, metric, dimension) -> delta."""
 
 
 def fold_hourly(events: Iterable[Counted], into: HourlyDeltas | None = None) -> HourlyDeltas:
-    """Sum events already reduced by `prepare` per UTC hour (optionally adding to `into`)."""
+    """Sum events already reduced by `prepare` per UTC hour (optionally adding to `into`); every
+    contribution also adds the event's record key to its row's key sum."""
     hourly: HourlyDeltas = {} if into is None else into
     get = hourly.get
     for e in events:
-        epoch_hour, muni, svc = e.hour, e.municipality, e.service
+        epoch_hour, muni, svc, rk = e.hour, e.municipality, e.service, e.key
         for metric, dim, value in e.contributions:
             key = (epoch_hour, muni, svc, metric, dim)
-            hourly[key] = get(key, 0) + value
+            old = get(key, _ZERO)
+            hourly[key] = (old[0] + value, old[1] + rk)
     return hourly
 
 
@@ -406,25 +418,28 @@ def merge_hourly(parts: Iterable[HourlyDeltas]) -> HourlyDeltas:
     out: HourlyDeltas = {}
     get = out.get
     for part in parts:
-        for key, value in part.items():
-            out[key] = get(key, 0) + value
+        for key, (value, keys) in part.items():
+            old = get(key, _ZERO)
+            out[key] = (old[0] + value, old[1] + keys)
     return out
 
 
-def fold_counted(events: Iterable[Counted]) -> dict[KpiKey, int]:
-    """Like `fold_contributions`, for events already reduced by `prepare`."""
+def fold_counted(events: Iterable[Counted]) -> dict[KpiKey, Delta]:
+    """Like `fold_contributions`, for events already reduced by `prepare` (with key sums)."""
     return roll_up(fold_hourly(events))
 
 
-def roll_up(hourly: HourlyDeltas) -> dict[KpiKey, int]:
-    """Hourly deltas as rows of `kpi_values`: each hour, and its Berlin day and month."""
-    out: dict[KpiKey, int] = {}
+def roll_up(hourly: HourlyDeltas) -> dict[KpiKey, Delta]:
+    """Hourly deltas as rows of `kpi_values`: each hour, and its Berlin day and month (a day's or month's
+    key sum is the sum of its hours', like its value)."""
+    out: dict[KpiKey, Delta] = {}
     add = out.get
-    for (epoch_hour, muni, svc, metric, dim), value in hourly.items():
+    for (epoch_hour, muni, svc, metric, dim), (value, keys) in hourly.items():
         h = _hour(epoch_hour)
         for k in (("hour", h, muni, svc, metric, dim), ("day", day_start(h), muni, svc, metric, dim),
                   ("month", month_start(h), muni, svc, metric, dim)):
-            out[k] = add(k, 0) + value
+            old = add(k, _ZERO)
+            out[k] = (old[0] + value, old[1] + keys)
     return out
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Final
+
+from pydantic import SecretStr, model_validator
+
 from shared.kafka import USAGE_EVENTS, USAGE_REJECTED, WORKFLOW_EVENTS, WORKFLOW_REJECTED
 from shared.rejections import DEFAULT_MAX_RECORD_BYTES
 from shared.settings import KPSettings
+
+DEV_CKM_SECRET: Final = "dev-only-ckm-secret-change-me"
 
 
 class AggregatorSettings(KPSettings):
@@ -32,3 +38,17 @@ class AggregatorSettings(KPSettings):
     dedup_cleanup_chunk: int = 50_000
     retry_backoff_max_s: float = 5.0
     lag_refresh_interval_s: float = 5.0
+    ckm_secret: SecretStr = SecretStr(DEV_CKM_SECRET)
+    """Key of the Cell Key Method's record keys (keyed BLAKE2b of each event id); see docs/privacy.md before
+    rotating it."""
+
+    @model_validator(mode="after")
+    def _no_dev_ckm_secret_in_production(self) -> AggregatorSettings:
+        secret = self.ckm_secret.get_secret_value()
+        if self.environment == "production" and (secret == DEV_CKM_SECRET or len(secret) < 32):
+            raise ValueError("KP_CKM_SECRET must be set to a random value of at least 32 characters in production")
+        return self
+
+    def ckm_key(self) -> bytes:
+        """The record-key secret as bytes."""
+        return self.ckm_secret.get_secret_value().encode()

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from email.utils import format_datetime
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Final, Literal, cast
 from urllib.parse import urlencode
 
 import asyncpg
@@ -32,6 +32,7 @@ from services.publisher.schemas import (
     TotalsPage,
 )
 from services.publisher.settings import PublisherSettings
+from shared import ckm
 from shared.kpis import Granularity
 from shared.reference import Municipality, municipalities, municipality_by_ags, services
 
@@ -310,13 +311,17 @@ def _url(request: Request, path: str, params: list[tuple[str, str]]) -> str:
     return f"{str(request.base_url).rstrip('/')}{path}?{urlencode(params)}"
 
 
-def _query_out(q: service.KpiQuery, k: int) -> dict[str, Any]:
+PERTURBATION: Final = ckm.description()
+"""How counts are protected, stated in every answer that holds counts."""
+
+
+def _query_out(q: service.KpiQuery) -> dict[str, Any]:
     return {"municipality": list(q.municipalities), "service": list(q.services), "period": q.period,
-            "from": q.date_from.isoformat(), "to": q.date_to.isoformat(), "family": list(q.families), "k": k}
+            "from": q.date_from.isoformat(), "to": q.date_to.isoformat(), "family": list(q.families)}
 
 
 async def _tables(request: Request, q: service.KpiQuery) -> list[service.Table]:
-    """The suppressed tables of a query; reused while the KPI data version is unchanged (they depend on
+    """The perturbed tables of a query; reused while the KPI data version is unchanged (they depend on
     nothing else), so JSON, CSV, totals, pages and families of one query compute them once."""
     st = request.app.state
     changes = st.changes
@@ -335,7 +340,6 @@ async def _tables(request: Request, q: service.KpiQuery) -> list[service.Table]:
         raise ParamError("to", f"the query covers more than {most} stored values; narrow municipality, service "
                                "or the range", status=422)
     tables = service.build_tables(rows)
-    service.apply_suppression(tables, st.settings.suppression_k)
     if live:
         st.tables.put(key, version, tables)
     return tables
@@ -369,9 +373,10 @@ def _fmt(request: Request, offers: tuple[str, ...] = (JSON, "text/csv")) -> str:
 # --- routes -------------------------------------------------------------------------------------------------
 
 _KPI_DOC = ("KPI values per period. Same query, two representations: JSON (default) or CSV by `Accept: text/csv` "
-            "or the `.csv` suffix; `/v1/kpis/datapackage.json` describes the CSV. Suppressed values are `null` "
-            "with `suppressed: true` in JSON and `.` in CSV. Sorted by municipality, service, period start, "
-            "metric, dimension.")
+            "or the `.csv` suffix; `/v1/kpis/datapackage.json` describes the CSV. Counts are perturbed by the Cell "
+            f"Key Method (at most ±{ckm.MAX_DEVIATION}, 0 stays 0; `perturbation` in the body, docs/privacy.md); "
+            "rates, means and percentiles come from perturbed counts. Sorted by municipality, service, period "
+            "start, metric, dimension.")
 
 
 def _page_of(request: Request, q: service.KpiQuery, cells: list[service.Cell], offset: int,
@@ -392,7 +397,6 @@ def _page_of(request: Request, q: service.KpiQuery, cells: list[service.Cell], o
 async def get_kpis(request: Request, q: Query_, limit: Limit = None, offset: Offset = 0) -> Response:
     fmt = _fmt(request)
     size = _page(request, limit)
-    k = request.app.state.settings.suppression_k
 
     async def build() -> tuple[bytes, str]:
         cells = await _cells(request, q, totals=False)
@@ -401,8 +405,8 @@ async def get_kpis(request: Request, q: Query_, limit: Limit = None, offset: Off
             return csvdata.render(csvdata.KPI_COLUMNS, csvdata.kpi_rows(q.period, page)), CSV
         items = [{"period": q.period, "period_start": c[0], "municipality": c[1], "service": c[2], "metric": c[3],
                   "dimension": c[4], "value": c[5], "suppressed": c[6]} for c in page]
-        body = {"query": _query_out(q, k), "total_items": len(cells), "offset": offset, "limit": size,
-                "next": nxt, "items": items}
+        body = {"query": _query_out(q), "perturbation": PERTURBATION, "total_items": len(cells), "offset": offset,
+                "limit": size, "next": nxt, "items": items}
         return orjson.dumps(body), JSON
 
     return await conditional(request, ("kpis", fmt, q, size, offset), build)
@@ -410,7 +414,8 @@ async def get_kpis(request: Request, q: Query_, limit: Limit = None, offset: Off
 
 @router.get("/v1/kpis/totals", summary="KPI totals over the whole range", response_model=TotalsPage,
             description="One value per municipality, service, metric and dimension for the whole range of the "
-                        "same query as /v1/kpis (the margins of its tables, suppressed consistently with it).",
+                        "same query as /v1/kpis. Each total is a cell of its own, perturbed by the Cell Key Method "
+                        "like every count; totals need not equal the sum of the perturbed period values.",
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, **_PROBLEM_RESPONSES})
 @router.get("/v1/kpis/totals.json", summary="KPI totals (JSON)", response_model=TotalsPage,
             responses=_PROBLEM_RESPONSES)
@@ -419,7 +424,6 @@ async def get_kpis(request: Request, q: Query_, limit: Limit = None, offset: Off
 async def get_totals(request: Request, q: Query_, limit: Limit = None, offset: Offset = 0) -> Response:
     fmt = _fmt(request)
     size = _page(request, limit)
-    k = request.app.state.settings.suppression_k
 
     async def build() -> tuple[bytes, str]:
         cells = await _cells(request, q, totals=True)
@@ -429,8 +433,8 @@ async def get_totals(request: Request, q: Query_, limit: Limit = None, offset: O
             return csvdata.render(csvdata.TOTAL_COLUMNS, rows), CSV
         items = [{"municipality": c[1], "service": c[2], "metric": c[3], "dimension": c[4], "value": c[5],
                   "suppressed": c[6]} for c in page]
-        body = {"query": _query_out(q, k), "total_items": len(cells), "offset": offset, "limit": size,
-                "next": nxt, "items": items}
+        body = {"query": _query_out(q), "perturbation": PERTURBATION, "total_items": len(cells), "offset": offset,
+                "limit": size, "next": nxt, "items": items}
         return orjson.dumps(body), JSON
 
     return await conditional(request, ("totals", fmt, q, size, offset), build)
@@ -439,12 +443,10 @@ async def get_totals(request: Request, q: Query_, limit: Limit = None, offset: O
 @router.get("/v1/kpis/datapackage.json", summary="Frictionless data package describing the CSV of a query",
             responses={200: {"content": {JSON: {"schema": {"type": "object"}}}}, **_PROBLEM_RESPONSES})
 async def get_datapackage(request: Request, q: Query_) -> Response:
-    k = request.app.state.settings.suppression_k
-
     async def build() -> tuple[bytes, str]:
         params = _query_params(q)
         pkg = csvdata.datapackage(_url(request, "/v1/kpis.csv", params),
-                                  _url(request, "/v1/kpis/totals.csv", params), k)
+                                  _url(request, "/v1/kpis/totals.csv", params))
         return orjson.dumps(pkg), JSON
 
     return await conditional(request, ("datapackage", q), build)
@@ -453,8 +455,9 @@ async def get_datapackage(request: Request, q: Query_) -> Response:
 @router.get("/v1/comparison", summary="A municipality against Hessen and its size class", response_model=Comparison,
             description="Per service and KPI over the range: the municipality's value, the value of the six "
                         "member cities taken together (Hessen) and of the member cities of its size class "
-                        "(population thresholds of the BBSR city types). A group value is suppressed when any "
-                        "count it is computed from is suppressed.", responses=_PROBLEM_RESPONSES)
+                        "(population thresholds of the BBSR city types). A group's counts are cells of their own, "
+                        "perturbed by the Cell Key Method; its KPIs are computed from them.",
+            responses=_PROBLEM_RESPONSES)
 async def get_comparison(
     request: Request, municipality: Annotated[str, Query(description="AGS of a member city", examples=["06413000"])],
     service_: ServiceParam = None, period: PeriodParam = "day", date_from: FromParam = None,
@@ -476,7 +479,7 @@ async def get_comparison(
             "municipality": _municipality_out(subject),
             "size_class_members": [m.ags for m in service.size_class_members(subject)],
             "hessen_members": list(members), "period": period, "from": frm.isoformat(), "to": to.isoformat(),
-            "k": settings.suppression_k, "items": service.comparison_items(subject, tables, wanted),
+            "perturbation": PERTURBATION, "items": service.comparison_items(subject, tables, wanted),
         }
         return orjson.dumps(body), JSON
 

@@ -24,6 +24,7 @@ from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, SKOS, XSD
 
 from services.publisher import catalog_repository
 from services.publisher.definitions import DEFINITIONS
+from shared import ckm
 from shared.db import Conn
 from shared.events.text import Text
 from shared.iri import is_iri
@@ -513,9 +514,7 @@ def kpi_dataset(
     json_url, csv_url = kpi_urls(base_url, family.key, m.ags if m else None)
     dashboard = f"{base_url}/dashboard/{m.ags}" if m else f"{base_url}/dashboard"
     attribution = f"{m.name if m else 'Kommunal-Pulse'}, Kommunal-Pulse Open Data, dl-de/by-2-0"
-    suppression = (
-        " Kleine Fallzahlen (unter 5) werden zum Schutz der Privatsphäre unterdrückt und als solche markiert."
-    )
+    suppression = f" {ckm.note_de()} (English: {ckm.note_en()})"
     start, end, issued = None, None, None
     if coverage:
         # The distributions serve the daily values of the RANGE_DAYS days up to the last one (days without events

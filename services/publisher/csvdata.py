@@ -8,9 +8,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from services.publisher.definitions import PUBLISHED_METRICS
+from shared import ckm
 
 SUPPRESSED: Final = "."
-"""How a suppressed value appears in CSV (declared as a missing value in the table schema)."""
+"""How a missing value would appear in CSV (declared as a missing value in the table schema; under the Cell Key
+Method no value is withheld)."""
 
 KPI_COLUMNS: Final = ("period", "period_start", "municipality", "service", "metric", "dimension", "value")
 TOTAL_COLUMNS: Final = ("from", "to", "period", "municipality", "service", "metric", "dimension", "value")
@@ -48,8 +50,9 @@ def total_rows(date_from: str, date_to: str, period: str, cells: Iterable[Sequen
 _VALUE_FIELD: Final = {
     "name": "value", "type": "number",
     "description": (
-        "The KPI value. '.' marks a value suppressed to protect small counts (a count below k, a count that "
-        "together with totals would reveal one, or a rate, mean or percentile computed from such a count)."
+        f"The KPI value. Counts are perturbed by the Cell Key Method: at most {ckm.MAX_DEVIATION} away from the "
+        "true count, 0 stays 0, never negative; rates, means and percentiles are computed from perturbed counts. "
+        f"Anzahlen sind mit der Cell-Key-Methode verändert: höchstens {ckm.MAX_DEVIATION} vom wahren Wert entfernt."
     ),
 }
 _COMMON_FIELDS: Final = [
@@ -89,10 +92,9 @@ def totals_schema() -> dict[str, Any]:
             "primaryKey": ["from", "to", "period", "municipality", "service", "metric", "dimension"]}
 
 
-def datapackage(kpis_url: str, totals_url: str, k: int) -> dict[str, Any]:
+def datapackage(kpis_url: str, totals_url: str) -> dict[str, Any]:
     """Frictionless tabular data package describing the CSV of one query and of its totals."""
-    note = (f"Counts below {k} are suppressed and shown as '.', as is every cell that would let them be "
-            "recomputed from totals. Free-text feedback is never published.")
+    note = f"{ckm.note_en()} Free-text feedback is never published.\n\n{ckm.note_de()}"
     common = {"profile": "tabular-data-resource", "format": "csv", "mediatype": "text/csv", "encoding": "utf-8",
               "dialect": {"delimiter": ",", "header": True, "lineTerminator": "\r\n", "quoteChar": '"'}}
     return {
@@ -101,6 +103,7 @@ def datapackage(kpis_url: str, totals_url: str, k: int) -> dict[str, Any]:
         "title": "Kennzahlen der Online-Dienste (Kommunal-Pulse)",
         "description": note,
         "licenses": [LICENSE],
+        "perturbation": {k: v for k, v in ckm.description().items() if not k.startswith("note")},
         "resources": [
             {"name": "kpis", "path": kpis_url, "title": "Kennzahlen je Zeitraum", **common, "schema": kpi_schema()},
             {"name": "kpi-totals", "path": totals_url, "title": "Summen über den Zeitraum", **common,

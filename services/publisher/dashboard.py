@@ -13,6 +13,7 @@ from starlette.staticfiles import StaticFiles
 
 from services.publisher import dashboard_view as view
 from services.publisher.service import today_berlin
+from shared import ckm
 from shared.reference import municipalities, municipality_by_ags, service_by_key
 
 HERE = Path(__file__).resolve().parent
@@ -42,13 +43,12 @@ def _range(period: str, date_from: date | None, date_to: date | None) -> tuple[d
 
 
 def _context(request: Request, page: view.Page, current: str, **extra: Any) -> dict[str, Any]:
-    settings = request.app.state.settings
     base = ""  # page links are root-relative, so the page works behind any proxy path mapping of the host
     f = page.filters
     svc = service_by_key().get(f.service)
     return {
         "page": page, "page_title": page.title, "base_url": base, "static_url": f"{base}/static",
-        "municipalities": municipalities(), "current": current, "k": settings.suppression_k,
+        "municipalities": municipalities(), "current": current, "k": ckm.MAX_DEVIATION,
         "service_name": svc.name_de if svc else f.service,
         "nav_query": view.Filters(None, f.service, f.period, f.date_from, f.date_to).query(),
         **extra,
@@ -83,9 +83,8 @@ async def hessen(
     f = await _filters(request, None, service, period, date_from, date_to)
     if isinstance(f, JSONResponse):
         return f
-    settings = request.app.state.settings
     async with request.app.state.pool.acquire() as conn:
-        page = await view.hessen_page(conn, f, "", settings.suppression_k)
+        page = await view.hessen_page(conn, f, "", ckm.MAX_DEVIATION)
     return templates.TemplateResponse(request, "hessen.html", _context(request, page, "hessen"))
 
 
@@ -106,7 +105,6 @@ async def municipality(
     f = await _filters(request, ags, service, period, date_from, date_to)
     if isinstance(f, JSONResponse):
         return f
-    settings = request.app.state.settings
     async with request.app.state.pool.acquire() as conn:
-        page = await view.municipality_page(conn, m, f, "", settings.suppression_k)
+        page = await view.municipality_page(conn, m, f, "", ckm.MAX_DEVIATION)
     return templates.TemplateResponse(request, "municipality.html", _context(request, page, m.ags, ags=m.ags))

@@ -385,16 +385,14 @@ class Page:
 
 
 async def _tables(conn: Conn, f: Filters, agss: list[str], service_keys: list[str], k: int) -> list[kpi_service.Table]:
-    """Suppressed tables (municipality x service) exactly as the open-data API builds them."""
+    """Perturbed tables (municipality x service) exactly as the open-data API builds them."""
     q = kpi_service.KpiQuery(
         municipalities=tuple(agss), services=tuple(service_keys), period=f.period, date_from=f.date_from,
         date_to=f.date_to,
     )
     start, end = q.bounds()
     rows = await repository.kpi_rows(conn, f.period, start, end, agss, service_keys)
-    tables = kpi_service.build_tables(rows)
-    kpi_service.apply_suppression(tables, k)
-    return tables
+    return kpi_service.build_tables(rows)
 
 
 async def busiest_service(conn: Conn, ags: str | None, f: Filters) -> str | None:
@@ -403,10 +401,13 @@ async def busiest_service(conn: Conn, ags: str | None, f: Filters) -> str | None
                              date_to=f.date_to)
     start, end = q.bounds()
     rows = await repository.kpi_rows(conn, f.period, start, end, [ags] if ags else None, None)
-    started: dict[str, int] = {}
-    for _muni, svc, _start, metric, _dim, value in rows:
+    # ranked by perturbed counts (each service's total is a cell of its own), never by true ones
+    raw: dict[str, tuple[int, int]] = {}
+    for _muni, svc, _start, metric, _dim, value, key_sum in rows:
         if metric == "sessions_started":
-            started[svc] = started.get(svc, 0) + value
+            v, ks = raw.get(svc, (0, 0))
+            raw[svc] = (v + value, ks + key_sum)
+    started = kpi_service.perturbed(raw)
     return max(started, key=lambda s: (started[s], s)) if started else None
 
 

@@ -16,8 +16,9 @@ async def kpi_rows(
     conn: Conn, granularity: str, start: datetime, end: datetime, municipalities: list[str] | None,
     services: list[str] | None, limit: int | None = None,
 ) -> list[asyncpg.Record]:
-    """(municipality, service, period_start, metric, dimension, value) of periods starting in [start, end);
-    at most `limit` rows when given.
+    """(municipality, service, period_start, metric, dimension, value, key_sum) of periods starting in
+    [start, end); at most `limit` rows when given. `key_sum` is the row's Cell Key Method key sum (migration
+    0640), to be added up and perturbed, never published.
 
     Planned for the actual parameters every time: after five executions PostgreSQL would otherwise switch the
     prepared statement to a generic plan, which cannot see which filters are set or how long the range is and
@@ -26,7 +27,8 @@ async def kpi_rows(
     async with conn.transaction():
         await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         return await conn.fetch(
-            """SELECT municipality::text, service::text, period_start, metric, dimension, value FROM kpi_values
+            """SELECT municipality::text, service::text, period_start, metric, dimension, value, key_sum
+               FROM kpi_values
                WHERE granularity = $1 AND period_start >= $2 AND period_start < $3
                  AND ($4::text[] IS NULL OR municipality = ANY($4::text[]::char(8)[]))
                  AND ($5::text[] IS NULL OR service = ANY($5::text[]::char(14)[]))

@@ -16,7 +16,18 @@ class KpiQueryOut(BaseModel):
     from_: date = Field(alias="from", description="first day (Europe/Berlin)")
     to: date = Field(description="last day (Europe/Berlin), inclusive")
     family: list[str]
-    k: int = Field(description="suppression threshold: counts below k are not published")
+
+
+class Perturbation(BaseModel):
+    """How the published counts are protected (Cell Key Method, docs/privacy.md)."""
+
+    method: str = Field(examples=["cell_key_method"])
+    max_deviation: int = Field(description="no published count differs from the true one by more", examples=[3])
+    variance: float = Field(description="variance of the deviation", examples=[2.0])
+    smallest_published: int = Field(description="smallest count published other than 0", examples=[1])
+    table: str = Field(description="version of the perturbation table")
+    note_de: str
+    note_en: str
 
 
 class KpiItem(BaseModel):
@@ -27,26 +38,31 @@ class KpiItem(BaseModel):
     service: str = Field(examples=["99115005104000"])
     metric: str = Field(examples=["sessions_started"])
     dimension: str = Field(description="split of the metric; empty if none", examples=[""])
-    value: float | None = Field(description="null when suppressed", examples=[42])
-    suppressed: bool = Field(examples=[False])
+    value: float | None = Field(description="perturbed count, or a rate, mean or percentile of perturbed counts",
+                                examples=[42])
+    suppressed: bool = Field(description="always false: no value is withheld (kept for compatibility)",
+                             examples=[False])
 
 
 class KpiPage(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "query": {"municipality": ["06413000"], "service": ["99115005104000"], "period": "day",
-                  "from": "2026-03-01", "to": "2026-03-01", "family": ["funnel"], "k": 5},
+                  "from": "2026-03-01", "to": "2026-03-01", "family": ["funnel"]},
+        "perturbation": {"method": "cell_key_method", "max_deviation": 3, "variance": 2.0, "smallest_published": 1,
+                         "table": "ckm-d3-v2-js1", "note_de": "...", "note_en": "..."},
         "total_items": 2, "offset": 0, "limit": 1000, "next": None,
         "items": [
             {"period": "day", "period_start": "2026-03-01T00:00:00+01:00", "municipality": "06413000",
              "service": "99115005104000", "metric": "sessions_started", "dimension": "", "value": 42,
              "suppressed": False},
             {"period": "day", "period_start": "2026-03-01T00:00:00+01:00", "municipality": "06413000",
-             "service": "99115005104000", "metric": "sessions_abandoned", "dimension": "", "value": None,
-             "suppressed": True},
+             "service": "99115005104000", "metric": "sessions_abandoned", "dimension": "", "value": 3,
+             "suppressed": False},
         ],
     }]})
 
     query: KpiQueryOut
+    perturbation: Perturbation
     total_items: int
     offset: int
     limit: int
@@ -65,6 +81,7 @@ class TotalItem(BaseModel):
 
 class TotalsPage(BaseModel):
     query: KpiQueryOut
+    perturbation: Perturbation
     total_items: int
     offset: int
     limit: int
@@ -143,7 +160,7 @@ class Comparison(BaseModel):
     period: str
     from_: date = Field(alias="from")
     to: date
-    k: int
+    perturbation: Perturbation
     items: list[ComparisonItem]
 
 

@@ -1,8 +1,10 @@
-"""Publisher logic: stored KPI rows -> suppressed, derived, published rows (no I/O, no framework types)."""
+"""Publisher logic: stored KPI rows -> perturbed (Cell Key Method), derived, published rows (no I/O, no framework
+types)."""
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -11,26 +13,14 @@ from functools import lru_cache
 from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo
 
-from services.publisher import suppression
-from services.publisher.definitions import FAMILIES, METRIC_ORDER, Family, metrics_of
+from services.publisher.definitions import FAMILIES, METRIC_ORDER, STORED_COUNTS, Family, metrics_of
+from shared import ckm
 from shared.kpis import DURATION_BUCKETS_S, PROCESSING_BUCKETS_S, Granularity
 from shared.reference import Municipality, municipalities
 
 BERLIN: Final = ZoneInfo("Europe/Berlin")
 TOTAL: Final = "total"
 """Period key of a table's margin: the sum over all periods of the requested range."""
-
-# Distributions whose dimensions add up to another published count in the same period. A reader may assume
-# these identities, so suppression treats them as known.
-_SPLITS: Final = (
-    ("channel", "sessions_started"),
-    ("device", "sessions_started"),
-    ("abandoned_after_step", "sessions_abandoned"),
-    ("feedback", "feedback_count"),
-    ("duration_le", "sessions_submitted"),
-)
-_EQUAL_SUMS: Final = (("processing_le", "cases_closed"),)
-
 
 @dataclass(frozen=True, slots=True)
 class KpiQuery:
@@ -53,77 +43,107 @@ class KpiQuery:
                 datetime.combine(last + timedelta(days=1), datetime.min.time(), BERLIN))
 
 
+Raw = tuple[int, int]
+"""(true count, key sum) of a cell: never published, only perturbed."""
+
+
 @dataclass(slots=True)
 class Table:
-    """All cells of one municipality x service over the range: per period and the range total."""
+    """All cells of one municipality x service over the range: per period and the range total.
+
+    `cells` holds the published (perturbed) counts; `raw` the true counts with their key sums, from which
+    other cells (groups of tables in the comparison) are formed and perturbed as cells of their own.
+    `hidden` stays empty: under the Cell Key Method no value is withheld."""
 
     municipality: str
     service: str
     periods: list[datetime]
     cells: dict[tuple[Any, str, str], int]
+    raw: dict[tuple[Any, str, str], Raw] = field(default_factory=dict, repr=False)
     hidden: set[tuple[Any, str, str]] = field(default_factory=set)
     by_period: dict[Any, dict[tuple[str, str], int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for (p, m, d), v in self.cells.items():
-            self.by_period.setdefault(p, {})[(m, d)] = v
+        if not self.by_period:
+            for (p, m, d), v in self.cells.items():
+                self.by_period.setdefault(p, {})[(m, d)] = v
 
 
-def build_tables(rows: Iterable[Any]) -> list[Table]:
-    """Group stored rows (municipality, service, period_start, metric, dimension, value) into tables."""
-    grouped: dict[tuple[str, str], dict[tuple[Any, str, str], int]] = defaultdict(dict)
-    for muni, svc, start, metric, dim, value in rows:
-        grouped[(muni, svc)][(start, metric, dim)] = value
-    tables = []
-    for (muni, svc), cells in sorted(grouped.items()):
-        periods = sorted({p for p, _, _ in cells})
-        feedback: dict[Any, int] = defaultdict(int)
-        for (p, m, _), v in cells.items():
-            if m == "feedback":
-                feedback[p] += v
-        for p, n in feedback.items():
-            if n:
-                cells[(p, "feedback_count", "")] = n
-        totals: dict[tuple[Any, str, str], int] = defaultdict(int)
-        for (_, m, d), v in cells.items():
-            totals[(TOTAL, m, d)] += v
-        cells.update(totals)
-        tables.append(Table(muni, svc, periods, cells))
-    return tables
+def _add(into: dict[Any, Raw], key: Any, value: int, keys: int) -> None:
+    old = into.get(key)
+    into[key] = (value, keys) if old is None else (old[0] + value, old[1] + keys)
 
 
-def identities(table: Table) -> list[list[tuple[Any, int]]]:
-    """Every linear identity a reader can rely on between the cells of one table."""
-    by_period: dict[Any, dict[str, list[tuple[Any, str, str]]]] = defaultdict(lambda: defaultdict(list))
-    series: dict[tuple[str, str], list[tuple[Any, str, str]]] = defaultdict(list)
-    for key in table.cells:
-        p, m, d = key
-        by_period[p][m].append(key)
-        if p != TOTAL:
-            series[(m, d)].append(key)
-    out: list[list[tuple[Any, int]]] = []
-    for (m, d), keys in series.items():
-        out.append([(k, 1) for k in keys] + [((TOTAL, m, d), -1)])
-    for p, metrics in by_period.items():
-        for part, whole in _SPLITS:
-            if part in metrics or (p, whole, "") in table.cells:
-                out.append([(k, 1) for k in metrics.get(part, [])] + [((p, whole, ""), -1)])
-        for a, b in _EQUAL_SUMS:
-            if a in metrics or b in metrics:
-                out.append([(k, 1) for k in metrics.get(a, [])] + [(k, -1) for k in metrics.get(b, [])])
+def _lookup(table: ckm.PerturbationTable | None) -> tuple[list[tuple[tuple[int, ...], tuple[int, ...]]], int]:
+    t = table or ckm.table()
+    return [(row.deviations, row.thresholds) for row in t.rows], t.n_max
+
+
+def perturbed(raw: dict[Any, Raw], table: ckm.PerturbationTable | None = None) -> dict[Any, int]:
+    """Published value of each cell: its true count perturbed by the table at its cell key."""
+    rows, last = _lookup(table)
+    modulus = ckm.MODULUS
+    out: dict[Any, int] = {}
+    for c, (v, k) in raw.items():
+        if v <= 0:
+            out[c] = 0
+        else:
+            devs, bounds = rows[v if v < last else last]
+            out[c] = v + devs[bisect_right(bounds, k % modulus)]
     return out
 
 
-def apply_suppression(tables: list[Table], k: int) -> None:
-    for t in tables:
-        # cells in time order (the range total last), then metric and dimension; periods ranked once
-        rank = {p: i for i, p in enumerate(t.periods)}
-        last = len(rank)
+def build_tables(rows: Iterable[Any]) -> list[Table]:
+    """Group stored rows (municipality, service, period_start, metric, dimension, value, key_sum) into tables of
+    perturbed cells: each period's cells, the ratings count, and the range totals, each a cell of its own.
 
-        def order(cell: tuple[Any, str, str], rank: dict[Any, int] = rank, last: int = last) -> tuple[int, str, str]:
-            return (rank.get(cell[0], last), cell[1], cell[2])
-
-        t.hidden = suppression.suppress(t.cells, identities(t), k, order)
+    Only counts are published: stored sums of amounts and durations are dropped here. (One pass per table
+    with plain dicts: this is the computed path of every KPI query.)"""
+    grouped: dict[tuple[str, str], list[tuple[Any, str, str, int, int]]] = defaultdict(list)
+    counts = STORED_COUNTS
+    for muni, svc, start, metric, dim, value, key_sum in rows:
+        if metric in counts:
+            grouped[(muni, svc)].append((start, metric, dim, value, key_sum))
+    lookup, last = _lookup(None)
+    modulus = ckm.MODULUS
+    tables = []
+    for (muni, svc), items in sorted(grouped.items()):
+        raw: dict[tuple[Any, str, str], Raw] = {}
+        total_v: dict[tuple[str, str], int] = {}
+        total_k: dict[tuple[str, str], int] = {}
+        fb_v: dict[Any, int] = {}
+        fb_k: dict[Any, int] = {}
+        for p, m, d, v, k in items:
+            raw[(p, m, d)] = (v, k)
+            md = (m, d)
+            total_v[md] = total_v.get(md, 0) + v
+            total_k[md] = total_k.get(md, 0) + k
+            if m == "feedback":
+                fb_v[p] = fb_v.get(p, 0) + v
+                fb_k[p] = fb_k.get(p, 0) + k
+        if fb_v:
+            for p, v in fb_v.items():
+                raw[(p, "feedback_count", "")] = (v, fb_k[p])
+            total_v[("feedback_count", "")] = sum(fb_v.values())
+            total_k[("feedback_count", "")] = sum(fb_k.values())
+        for md, v in total_v.items():
+            raw[(TOTAL, md[0], md[1])] = (v, total_k[md])
+        cells: dict[tuple[Any, str, str], int] = {}
+        by_period: dict[Any, dict[tuple[str, str], int]] = {}
+        for c, (v, k) in raw.items():
+            if v <= 0:
+                value = 0
+            else:
+                devs, bounds = lookup[v if v < last else last]
+                value = v + devs[bisect_right(bounds, k % modulus)]
+            cells[c] = value
+            period = by_period.get(c[0])
+            if period is None:
+                period = by_period[c[0]] = {}
+            period[(c[1], c[2])] = value
+        periods = sorted(p for p in by_period if p != TOTAL)
+        tables.append(Table(muni, svc, periods, cells, raw, by_period=by_period))
+    return tables
 
 
 def percentile(counts: dict[str, int], bounds: tuple[int, ...], q: float) -> float | None:
@@ -142,25 +162,33 @@ def percentile(counts: dict[str, int], bounds: tuple[int, ...], q: float) -> flo
 
 
 def _derived(t: Table, p: Any) -> list[tuple[str, str, float | None, bool]]:
-    """(metric, dimension, value, suppressed) of the values computed from one period's counts."""
-    c, hidden = t.by_period.get(p, {}), t.hidden
+    """(metric, dimension, value, suppressed) of the values computed from one period's perturbed counts."""
+    return derived_values(t.by_period.get(p, {}))
+
+
+def derived_values(c: dict[tuple[str, str], int]) -> list[tuple[str, str, float | None, bool]]:
+    """Rates, mean and percentiles from published (perturbed) counts; never from true ones."""
     out: list[tuple[str, str, float | None, bool]] = []
     started = c.get(("sessions_started", ""), 0)
-    if started:
+    if started > 0:
         for metric, part in (("conversion_rate", "sessions_submitted"), ("abandonment_rate", "sessions_abandoned")):
-            hid = (p, "sessions_started", "") in hidden or (p, part, "") in hidden
-            out.append((metric, "", None if hid else round(c.get((part, ""), 0) / started, 4), hid))
-    stars = {d: v for (m, d), v in c.items() if m == "feedback"}
-    if stars:
-        hid = (p, "feedback_count", "") in hidden or any((p, "feedback", d) in hidden for d in stars)
-        mean = sum(int(d) * v for d, v in stars.items() if d.isdigit()) / sum(stars.values())
-        out.append(("mean_stars", "", None if hid else round(mean, 2), hid))
+            out.append((metric, "", round(c.get((part, ""), 0) / started, 4), False))
+    stars: dict[str, int] = {}
+    buckets: dict[str, dict[str, int]] = {"duration_le": {}, "processing_le": {}}
+    for (m, d), v in c.items():
+        if m == "feedback":
+            stars[d] = v
+        elif m in buckets:
+            buckets[m][d] = v
+    rated = sum(stars.values())
+    if rated > 0:
+        mean = sum(int(d) * v for d, v in stars.items() if d.isdigit()) / rated
+        out.append(("mean_stars", "", round(mean, 2), False))
     for metric, bounds in (("duration", DURATION_BUCKETS_S), ("processing", PROCESSING_BUCKETS_S)):
-        buckets = {d: v for (m, d), v in c.items() if m == f"{metric}_le"}
-        if buckets:
-            hid = any((p, f"{metric}_le", d) in hidden for d in buckets)
+        counted = buckets[f"{metric}_le"]
+        if counted:
             for q, name in ((0.5, "p50"), (0.9, "p90")):
-                out.append((f"{metric}_{name}_s", "", None if hid else percentile(buckets, bounds, q), hid))
+                out.append((f"{metric}_{name}_s", "", percentile(counted, bounds, q), False))
     return out
 
 
@@ -184,13 +212,15 @@ Cell = tuple[str, str, str, str, str, float | int | None, bool]
 
 
 def table_cells(t: Table, metrics: frozenset[str], period: Any) -> list[Cell]:
-    """Published cells of one period (or TOTAL) of a table, in stable order."""
+    """Published cells of one period (or TOTAL) of a table, in stable order.
+
+    A count perturbed to 0 is left out like a true 0 (no event): so a missing cell does not tell which it
+    was, and "a missing cell means 0" holds for every reader."""
     cells: list[Cell] = []
     label = "" if period == TOTAL else local_iso(period)
     for (m, d), v in t.by_period.get(period, {}).items():
-        if m in metrics:
-            hid = (period, m, d) in t.hidden
-            cells.append((label, t.municipality, t.service, m, d, None if hid else v, hid))
+        if v and m in metrics:
+            cells.append((label, t.municipality, t.service, m, d, v, False))
     for m, d, value, hid in _derived(t, period):
         if m in metrics:
             cells.append((label, t.municipality, t.service, m, d, value, hid))
@@ -254,37 +284,21 @@ COMPARED_METRICS: Final = (
 
 
 def _pooled(tables: list[Table], population: int) -> dict[str, tuple[float | None, bool]]:
-    """Compared KPIs over the range for a group of tables; a value is suppressed if any input cell is."""
-    cells: dict[tuple[str, str], int] = defaultdict(int)
-    hidden: set[tuple[str, str]] = set()
+    """Compared KPIs over the range for a group of tables: the group's counts are cells of their own (true
+    counts and key sums added, then perturbed), and the KPIs are computed from those perturbed counts."""
+    raw: dict[tuple[str, str], Raw] = {}
     for t in tables:
-        for (p, m, d), v in t.cells.items():
+        for (p, m, d), (v, k) in t.raw.items():
             if p == TOTAL:
-                cells[(m, d)] += v
-                if (p, m, d) in t.hidden:
-                    hidden.add((m, d))
+                _add(raw, (m, d), v, k)
+    cells: dict[tuple[str, str], int] = perturbed(raw)
     out: dict[str, tuple[float | None, bool]] = {}
-
-    def put(metric: str, inputs: Iterable[tuple[str, str]], value: float | None) -> None:
-        if value is None:
-            return
-        hid = any(i in hidden for i in inputs)
-        out[metric] = (None if hid else value, hid)
-
     started = cells.get(("sessions_started", ""), 0)
-    if started and population:
-        put("sessions_started_per_10k", [("sessions_started", "")], round(started * 10_000 / population, 2))
-    if started:
-        for metric, part in (("conversion_rate", "sessions_submitted"), ("abandonment_rate", "sessions_abandoned")):
-            put(metric, [("sessions_started", ""), (part, "")], round(cells.get((part, ""), 0) / started, 4))
-    stars = {d: v for (m, d), v in cells.items() if m == "feedback" and v}
-    if stars:
-        mean = sum(int(d) * v for d, v in stars.items() if d.isdigit()) / sum(stars.values())
-        put("mean_stars", [("feedback", d) for d in stars] + [("feedback_count", "")], round(mean, 2))
-    for metric, bounds in (("duration", DURATION_BUCKETS_S), ("processing", PROCESSING_BUCKETS_S)):
-        buckets = {d: v for (m, d), v in cells.items() if m == f"{metric}_le" and v}
-        if buckets:
-            put(f"{metric}_p50_s", [(f"{metric}_le", d) for d in buckets], percentile(buckets, bounds, 0.5))
+    if started > 0 and population:
+        out["sessions_started_per_10k"] = (round(started * 10_000 / population, 2), False)
+    for metric, _, value, _ in derived_values(cells):
+        if metric in COMPARED_METRICS and value is not None:
+            out[metric] = (value, False)
     return out
 
 

@@ -11,11 +11,10 @@ class PublisherSettings(KPSettings):
     port: int = 8003
     max_page_size: int = Field(10_000, ge=1)
     default_page_size: int = Field(1_000, ge=1)
-    suppression_k: int = Field(5, ge=1, description="counts below this are published as suppressed")
     cache_max_age_s: int = Field(60, ge=0, description="Cache-Control max-age of open-data responses")
     change_poll_s: float = Field(30.0, gt=0, description="fallback poll of the KPI change time")
     etag_cache_size: int = Field(20_000, ge=0, description="remembered ETags answered with 304 without a query")
-    table_cache_size: int = Field(64, ge=0, description="suppressed query results kept for the data version")
+    table_cache_size: int = Field(64, ge=0, description="perturbed query results kept for the data version")
     max_hour_range_days: int = Field(31, ge=1)
     max_query_values: int = Field(200_000, ge=1, description="stored values one KPI query may read")
     max_day_range_days: int = Field(732, ge=1)

@@ -202,7 +202,8 @@ class TestProjectRules:
     ) -> None:
         _, objects = rendered
         configmaps = {o["metadata"]["name"] for o in _of(objects, "ConfigMap")}
-        operator_secrets = {"kp-postgres-app"} | {u["metadata"]["name"] for u in _of(objects, "KafkaUser")}
+        # kp-ckm (the Cell Key Method secret) is created by the operator of the cluster, see docs/operations.md
+        operator_secrets = {"kp-postgres-app", "kp-ckm"} | {u["metadata"]["name"] for u in _of(objects, "KafkaUser")}
         secrets = {o["metadata"]["name"] for o in _of(objects, "Secret")} | operator_secrets
         for workload in [*_of(objects, "Deployment"), *_of(objects, "Job")]:
             for c in workload["spec"]["template"]["spec"]["containers"]:

@@ -49,7 +49,7 @@ def _stop(proc: subprocess.Popen[str]) -> str:
 def _total(publisher: str) -> int:
     r = httpx.get(f"{publisher}/v1/kpis", params={"municipality": "06413000", "family": "usage"}, timeout=10)
     r.raise_for_status()
-    # suppressed cells (small counts) come back as null and are not counted
+    # counts are perturbed (Cell Key Method) but never withheld
     return sum(row["value"] or 0 for row in r.json()["items"] if row["metric"] == "sessions_started")
 
 

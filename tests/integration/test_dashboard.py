@@ -16,6 +16,7 @@ from asgi_lifespan import LifespanManager
 
 from services.publisher.app import create_app
 from services.publisher.settings import PublisherSettings
+from shared import ckm
 
 FULDA = "06631009"
 DAY = date(2019, 6, 2)
@@ -40,12 +41,23 @@ async def services(db: asyncpg.Connection, unique: str) -> tuple[str, str]:
         rows += [(svc, "sessions_started", "", started), (svc, "channel", "web", started),
                  (svc, "device", "mobile", started)]
     rows += [(busy, "payment", "paypal", 40), (busy, "payment", "kreditkarte", 17)]
+    # key sums at which the table leaves each count as it is, so the page shows the counts written here
     await db.executemany(
-        """INSERT INTO kpi_values (granularity, period_start, municipality, service, metric, dimension, value)
-           VALUES ('day', $1::date::timestamp AT TIME ZONE 'Europe/Berlin', $2, $3, $4, $5, $6)""",
-        [(DAY, FULDA, svc, m, d, v) for svc, m, d, v in rows],
+        """INSERT INTO kpi_values (granularity, period_start, municipality, service, metric, dimension, value,
+                                   key_sum)
+           VALUES ('day', $1::date::timestamp AT TIME ZONE 'Europe/Berlin', $2, $3, $4, $5, $6, $7)""",
+        [(DAY, FULDA, svc, m, d, v, unchanged_key(v)) for svc, m, d, v in rows],
     )
     return quiet, busy
+
+
+def unchanged_key(count: int) -> int:
+    """A cell key at which the perturbation table maps `count` to itself."""
+    row = ckm.table().rows[min(count, ckm.table().n_max)]
+    n = row.deviations.index(0)
+    key = row.thresholds[n - 1] if n else 0
+    assert ckm.perturb(count, key) == count
+    return key
 
 
 def _downloads(page: str) -> dict[str, str]:

@@ -1,12 +1,12 @@
-"""Open-data API against the real PostgreSQL: hand-checked KPI values in JSON and CSV, suppression, caching."""
+"""Open-data API against the real PostgreSQL: hand-checked KPI values in JSON and CSV, perturbation, caching."""
 
 from __future__ import annotations
 
 import csv
 import io
+import random
 import uuid
-from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from services.publisher.app import create_app
 from services.publisher.settings import PublisherSettings
-from tests.unit.test_suppression import recoverable
+from shared import ckm
 from tests.waiting import eventually
 
 DAY1 = datetime(2026, 2, 28, 23, tzinfo=UTC)  # 2026-03-01 00:00 Europe/Berlin
@@ -35,14 +35,26 @@ def random_leika() -> str:
 
 
 Row = tuple[datetime, str, str, str, str, int]
+Keyed = dict[tuple[datetime, str, str], tuple[int, int]]
+"""(period start, metric, dimension) -> (true count, key sum) as stored."""
 
 
-async def insert(db: asyncpg.Connection, granularity: str, rows: list[Row]) -> None:
+async def insert(db: asyncpg.Connection, granularity: str, rows: list[Row]) -> Keyed:
+    """Store rows with random key sums (as the aggregator would); return what was stored per cell."""
+    keyed = [(granularity, *r, random.getrandbits(32)) for r in rows]
     await db.executemany(
-        """INSERT INTO kpi_values (granularity, period_start, municipality, service, metric, dimension, value)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        [(granularity, *r) for r in rows],
+        """INSERT INTO kpi_values (granularity, period_start, municipality, service, metric, dimension, value,
+                                   key_sum)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        keyed,
     )
+    return {(r[1], r[4], r[5]): (r[6], r[7]) for r in keyed}
+
+
+def perturbed(stored: Keyed, cells: Iterable[tuple[datetime, str, str]]) -> int:
+    """What the API must publish for the union of `cells`: the true sum perturbed at the summed key."""
+    parts = [stored[c] for c in cells if c in stored]
+    return ckm.perturb(sum(v for v, _ in parts), ckm.cell_key([k for _, k in parts]))
 
 
 @pytest.fixture
@@ -70,7 +82,7 @@ async def client(served: tuple[FastAPI, Any]) -> AsyncIterator[httpx.AsyncClient
 
 
 @pytest.fixture
-async def funnel(db: asyncpg.Connection) -> tuple[str, str]:
+async def funnel(db: asyncpg.Connection) -> tuple[str, str, Keyed]:
     """Two days of one municipality x service, values chosen by hand."""
     ags, svc = random_ags(), random_leika()
     day1 = [
@@ -86,8 +98,7 @@ async def funnel(db: asyncpg.Connection) -> tuple[str, str]:
         ("payment", "paypal", 2), ("payment", "sepa_lastschrift", 13),
     ]
     rows = [(DAY1, ags, svc, m, d, v) for m, d, v in day1] + [(DAY2, ags, svc, m, d, v) for m, d, v in day2]
-    await insert(db, "day", rows)
-    return ags, svc
+    return ags, svc, await insert(db, "day", rows)
 
 
 def _by(items: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -96,30 +107,47 @@ def _by(items: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any
 
 class TestKpiQuery:
     async def test_json_gives_the_hand_checked_counts_and_derived_values(
-        self, client: httpx.AsyncClient, funnel: tuple[str, str]
+        self, client: httpx.AsyncClient, funnel: tuple[str, str, Keyed]
     ) -> None:
-        ags, svc = funnel
+        ags, svc, stored = funnel
         r = await client.get("/v1/kpis", params={"municipality": ags, "service": svc, "period": "day",
                                                  "from": "2026-03-01", "to": "2026-03-02"})
         assert r.status_code == 200, r.text
         body = r.json()
         got = _by(body["items"])
-        assert got[(DAY1_LOCAL, "sessions_started", "")]["value"] == 40
-        assert got[(DAY1_LOCAL, "conversion_rate", "")]["value"] == 0.5
-        assert got[(DAY1_LOCAL, "abandonment_rate", "")]["value"] == 0.3
-        assert got[(DAY2_LOCAL, "abandonment_rate", "")]["value"] == 0.3333
-        assert got[(DAY1_LOCAL, "mean_stars", "")]["value"] == 4.5
-        assert got[(DAY1_LOCAL, "feedback_count", "")]["value"] == 20
-        assert got[(DAY1_LOCAL, "duration_p50_s", "")]["value"] == 60.0
-        assert got[(DAY1_LOCAL, "duration_p90_s", "")]["value"] == 108.0  # 60 + 60 * (18 - 10) / 10
+
+        def count(day: datetime, metric: str, dim: str = "") -> int:
+            return perturbed(stored, [(day, metric, dim)])
+
+        for (day, metric, dim), (true, _) in stored.items():
+            # a count perturbed to 0 is left out, like a true 0
+            value = got.get((DAY1_LOCAL if day == DAY1 else DAY2_LOCAL, metric, dim), {"value": 0})["value"]
+            assert value == count(day, metric, dim)
+            assert abs(value - true) <= ckm.MAX_DEVIATION
+        # rates, means and percentiles from the published (perturbed) counts, by the documented formulas
+        started, submitted = count(DAY1, "sessions_started"), count(DAY1, "sessions_submitted")
+        assert got[(DAY1_LOCAL, "conversion_rate", "")]["value"] == round(submitted / started, 4)
+        assert got[(DAY2_LOCAL, "abandonment_rate", "")]["value"] == round(
+            count(DAY2, "sessions_abandoned") / count(DAY2, "sessions_started"), 4)
+        four, five = count(DAY1, "feedback", "4"), count(DAY1, "feedback", "5")
+        assert got[(DAY1_LOCAL, "mean_stars", "")]["value"] == round((4 * four + 5 * five) / (four + five), 2)
+        # the ratings count is a cell of its own: all ratings of the day, at the sum of their keys
+        assert got[(DAY1_LOCAL, "feedback_count", "")]["value"] == perturbed(
+            stored, [(DAY1, "feedback", "4"), (DAY1, "feedback", "5")])
+        b60, b120 = count(DAY1, "duration_le", "60"), count(DAY1, "duration_le", "120")
+        n = b60 + b120
+        p50 = 60 * 0.5 * n / b60 if 0.5 * n <= b60 else 60 + 60 * (0.5 * n - b60) / b120
+        assert got[(DAY1_LOCAL, "duration_p50_s", "")]["value"] == round(p50, 1)
+        assert body["perturbation"]["method"] == "cell_key_method"
+        assert not any(i["suppressed"] for i in body["items"])
         assert body["total_items"] == len(body["items"])
         assert body["query"]["municipality"] == [ags]
         assert all(i["municipality"] == ags and i["period"] == "day" for i in body["items"])
 
-    async def test_csv_has_the_same_values_in_stable_columns_with_dot_for_suppressed(
-        self, client: httpx.AsyncClient, funnel: tuple[str, str]
+    async def test_csv_has_the_same_values_in_stable_columns(
+        self, client: httpx.AsyncClient, funnel: tuple[str, str, Keyed]
     ) -> None:
-        ags, svc = funnel
+        ags, svc, _ = funnel
         params = {"municipality": ags, "service": svc, "from": "2026-03-01", "to": "2026-03-02"}
         as_json = (await client.get("/v1/kpis.json", params=params)).json()["items"]
         r = await client.get("/v1/kpis", params=params, headers={"Accept": "text/csv"})
@@ -131,13 +159,13 @@ class TestKpiQuery:
         for row, item in zip(rows[1:], as_json, strict=True):
             assert row[1:6] == [item["period_start"], item["municipality"], item["service"], item["metric"],
                                 item["dimension"]]
-            assert row[6] == ("." if item["suppressed"] else str(item["value"]))
+            assert row[6] == str(item["value"])
         assert (await client.get("/v1/kpis.csv", params=params)).content == r.content
 
     async def test_family_filter_and_pagination_keep_a_stable_order(
-        self, client: httpx.AsyncClient, funnel: tuple[str, str]
+        self, client: httpx.AsyncClient, funnel: tuple[str, str, Keyed]
     ) -> None:
-        ags, svc = funnel
+        ags, svc, _ = funnel
         params: dict[str, Any] = {"municipality": ags, "service": svc, "from": "2026-03-01", "to": "2026-03-02",
                                   "family": "payment"}
         full = (await client.get("/v1/kpis", params=params)).json()
@@ -155,10 +183,11 @@ class TestKpiQuery:
         self, client: httpx.AsyncClient, db: asyncpg.Connection
     ) -> None:
         ags, svc = random_ags(), random_leika()
-        await insert(db, "month", [(DAY1, ags, svc, "sessions_started", "", 90)])
+        stored = await insert(db, "month", [(DAY1, ags, svc, "sessions_started", "", 90)])
         r = await client.get("/v1/kpis", params={"municipality": ags, "period": "month", "from": "2026-03-15",
                                                  "to": "2026-03-20", "family": "usage"})
-        assert [(i["period_start"], i["value"]) for i in r.json()["items"]] == [(DAY1_LOCAL, 90)]
+        assert [(i["period_start"], i["value"]) for i in r.json()["items"]] == [
+            (DAY1_LOCAL, perturbed(stored, stored))]
 
 
     async def test_hours_across_the_spring_dst_switch_keep_their_berlin_offsets(
@@ -168,93 +197,44 @@ class TestKpiQuery:
         hours = [datetime(2026, 3, 28, 22, tzinfo=UTC), datetime(2026, 3, 28, 23, tzinfo=UTC),
                  datetime(2026, 3, 29, 0, tzinfo=UTC), datetime(2026, 3, 29, 1, tzinfo=UTC),
                  datetime(2026, 3, 29, 22, tzinfo=UTC)]
-        await insert(db, "hour", [(h, ags, svc, "sessions_started", "", 10 + i) for i, h in enumerate(hours)])
+        stored = await insert(db, "hour", [(h, ags, svc, "sessions_started", "", 10 + i)
+                                           for i, h in enumerate(hours)])
         r = await client.get("/v1/kpis", params={"municipality": ags, "period": "hour", "from": "2026-03-29",
                                                  "to": "2026-03-29", "family": "usage"})
         # 2026-03-29 in Berlin runs from 23:00 UTC the day before to 22:00 UTC; 02:00 local does not exist
         assert [(i["period_start"], i["value"]) for i in r.json()["items"]] == [
-            ("2026-03-29T00:00:00+01:00", 11), ("2026-03-29T01:00:00+01:00", 12),
-            ("2026-03-29T03:00:00+02:00", 13),
+            ("2026-03-29T00:00:00+01:00", perturbed(stored, [(hours[1], "sessions_started", "")])),
+            ("2026-03-29T01:00:00+01:00", perturbed(stored, [(hours[2], "sessions_started", "")])),
+            ("2026-03-29T03:00:00+02:00", perturbed(stored, [(hours[3], "sessions_started", "")])),
         ]
 
 
-class TestSuppression:
-    async def test_small_count_and_its_complement_are_null_with_flag_and_total_stays(
-        self, client: httpx.AsyncClient, funnel: tuple[str, str]
+class TestPerturbation:
+    async def test_totals_are_cells_of_their_own_and_small_counts_are_published_perturbed(
+        self, client: httpx.AsyncClient, funnel: tuple[str, str, Keyed]
     ) -> None:
-        ags, svc = funnel
+        ags, svc, stored = funnel
         params = {"municipality": ags, "service": svc, "from": "2026-03-01", "to": "2026-03-02",
                   "family": "payment"}
         got = _by((await client.get("/v1/kpis", params=params)).json()["items"])
-        # day 2 paypal = 2 < 5 (primary); the paypal total 14 would reveal it from day 1's 12 (secondary)
-        assert got[(DAY2_LOCAL, "payment", "paypal")]["value"] is None
-        assert got[(DAY2_LOCAL, "payment", "paypal")]["suppressed"] is True
-        assert got[(DAY1_LOCAL, "payment", "paypal")]["value"] is None
-        assert got[(DAY1_LOCAL, "payment", "paypal")]["suppressed"] is True
-        assert got[(DAY2_LOCAL, "payment", "sepa_lastschrift")]["value"] == 13
+        # day 2 paypal = 2: published, as its perturbed value
+        small = got.get((DAY2_LOCAL, "payment", "paypal"), {"value": 0, "suppressed": False})
+        assert small["value"] == perturbed(stored, [(DAY2, "payment", "paypal")])
+        assert small["suppressed"] is False
         totals = _by((await client.get("/v1/kpis/totals", params=params)).json()["items"])
-        assert totals[("total", "payment", "paypal")]["value"] == 14
-
-    async def test_no_suppressed_value_follows_from_one_response_and_the_totals(
-        self, client: httpx.AsyncClient, db: asyncpg.Connection
-    ) -> None:
-        ags, svc = random_ags(), random_leika()
-        days = [datetime(2026, 4, d, 22, tzinfo=UTC) for d in range(1, 5)]  # 2..5 April, Berlin (CEST)
-        plan = [
-            {"web": 3, "app": 9, "desktop": 8, "mobile": 4, "s1": 2, "s3": 7, "s5": 20, "a0": 1, "a1": 6},
-            {"web": 12, "app": 1, "desktop": 11, "mobile": 2, "s1": 6, "s3": 1, "s5": 9, "a0": 4, "a1": 4},
-            {"web": 30, "app": 7, "desktop": 2, "mobile": 35, "s1": 0, "s3": 3, "s5": 2, "a0": 0, "a1": 9},
-            {"web": 4, "app": 2, "desktop": 3, "mobile": 3, "s1": 8, "s3": 8, "s5": 8, "a0": 3, "a1": 1},
-        ]
-        rows = []
-        for day, v in zip(days, plan, strict=True):
-            cells = {("channel", "web"): v["web"], ("channel", "app"): v["app"],
-                     ("device", "desktop"): v["desktop"], ("device", "mobile"): v["mobile"],
-                     ("sessions_started", ""): v["web"] + v["app"], ("feedback", "1"): v["s1"],
-                     ("feedback", "3"): v["s3"], ("feedback", "5"): v["s5"], ("abandoned_after_step", "0"): v["a0"],
-                     ("abandoned_after_step", "1"): v["a1"], ("sessions_abandoned", ""): v["a0"] + v["a1"]}
-            rows += [(day, ags, svc, m, d, n) for (m, d), n in cells.items() if n]
-        await insert(db, "day", rows)
-        params = {"municipality": ags, "service": svc, "from": "2026-04-02", "to": "2026-04-05"}
-        items = (await client.get("/v1/kpis", params=params)).json()["items"]
-        totals = (await client.get("/v1/kpis/totals", params=params)).json()["items"]
-        published = [*items, *totals]
-        hidden = {(i.get("period_start", "total"), i["metric"], i["dimension"]) for i in published if i["suppressed"]}
-        assert all(i["value"] is None for i in published if i["suppressed"])
-        assert all(i["value"] is not None for i in published if not i["suppressed"])
-        assert ("2026-04-02T00:00:00+02:00", "feedback", "1") in hidden  # 2 < 5
-        assert ("2026-04-03T00:00:00+02:00", "channel", "app") in hidden  # 1 < 5
-        # Everything a reader may rely on: periods add up to the totals, splits add up to their whole.
-        by_period: dict[str, dict[str, list[tuple[str, str, str]]]] = defaultdict(lambda: defaultdict(list))
-        series: dict[tuple[str, str], list[tuple[str, str, str]]] = defaultdict(list)
-        for i in published:
-            key = (i.get("period_start", "total"), i["metric"], i["dimension"])
-            if i["metric"] in ("mean_stars", "conversion_rate", "abandonment_rate"):
-                continue
-            by_period[key[0]][key[1]].append(key)
-            if key[0] != "total":
-                series[(key[1], key[2])].append(key)
-        identities: list[list[tuple[Any, int]]] = [
-            [(k, 1) for k in keys] + [(("total", m, d), -1)] for (m, d), keys in series.items()
-        ]
-        for p, metrics in by_period.items():
-            for part, whole in (("channel", "sessions_started"), ("device", "sessions_started"),
-                                ("feedback", "feedback_count"), ("abandoned_after_step", "sessions_abandoned")):
-                identities.append([(k, 1) for k in metrics[part]] + [((p, whole, ""), -1)])
-        assert hidden
-        assert recoverable(identities, hidden) == set()
-        # a mean computed from a hidden star count is hidden as well
-        stars_hidden = {p for p, m, _ in hidden if m in ("feedback", "feedback_count")}
-        for i in published:
-            if i["metric"] == "mean_stars":
-                assert i["suppressed"] == (i.get("period_start", "total") in stars_hidden)
+        # the paypal total (12 + 2) is perturbed at the sum of both days' keys, not summed from the days
+        assert totals[("total", "payment", "paypal")]["value"] == perturbed(
+            stored, [(DAY1, "payment", "paypal"), (DAY2, "payment", "paypal")])
+        one_day = {**params, "to": "2026-03-01"}
+        single = _by((await client.get("/v1/kpis/totals", params=one_day)).json()["items"])
+        assert single[("total", "payment", "paypal")]["value"] == got[(DAY1_LOCAL, "payment", "paypal")]["value"]
 
 
 class TestCaching:
     async def test_if_none_match_gets_304_without_the_database_until_data_changes(
-        self, app: FastAPI, client: httpx.AsyncClient, funnel: tuple[str, str], db: asyncpg.Connection
+        self, app: FastAPI, client: httpx.AsyncClient, funnel: tuple[str, str, Keyed], db: asyncpg.Connection
     ) -> None:
-        ags, svc = funnel
+        ags, svc, _ = funnel
         params = {"municipality": ags, "service": svc, "from": "2026-03-01", "to": "2026-03-02"}
         first = await client.get("/v1/kpis", params=params)
         etag = first.headers["etag"]
@@ -289,9 +269,9 @@ class TestCaching:
         assert any(i["metric"] == "cases_opened" for i in changed.json()["items"])
 
     async def test_representations_have_different_etags_and_large_ones_are_gzipped(
-        self, client: httpx.AsyncClient, funnel: tuple[str, str]
+        self, client: httpx.AsyncClient, funnel: tuple[str, str, Keyed]
     ) -> None:
-        ags, svc = funnel
+        ags, svc, _ = funnel
         params = {"municipality": ags, "service": svc, "from": "2026-03-01", "to": "2026-03-02"}
         j = await client.get("/v1/kpis", params=params, headers={"Accept-Encoding": "gzip"})
         c = await client.get("/v1/kpis.csv", params=params, headers={"Accept-Encoding": "gzip"})
@@ -366,9 +346,9 @@ class TestLimits:
         assert r.headers["retry-after"] == "5"
 
     async def test_query_over_too_many_stored_values_is_refused_naming_the_range(
-        self, app: FastAPI, client: httpx.AsyncClient, funnel: tuple[str, str]
+        self, app: FastAPI, client: httpx.AsyncClient, funnel: tuple[str, str, Keyed]
     ) -> None:
-        ags, svc = funnel
+        ags, svc, _ = funnel
         settings = app.state.settings
         before = settings.max_query_values
         settings.max_query_values = 3

@@ -18,8 +18,9 @@ from asgi_lifespan import LifespanManager
 
 from services.publisher.app import create_app
 from services.publisher.settings import PublisherSettings
+from shared import ckm
 from shared.reference import municipalities, services
-from tests.integration.test_publisher_api_kpis import insert, random_ags, random_leika
+from tests.integration.test_publisher_api_kpis import Keyed, insert, random_ags, random_leika
 
 DAY = datetime(2026, 5, 9, 22, tzinfo=UTC)  # 2026-05-10 Europe/Berlin
 
@@ -67,11 +68,10 @@ class TestComparison:
         # (started, submitted) per city; Marburg, Gießen, Fulda and Wetzlar form the size class of Gießen
         plan = {"06413000": (100, 50), "06534014": (40, 30), "06531005": (60, 30), "06533009": (20, 5),
                 "06631009": (50, 20), "06532023": (50, 40)}
-        rows = []
+        stored: dict[str, Keyed] = {}
         for ags, (started, submitted) in plan.items():
-            rows += [(DAY, ags, svc, "sessions_started", "", started),
-                     (DAY, ags, svc, "sessions_submitted", "", submitted)]
-        await insert(db, "day", rows)
+            stored[ags] = await insert(db, "day", [(DAY, ags, svc, "sessions_started", "", started),
+                                                   (DAY, ags, svc, "sessions_submitted", "", submitted)])
         r = await client.get("/v1/comparison", params={"municipality": "06531005", "service": svc,
                                                        "from": "2026-05-10", "to": "2026-05-10"})
         assert r.status_code == 200, r.text
@@ -79,30 +79,27 @@ class TestComparison:
         assert {i["service"] for i in body["items"]} == {svc}
         assert sorted(body["size_class_members"]) == ["06531005", "06532023", "06534014", "06631009"]
         got = {i["metric"]: i for i in body["items"]}
-        conv = got["conversion_rate"]
-        assert conv["value"] == 0.5  # 30 / 60
-        assert conv["hessen"] == round(175 / 320, 4)
-        assert conv["size_class"] == round(120 / 200, 4)
-        pop = {m.ags: m.population for m in municipalities()}
-        assert got["sessions_started_per_10k"]["value"] == round(60 * 10_000 / pop["06531005"], 2)
-        assert got["sessions_started_per_10k"]["hessen"] == round(320 * 10_000 / sum(pop.values()), 2)
 
-    async def test_group_value_is_suppressed_when_a_member_count_is(
-        self, client: httpx.AsyncClient, db: asyncpg.Connection
-    ) -> None:
-        svc = random_leika()
-        rows = [(DAY, m.ags, svc, "sessions_started", "", 50) for m in municipalities()]
-        rows += [(DAY, m.ags, svc, "sessions_submitted", "", 3 if m.ags == "06533009" else 25)
-                 for m in municipalities()]
-        await insert(db, "day", rows)
-        r = await client.get("/v1/comparison", params={"municipality": "06413000", "service": svc,
-                                                       "from": "2026-05-10", "to": "2026-05-10"})
-        assert {i["service"] for i in r.json()["items"]} == {svc}
-        conv = next(i for i in r.json()["items"] if i["metric"] == "conversion_rate")
-        assert conv["value"] == 0.5
-        assert conv["hessen"] is None
-        assert conv["hessen_suppressed"] is True  # Limburg's 3 submissions would follow from it
-        assert conv["size_class"] == 0.5  # Offenbach alone
+        def group(members: list[str], metric: str) -> int:
+            """A group's count is a cell of its own: true counts and key sums added, then perturbed."""
+            parts = [stored[a][(DAY, metric, "")] for a in members]
+            return ckm.perturb(sum(v for v, _ in parts), ckm.cell_key([k for _, k in parts]))
+
+        everyone = list(plan)
+        size_class = body["size_class_members"]
+        conv = got["conversion_rate"]
+        assert conv["value"] == round(group(["06531005"], "sessions_submitted")
+                                      / group(["06531005"], "sessions_started"), 4)
+        assert conv["hessen"] == round(group(everyone, "sessions_submitted") / group(everyone, "sessions_started"), 4)
+        assert conv["size_class"] == round(group(size_class, "sessions_submitted")
+                                           / group(size_class, "sessions_started"), 4)
+        pop = {m.ags: m.population for m in municipalities()}
+        assert got["sessions_started_per_10k"]["value"] == round(
+            group(["06531005"], "sessions_started") * 10_000 / pop["06531005"], 2)
+        assert got["sessions_started_per_10k"]["hessen"] == round(
+            group(everyone, "sessions_started") * 10_000 / sum(pop.values()), 2)
+        assert not any(i["suppressed"] or i["hessen_suppressed"] or i["size_class_suppressed"]
+                       for i in body["items"])
 
     async def test_unknown_municipality_is_a_problem_naming_it(self, client: httpx.AsyncClient) -> None:
         r = await client.get("/v1/comparison", params={"municipality": random_ags()})
@@ -115,7 +112,8 @@ class TestDataPackage:
         self, client: httpx.AsyncClient, db: asyncpg.Connection
     ) -> None:
         ags, svc = random_ags(), random_leika()
-        await insert(db, "day", [(DAY, ags, svc, "sessions_started", "", 12), (DAY, ags, svc, "payment", "paypal", 2)])
+        stored = await insert(db, "day", [(DAY, ags, svc, "sessions_started", "", 12),
+                                          (DAY, ags, svc, "payment", "paypal", 2)])
         params = {"municipality": ags, "service": svc, "from": "2026-05-10", "to": "2026-05-10"}
         pkg = (await client.get("/v1/kpis/datapackage.json", params=params)).json()
         assert pkg["profile"] == "tabular-data-package"
@@ -130,8 +128,11 @@ class TestDataPackage:
             rows = list(csv.reader(io.StringIO(csv_resp.text)))
             assert rows[0] == [f["name"] for f in res["schema"]["fields"]]
             values = [r[-1] for r in rows[1:]]
-            assert "." in values  # paypal 2 is suppressed
-            assert "12" in values
+            assert "." not in values  # nothing is withheld
+            assert str(ckm.perturb(*stored[(DAY, "sessions_started", "")])) in values
+        assert "perturbed" in pkg["description"]
+        assert "höchstens" in pkg["description"]
+        assert pkg["perturbation"]["max_deviation"] == ckm.MAX_DEVIATION
 
     async def test_frictionless_validates_the_package_with_its_csv(
         self, client: httpx.AsyncClient, db: asyncpg.Connection, tmp_path: Path
