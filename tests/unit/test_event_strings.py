@@ -191,7 +191,7 @@ class TestAggregatorFastPath:
         ]
         records = [Record("usage.events.v1", 0, i, orjson.dumps(e)) for i, e in enumerate([good, *bad])]
         prepared = prepare(records, usage_event_adapter, usage_contributions, False, now, timedelta(days=7),
-                           timedelta(minutes=5))
+                           timedelta(minutes=5), b"unit-test-ckm-secret")
         assert [c.id for c in prepared.relevant] == [uuid.UUID(good["id"])]
         assert [r.record.offset for r in prepared.rejections] == [1, 2, 3, 4]
         assert [{e["type"] for e in r.errors} for r in prepared.rejections] == [
