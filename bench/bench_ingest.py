@@ -160,7 +160,7 @@ async def measure(stack: LocalStack, quick: bool) -> list[dict[str, Any]]:
             seconds, lat = await http_ingest(proc.url, api_key, batches(events, batch_size), concurrency)
             http_rates.append(count / seconds)
             latencies += lat
-            tracker_rates.append(hits / await tracker_collect(proc.url, site.token, hits, concurrency * 16))
+            tracker_rates.append(hits / await tracker_collect(proc.url, site.token, hits, concurrency * 4))
     finally:
         proc.stop()
     raw, http = max(raw_rates), max(http_rates)
@@ -172,7 +172,7 @@ async def measure(stack: LocalStack, quick: bool) -> list[dict[str, Any]]:
         {"measure": f"HTTP batch ingest ({label})", "value": round(http), "unit": "events/s",
          "baseline": "raw aiokafka producer, same bytes, acks=all, idempotent", "baseline_value": round(raw),
          "ratio": round(ratio, 3), "target": f">= {TARGET_RATIO}x baseline", "met": ratio >= TARGET_RATIO},
-        {"measure": f"tracker endpoint /v1/collect ({hits} page views, 1 hit per request, {concurrency * 16} "
+        {"measure": f"tracker endpoint /v1/collect ({hits} page views, 1 hit per request, {concurrency * 4} "
                     f"concurrent, best of {rounds})", "value": round(tracker), "unit": "events/s",
          "baseline": "HTTP batch ingest, same run", "baseline_value": round(http),
          "ratio": round(tracker / http, 3), "target": None, "met": None},
