@@ -17,12 +17,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from prometheus_client.parser import text_string_to_metric_families
 
 from kp.local import ServiceProcess
 from kp.sitetokens import create_site_token
-from tests.browser import AXE, launch, local_context, require_browser
+from tests.browser import ARGS, AXE, CHROMIUM, local_context, require_browser
 from tests.integration.test_aggregator_exactly_once import Lane, lane
 from tests.waiting import eventually
 
@@ -45,9 +45,10 @@ require_browser()
 class DemoSite:
     """The demo city's web server: its pages with the ingest URL and site token filled in, under a strict CSP."""
 
-    def __init__(self, ingest_url: str, token: str) -> None:
+    def __init__(self, ingest_url: str, token: str, form_service: str) -> None:
         self.ingest_url = ingest_url
         self.token = token
+        self.form_service = form_service
         handler = partial(_Handler, site=self, directory=str(SITE_DIR))
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.port = self.server.server_address[1]
@@ -73,7 +74,7 @@ class _Handler(SimpleHTTPRequestHandler):
             super().do_GET()
             return
         page = (SITE_DIR / "index.html").read_text().replace("{{INGEST}}", self.site.ingest_url)
-        page = page.replace("{{TOKEN}}", self.site.token)
+        page = page.replace("{{TOKEN}}", self.site.token).replace("{{SERVICE}}", self.site.form_service)
         if self.path.startswith("/en/"):  # the English edition of the city's site
             page = page.replace('<html lang="de">', '<html lang="en">')
         data = page.encode()
@@ -108,7 +109,7 @@ def ingest(lane: Lane) -> Iterator[ServiceProcess]:
 
 @pytest.fixture
 async def site(lane: Lane, ingest: ServiceProcess, database_url: str) -> AsyncIterator[DemoSite]:
-    demo = DemoSite(ingest.url, "")
+    demo = DemoSite(ingest.url, "", lane.services[1])
     token = await create_site_token(database_url, lane.ags, lane.services[0], [demo.url], 1000.0, 1000, "demo")
     demo.token = token.token
     demo.thread.start()
@@ -121,8 +122,15 @@ async def site(lane: Lane, ingest: ServiceProcess, database_url: str) -> AsyncIt
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with launch() as b:
-        yield b
+    # A visitor's browser: the user agent of an ordinary Chrome for every request, also for the beacons the
+    # browser sends after a page is gone (a context's override does not reach those).
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                     args=[*ARGS, f"--user-agent={CHROME_UA}"])
+        try:
+            yield b
+        finally:
+            await b.close()
 
 
 async def _context(browser: Browser, **options: Any) -> tuple[BrowserContext, Page, list[str]]:
@@ -189,6 +197,33 @@ class TestTracker:
                     "feedback": {"4": 1}}
         for metric, counts in expected.items():
             await eventually(lambda m=metric: _kpis(db, lane.ags, m), lambda v, c=counts: v == c, timeout=60)
+
+    async def test_an_opted_in_form_counts_start_steps_submit_and_abandonment(
+        self, browser: Browser, site: DemoSite, lane: Lane, db: asyncpg.Connection
+    ) -> None:
+        context, page, errors = await _context(browser)
+        try:
+            await page.goto(f"{site.url}/antrag")
+            await page.wait_for_selector("form.kp-feedback")
+            await page.focus("#vorname")  # session started
+            await page.click("#weiter1")
+            await page.click("#weiter2")
+            async with page.expect_navigation():
+                await page.click("#absenden")  # submitted; the form's action loads /danke
+            await page.goto(f"{site.url}/antrag")
+            await page.focus("#vorname")
+            await page.click("#weiter1")
+            await page.goto(f"{site.url}/start")  # leaving the started form: abandoned after step 1
+            assert errors == []
+        finally:
+            await context.close()
+        expected = {"sessions_started": {"": 2}, "step_completed": {"1": 2, "2": 1}, "sessions_submitted": {"": 1},
+                    "sessions_abandoned": {"": 1}, "abandoned_after_step": {"1": 1}}
+        for metric, counts in expected.items():
+            await eventually(lambda m=metric: _kpis(db, lane.ags, m), lambda v, c=counts: v == c, timeout=90)
+        services = await db.fetch("SELECT DISTINCT service FROM kpi_values WHERE municipality = $1 AND metric = "
+                                  "'sessions_started'", lane.ags)
+        assert [r["service"] for r in services] == [lane.services[1]]  # the form's own LeiKa key
 
     @pytest.mark.parametrize("signal", ["doNotTrack", "globalPrivacyControl"])
     async def test_dnt_or_gpc_sends_nothing(self, browser: Browser, site: DemoSite, signal: str) -> None:
