@@ -124,7 +124,7 @@ def _with(response: JSONResponse, headers: dict[str, str]) -> JSONResponse:
     return response
 
 
-@router.get("/tracker.js", summary="The web tracker script (embed with a site token)", include_in_schema=True)
+@router.get("/tracker.js", summary="The web tracker script (embed with a site token)")
 async def tracker_js(request: Request) -> Response:
     return SCRIPTS["tracker.js"].response(request.headers.get("accept-encoding"))
 
