@@ -1,4 +1,5 @@
-"""Ingest throughput: events/s through HTTP batch ingest vs a raw aiokafka producer sending the same bytes.
+"""Ingest throughput: events/s through HTTP batch ingest vs a raw aiokafka producer sending the same bytes,
+and the public tracker endpoint (one hit per request, as browsers send them) next to HTTP batch ingest.
 
 Both sides run in the same process run against the same broker and topic: the raw producer is the ceiling
 (same durable settings, acks=all, idempotent), ingest adds HTTP, authentication, validation, the privacy
@@ -24,6 +25,7 @@ import orjson
 
 from kp.apikeys import create_key
 from kp.local import LocalStack
+from kp.sitetokens import create_site_token
 from services.ingest.service import encode
 from shared.events import usage_event_adapter
 from shared.kafka import USAGE_EVENTS, make_producer
@@ -93,6 +95,34 @@ async def http_ingest(url: str, api_key: str, bodies: list[bytes], concurrency: 
         return time.perf_counter() - started, latencies
 
 
+BENCH_ORIGIN = "https://www.bench-stadt.example"
+BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
+
+
+async def tracker_collect(url: str, token: str, count: int, concurrency: int) -> float:
+    """POST `count` single-hit collect requests (text/plain, as `sendBeacon` sends them); return seconds."""
+    headers = {"Content-Type": "text/plain;charset=UTF-8", "Origin": BENCH_ORIGIN, "User-Agent": BROWSER_UA}
+    cities = [f"/seite-{i}" for i in range(50)]
+    bodies = [orjson.dumps({"token": token, "hits": [{"kind": "pageview", "path": cities[i % 50],
+                                                      "ref": "www.google.de", "width": 1280,
+                                                      "session": f"bench{i:012d}"}]}) for i in range(count)]
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as client:
+
+        async def worker() -> None:
+            while not queue.empty():
+                resp = await client.post("/v1/collect", content=queue.get_nowait())
+                if resp.status_code != 200 or resp.json().get("accepted_count") != 1:
+                    raise RuntimeError(f"collect answered {resp.status_code}: {resp.text[:300]}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+
 def batches(events: list[dict[str, Any]], size: int) -> list[bytes]:
     return [orjson.dumps(events[i:i + size]) for i in range(0, len(events), size)]
 
@@ -104,15 +134,22 @@ async def measure(stack: LocalStack, quick: bool) -> list[dict[str, Any]]:
     batch_size, concurrency, rounds = 500, 8, (1 if quick else 3)
     api_key, _ = await create_key(stack.database_url, "kp-bench", [m.ags for m in municipalities()], 1e6,
                                   1_000_000, "benchmark")
-    proc = stack.service("ingest", extra_env={"KP_LOG_LEVEL": "WARNING"})
+    site = await create_site_token(stack.database_url, municipalities()[0].ags, services()[0].leika_key,
+                                   [BENCH_ORIGIN], 1e6, 1_000_000, "benchmark")
+    hits = 5_000 if quick else 20_000
+    # One client address sends everything here, so the per-client limit is lifted for the run.
+    proc = stack.service("ingest", extra_env={"KP_LOG_LEVEL": "WARNING", "KP_TRACKER_CLIENT_RATE_PER_S": "1e9",
+                                              "KP_TRACKER_CLIENT_BURST": "1000000000"})
     proc.start()
     try:
         await asyncio.to_thread(proc.wait_ready)
         warm = make_events(2_000)
         await http_ingest(proc.url, api_key, batches(warm, batch_size), concurrency)
         await raw_producer(stack.kafka_bootstrap, [encode(usage_event_adapter.validate_python(e)) for e in warm])
+        await tracker_collect(proc.url, site.token, 500, concurrency)
         raw_rates: list[float] = []
         http_rates: list[float] = []
+        tracker_rates: list[float] = []
         latencies: list[float] = []
         for _ in range(rounds):
             events = make_events(count)
@@ -123,16 +160,22 @@ async def measure(stack: LocalStack, quick: bool) -> list[dict[str, Any]]:
             seconds, lat = await http_ingest(proc.url, api_key, batches(events, batch_size), concurrency)
             http_rates.append(count / seconds)
             latencies += lat
+            tracker_rates.append(hits / await tracker_collect(proc.url, site.token, hits, concurrency * 4))
     finally:
         proc.stop()
     raw, http = max(raw_rates), max(http_rates)
     ratio = http / raw
+    tracker = max(tracker_rates)
     q = statistics.quantiles(latencies, n=100)
     label = f"{count} events, batches of {batch_size}, {concurrency} concurrent requests, best of {rounds}"
     return [
         {"measure": f"HTTP batch ingest ({label})", "value": round(http), "unit": "events/s",
          "baseline": "raw aiokafka producer, same bytes, acks=all, idempotent", "baseline_value": round(raw),
          "ratio": round(ratio, 3), "target": f">= {TARGET_RATIO}x baseline", "met": ratio >= TARGET_RATIO},
+        {"measure": f"tracker endpoint /v1/collect ({hits} page views, 1 hit per request, {concurrency * 4} "
+                    f"concurrent, best of {rounds})", "value": round(tracker), "unit": "events/s",
+         "baseline": "HTTP batch ingest, same run", "baseline_value": round(http),
+         "ratio": round(tracker / http, 3), "target": None, "met": None},
         {"measure": "raw aiokafka producer (baseline, absolute)", "value": round(raw), "unit": "events/s",
          "baseline": None, "baseline_value": None, "ratio": None, "target": None, "met": None},
         {"measure": f"ingest request latency p50 (batch of {batch_size})", "value": round(q[49] * 1000, 1),

@@ -16,6 +16,7 @@ from kp import keycloak, local
 from kp.apikeys import apikey_app, provision_demo_key
 from kp.datasets_cmd import datasets_app
 from kp.rejected_cmd import rejected_app
+from kp.sitetokens import sitetoken_app
 from kp.stack import StackError, kafka_libs
 from kp.workflow_cmd import workflow_app
 
@@ -26,6 +27,7 @@ app.add_typer(apikey_app, name="apikey")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(rejected_app, name="rejected")
+app.add_typer(sitetoken_app, name="sitetoken")
 
 RUN_DIR = Path(os.environ.get("KP_RUN_DIR", ".run"))
 

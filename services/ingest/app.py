@@ -24,11 +24,14 @@ from services.ingest.metrics import IngestMetrics, RequestMetricsMiddleware
 from services.ingest.repository import KafkaSink
 from services.ingest.service import ApiKey, Authenticator, Policy, ProblemError, RateLimiter, Runtime
 from services.ingest.settings import IngestSettings
+from services.ingest.tracker import repository as tracker_repository
+from services.ingest.tracker.api import router as tracker_router
+from services.ingest.tracker.service import ClientLimiter, SiteToken, SiteTokens, TrackerRuntime
 from shared.apidocs import install_api_docs
 from shared.db import create_pool
 from shared.events import usage_event_adapter
 from shared.http_metrics import install_http_metrics
-from shared.kafka import USAGE_EVENTS, USAGE_REJECTED, make_producer
+from shared.kafka import make_producer
 from shared.observability import install_asyncapi, install_ops
 from shared.openapi import install_unique_operation_ids
 
@@ -48,7 +51,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
                          "request_timeout_ms": int(settings.produce_timeout_s * 1000)}
         sink = KafkaSink(
             lambda: make_producer(settings.kafka_bootstrap, **kafka_options),
-            USAGE_EVENTS.name, USAGE_REJECTED.name, settings.produce_timeout_s, metrics.observe_produce,
+            settings.usage_topic, settings.rejected_topic, settings.produce_timeout_s, metrics.observe_produce,
         )
         try:
             await sink.start()
@@ -65,6 +68,25 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
                                    f"API keys cannot be checked: {type(exc).__name__}",
                                    {"Retry-After": str(settings.retry_after_s)}) from exc
 
+        async def find_site_token(token: str) -> SiteToken | None:
+            try:
+                async with pool.acquire(timeout=5) as conn:
+                    return await tracker_repository.find_active_site_token(conn, token)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise ProblemError(503, "key_store_unavailable",
+                                   f"site tokens cannot be checked: {type(exc).__name__}",
+                                   {"Retry-After": str(settings.retry_after_s)}) from exc
+
+        async def member_origins() -> list[str]:
+            async with pool.acquire(timeout=5) as conn:
+                return await tracker_repository.active_origins(conn)
+
+        app.state.tracker = TrackerRuntime(
+            tokens=SiteTokens(find_site_token, settings.site_token_cache_s),
+            clients=ClientLimiter(settings.tracker_client_rate_per_s, settings.tracker_client_burst),
+            max_body_bytes=settings.tracker_max_body_bytes,
+            load_origins=member_origins, hosts_ttl_s=settings.site_token_cache_s,
+        )
         app.state.pool = pool
         app.state.sink = sink
         app.state.runtime = Runtime(
@@ -105,8 +127,9 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     install_http_metrics(app, registry)
     # ingest writes with a plain producer; an unconnected broker carries the document of what it writes
     install_asyncapi(app, KafkaBroker(settings.kafka_bootstrap), "Kommunal-Pulse Ingest",
-                     produces=[USAGE_EVENTS.name, USAGE_REJECTED.name])
+                     produces=[settings.usage_topic, settings.rejected_topic])
     app.include_router(router)
+    app.include_router(tracker_router)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     install_problem_handlers(app)
     app.openapi = lambda: openapi_with_events(app)  # type: ignore[method-assign]

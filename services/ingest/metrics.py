@@ -41,6 +41,15 @@ class IngestMetrics:
                                      registry=registry)
         self.rate_limited = Counter("kp_ingest_rate_limited_total", "Requests refused with 429, per platform.",
                                     ["platform"], registry=registry)
+        self.tracker_filtered = Counter(
+            "kp_ingest_tracker_filtered_total", "Collect requests stored apart: bot, do_not_track, rate_limited, "
+            "or refused (unknown_site_token, forbidden_origin, origin_required).", ["reason"], registry=registry)
+        self.tracker_referrer = Counter(
+            "kp_ingest_tracker_referrer_total", "Tracker page views by full referrer class.", ["class"],
+            registry=registry)
+
+    def tracker_referrer_seen(self, referrer_class: str) -> None:
+        self.tracker_referrer.labels(referrer_class).inc()
 
     def observe_batch(self, platform: str, size: int, accepted: int, rejected: Sequence[str]) -> None:
         self.batch_size.observe(size)

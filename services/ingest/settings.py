@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import model_validator
 
+from shared.kafka import USAGE_EVENTS, USAGE_REJECTED
 from shared.settings import KPSettings
 
 MAPPINGS_DIR = Path(__file__).resolve().parent / "mappings"
@@ -28,6 +29,14 @@ class IngestSettings(KPSettings):
     clock_skew_s: int = 300
     """Events up to this far in the future are accepted (platform clocks drift)."""
     mappings_dir: Path = MAPPINGS_DIR
+    usage_topic: str = USAGE_EVENTS.name
+    rejected_topic: str = USAGE_REJECTED.name
+    tracker_client_rate_per_s: float = 5.0
+    """Collect requests per second and client address (`POST /v1/collect`, per instance, in memory only)."""
+    tracker_client_burst: int = 60
+    tracker_max_body_bytes: int = 16 * 1024
+    site_token_cache_s: float = 10.0
+    """How long a site token (found or unknown) is trusted before PostgreSQL is asked again."""
 
     @model_validator(mode="after")
     def _keys_required_in_production(self) -> IngestSettings:

@@ -18,6 +18,7 @@ from services.publisher.changes import ChangeTracker
 from services.publisher.dashboard import router as dashboard_router
 from services.publisher.dashboard import static_files
 from services.publisher.portal import install as install_portal
+from services.publisher.pwa import router as pwa_router
 from services.publisher.settings import PublisherSettings
 from shared.apidocs import install_api_docs
 from shared.db import create_pool
@@ -68,6 +69,7 @@ def create_app(settings: PublisherSettings | None = None) -> FastAPI:
     )
     app.include_router(catalog_router)
     app.include_router(dashboard_router)
+    app.include_router(pwa_router)
     app.mount("/static", static_files, name="static")
     install_portal(app)
     install_unique_operation_ids(app)

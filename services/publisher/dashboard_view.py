@@ -320,6 +320,8 @@ def municipality_charts(
                _fact("90. Perzentil", tot.get("", "processing_p90_s"), "seconds", k)],
     ))
 
+    charts.extend(web_usage_charts(tot, f, base))
+
     rows = [c for c in comparison if c["metric"] in COMPARED_LABELS]
     compare_unit: Unit = "percent"
     rate_rows = [c for c in rows if COMPARED_LABELS[c["metric"]][1] == compare_unit]
@@ -338,6 +340,32 @@ def municipality_charts(
         facts=[_compare_fact(c, municipality_name, k) for c in rows if COMPARED_LABELS[c["metric"]][1] != compare_unit],
     ))
     return charts
+
+
+DEVICE_LABELS: Final = {"desktop": "Desktop", "tablet": "Tablet", "mobile": "Mobilgerät", "other": "unbekannt"}
+REFERRER_LABELS: Final = {"search": "Suchmaschine", "portal": "Portal oder Website der Verwaltung",
+                          "direct": "direkt (ohne Herkunft)", "other": "andere Websites"}
+TOP_PAGES = 10
+
+
+def web_usage_charts(tot: CellIndex, f: Filters, base: str) -> list[Chart]:
+    """Web usage of the service's pages: the most viewed pages, and page views per device and referrer class."""
+    views = {d: tot.count("", "page_views", d) for d in tot.dims("", "page_views")}
+    top = sorted(views, key=lambda d: (-(views[d].value or 0), d))[:TOP_PAGES]
+    devices = [d for d in DEVICE_LABELS if d in tot.dims("", "page_views_device")]
+    referrers = [r for r in REFERRER_LABELS if r in tot.dims("", "page_views_referrer")]
+    return [
+        Chart(id="seiten", title=f"Meistbesuchte Seiten (bis zu {TOP_PAGES})", kind="bar", category_label="Seite",
+              categories=top, series=[Series("Seitenaufrufe", tuple(views[d] for d in top))],
+              unit="count", csv_url=_csv(base, "usage", f), horizontal=True),
+        Chart(id="webnutzung", title="Seitenaufrufe nach Gerätetyp und Herkunft", kind="bar",
+              category_label="Klasse", categories=[DEVICE_LABELS[d] for d in devices]
+              + [REFERRER_LABELS[r] for r in referrers],
+              series=[Series("Seitenaufrufe", tuple(tot.count("", "page_views_device", d) for d in devices)
+                             + tuple(tot.count("", "page_views_referrer", r) for r in referrers))],
+              unit="count", csv_url=_csv(base, "usage", f), horizontal=True,
+              note="Gerätetyp aus der Fensterbreite; die Herkunftsseite selbst wird nie gespeichert."),
+    ]
 
 
 def hessen_charts(

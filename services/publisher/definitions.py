@@ -36,6 +36,16 @@ DEFINITIONS: Final[tuple[KpiDefinition, ...]] = (
     _d("page_views", ("usage",), "count", "views", "Seitenaufrufe", "Page views",
        "Aufrufe von Seiten des Online-Dienstes, je Seitenpfad.", "Views of the online service's pages, per page path.",
        "count(usage.page.viewed)"),
+    _d("page_views_device", ("usage",), "count", "views", "Seitenaufrufe nach Gerätetyp",
+       "Page views per device class",
+       "Seitenaufrufe je Gerätetyp (aus der Fensterbreite: Desktop, Tablet, Mobilgerät).",
+       "Page views per device class (from the viewport width: desktop, tablet, mobile).",
+       "count(usage.page.viewed) by device"),
+    _d("page_views_referrer", ("usage",), "count", "views", "Seitenaufrufe nach Herkunft",
+       "Page views per referrer class",
+       "Seitenaufrufe je Herkunftsklasse (Suchmaschine, Portal, direkt, andere); die Herkunftsseite selbst wird nie "
+       "gespeichert.", "Page views per referrer class (search, portal, direct, other); the referring page itself is "
+       "never stored.", "count(usage.page.viewed) by referrer"),
     _d("sessions_started", ("usage", "funnel"), "count", "sessions", "Gestartete Vorgänge", "Sessions started",
        "Begonnene Antragsvorgänge.", "Application sessions started.", "count(usage.session.started)"),
     _d("channel", ("usage",), "count", "sessions", "Kanal", "Channel",
