@@ -203,7 +203,8 @@ def replay_(
     whole = [f for f in chosen if f.record is not None and f.record.replayable]
     for f in chosen:
         if f not in whole:
-            typer.echo(f"skipped (payload, key or headers were cut): {_line(f)}", err=True)
+            typer.echo(f"skipped (payload, key or headers were cut, or a header name is not UTF-8): {_line(f)}",
+                       err=True)
     if not yes:
         for f in whole:
             typer.echo(f"would replay {_line(f)}")

@@ -7,7 +7,8 @@ backoff and commit nothing. A batch that fails for a reason nobody classified is
 one bad record is found and rejected, while the others are applied as usual.
 
 Decoding belongs to this rule: the subscribers use `tolerant_batch_parser`, which never decodes headers, so
-nothing can fail before the consumer sees the raw records.
+nothing can fail before the consumer sees the raw records; importing this module installs the record reader of
+`shared.kafka_records`, so that not even a header name that is not UTF-8 can make aiokafka fail first.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLarge
 from asyncpg.exceptions._base import DataError as ClientDataError
 from pydantic import ValidationError
 
+from shared import kafka_records
 from shared.rejections import MAX_ERROR_TEXT, Reason, text
+
+kafka_records.install()  # header names that are not UTF-8 must not stall a consumer before this rule runs
 
 
 class Kind(enum.StrEnum):

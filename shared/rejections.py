@@ -63,6 +63,9 @@ class RejectedHeader(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     key: str
+    key_base64: str | None = Field(
+        default=None, description="The header name as base64 when it is not valid UTF-8 (`key` then has its "
+                                  "invalid bytes replaced), so it can be restored.")
     value: str | None = Field(description="The header value as base64 (bounded); null for a null value.")
     value_bytes: int = 0
     truncated: bool = False
@@ -109,7 +112,10 @@ class RejectedEvent(BaseModel):
         return None if self.key is None else base64.b64decode(self.key)
 
     def raw_headers(self) -> list[tuple[str, bytes | None]]:
-        return [(h.key, None if h.value is None else base64.b64decode(h.value)) for h in self.headers]
+        """Headers as consumed; a name that is not valid UTF-8 comes back decoded with `surrogateescape`
+        (`name.encode("utf-8", "surrogateescape")` gives its exact bytes)."""
+        return [(h.key if h.key_base64 is None else base64.b64decode(h.key_base64).decode("utf-8", "surrogateescape"),
+                 None if h.value is None else base64.b64decode(h.value)) for h in self.headers]
 
 
 def text(value: Any, limit: int = MAX_ERROR_TEXT) -> str:
@@ -146,24 +152,45 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _header_name_bytes(name: Any) -> bytes:
+    """The bytes of a header name; a name that is not valid UTF-8 arrives decoded with `surrogateescape`
+    (`shared.kafka_records`), which gives its exact bytes back."""
+    if isinstance(name, bytes | bytearray):
+        return bytes(name)
+    s = str(name)
+    try:
+        return s.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # other lone surrogates: no bytes to restore
+        return s.encode("utf-8", "replace")
+
+
 def bounded_headers(headers: Iterable[tuple[Any, Any]] | None) -> tuple[list[RejectedHeader], bool, bool]:
-    """Headers as bytes (base64), bounded; also whether any was cut and whether all were kept whole."""
+    """Headers as bytes (base64), bounded; also whether any was cut and whether all can be sent again as they
+    were (kept whole, names valid UTF-8)."""
     out: list[RejectedHeader] = []
-    cut = False
+    cut = unsendable = False
     for i, (k, v) in enumerate(headers or ()):
         if i >= MAX_HEADERS:
             cut = True
             break
-        name = k.decode("utf-8", "replace") if isinstance(k, bytes | bytearray) else str(k)
+        name_bytes = _header_name_bytes(k)
+        name = name_bytes.decode("utf-8", "replace")
+        try:
+            name_bytes.decode("utf-8")
+            name_b64 = None
+        except UnicodeDecodeError:
+            name_b64 = _b64(name_bytes[:MAX_HEADER_KEY_CHARS * 4])
         value = None if v is None else (bytes(v) if isinstance(v, bytes | bytearray | memoryview)
                                         else str(v).encode("utf-8", "replace"))
-        name_cut = len(name) > MAX_HEADER_KEY_CHARS or name != text(name, MAX_HEADER_KEY_CHARS)
+        # A name that is not UTF-8 is kept (base64) but cannot be replayed: aiokafka only sends UTF-8 names
+        unsendable = unsendable or name_b64 is not None
+        name_cut = len(name) > MAX_HEADER_KEY_CHARS or (name_b64 is None and name != text(name, MAX_HEADER_KEY_CHARS))
         value_cut = value is not None and len(value) > MAX_HEADER_VALUE_BYTES
         cut = cut or name_cut or value_cut
-        out.append(RejectedHeader(key=text(name, MAX_HEADER_KEY_CHARS),
+        out.append(RejectedHeader(key=text(name, MAX_HEADER_KEY_CHARS), key_base64=name_b64,
                                   value=None if value is None else _b64(value[:MAX_HEADER_VALUE_BYTES]),
                                   value_bytes=0 if value is None else len(value), truncated=name_cut or value_cut))
-    return out, cut, not cut
+    return out, cut, not cut and not unsendable
 
 
 def build_rejected(

@@ -8,6 +8,9 @@ rejection (e.g. control characters in free strings).
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import subprocess
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -144,6 +147,21 @@ async def send(bootstrap: str, topic: str, cases: list[Poison], good: Callable[[
     finally:
         await producer.stop()
     return out
+
+
+KCAT = shutil.which("kcat")
+"""librdkafka's command line client: unlike the Java and Python clients, it writes header names as raw bytes."""
+
+
+async def kcat_produce(bootstrap: str, topic: str, partition: int, value: bytes, *, key: bytes,
+                       headers: list[tuple[bytes, bytes]]) -> None:
+    """Write one record with kcat (value without a newline; header names and values as given bytes)."""
+    assert KCAT is not None, "kcat is not installed (scripts/setup-system.sh)"
+    args = [KCAT.encode(), b"-P", b"-b", bootstrap.encode(), b"-t", topic.encode(), b"-p", str(partition).encode(),
+            b"-k", key, b"-X", b"acks=all"]
+    for name, header_value in headers:
+        args += [b"-H", name + b"=" + header_value]
+    await asyncio.to_thread(subprocess.run, args, input=value, check=True, timeout=60)
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:

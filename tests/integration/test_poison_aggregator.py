@@ -22,12 +22,14 @@ from shared.kafka import Topic, ensure_topics
 from shared.reference import extra_members
 from tests.factories import usage_event
 from tests.integration.poison_support import (
+    KCAT,
     USAGE,
     WORKFLOW,
     Poison,
     check_outcomes,
     end_offsets,
     js,
+    kcat_produce,
     read_rejected,
     send,
 )
@@ -179,6 +181,31 @@ class TestUsageCorpus:
         finally:
             await db.execute(f"DROP TRIGGER refuse_{agg.unique} ON agg_processed_events;"
                              f"DROP FUNCTION refuse_{agg.unique}()")
+
+
+@pytest.mark.skipif(KCAT is None, reason="kcat is not installed (scripts/setup-system.sh)")
+class TestHeaderNames:
+    async def test_header_names_that_are_not_utf8_neither_stall_the_partition_nor_lose_records(
+        self, agg: AggLane, db: asyncpg.Connection
+    ) -> None:
+        # kcat writes header names as raw bytes, which aiokafka alone cannot unpack: a valid event with such a
+        # name counts, an invalid one is rejected with the name's bytes kept, the valid records after them count.
+        key = f"{agg.ags}:{agg.service}".encode()
+        await kcat_produce(agg.bootstrap, agg.usage_topic, 0, js(agg.page_viewed()), key=key,
+                           headers=[(b"\xff\xfe", b"v"), (b"trace", b"t1")])
+        await kcat_produce(agg.bootstrap, agg.usage_topic, 0, b"not json", key=key,
+                           headers=[(b"caf\xe9", b"\x01\xff")])
+        after = [Poison(f"after {i}", js, (None,)) for i in range(5)]
+        await send(agg.bootstrap, agg.usage_topic, after, agg.page_viewed, valid_after_each=0)
+        await settled(db, agg.bootstrap, f"agg-{agg.unique}", agg.usage_topic)
+
+        assert await kpi(db, agg.ags, "page_views") == {"hour": 6, "day": 6, "month": 6}
+        (bad,) = [r for r in await read_rejected(agg.bootstrap, agg.usage_rejected, 1) if r.topic == agg.usage_topic]
+        assert (bad.reason, bad.partition, bad.offset, bad.raw_value()) == ("invalid_json", 0, 1, b"not json")
+        assert [(k.encode("utf-8", "surrogateescape"), v) for k, v in bad.raw_headers()] == [(b"caf\xe9", b"\x01\xff")]
+        app = agg.app
+        assert app is not None
+        await eventually(lambda: asyncio.sleep(0, lag(app, agg.usage_topic)), lambda v: v == 0)
 
 
 class TestWorkflowCorpus:

@@ -21,11 +21,13 @@ from services.workflow.service import Engine
 from shared.kafka import Topic, ensure_topics
 from tests.integration.poison_support import (
     APPLICATION,
+    KCAT,
     Poison,
     check_outcomes,
     committed,
     end_offsets,
     js,
+    kcat_produce,
     read_rejected,
     send,
 )
@@ -133,6 +135,33 @@ class TestIsolation:
         (refused,) = [r for r in rejected if r.event_id == events[13]["id"]]
         assert refused.errors[0]["type"] == "RuntimeError"
         assert refused.replayable
+
+
+@pytest.mark.skipif(KCAT is None, reason="kcat is not installed (scripts/setup-system.sh)")
+class TestHeaderNames:
+    async def test_header_names_that_are_not_utf8_neither_stall_the_partition_nor_lose_applications(
+        self, wf: Poisoned, wf_env: WfEnv
+    ) -> None:
+        # kcat writes header names as raw bytes, which aiokafka alone cannot unpack: a valid application with
+        # such a name opens its case, an invalid one is rejected with the name's bytes kept, the ones after count.
+        ags = random_ags()
+        first = submitted(ags, WOHNSITZ, DOCS)
+        await kcat_produce(wf_env.kafka_bootstrap, wf_env.application_topic, 0, js(first),
+                           key=f"{ags}:{WOHNSITZ}".encode(), headers=[(b"\xff\xfe", b"v")])
+        marker = f"not json {uuid.uuid4().hex}".encode()
+        await kcat_produce(wf_env.kafka_bootstrap, wf_env.application_topic, 0, marker, key=b"foreign",
+                           headers=[(b"\xc3\x28", b"\x01\xff"), (b"ok", b"1")])
+        after = [submitted(ags, WOHNSITZ, DOCS) for _ in range(5)]
+        await wf_env.publish(*after)
+        await drained(wf_env, wf.group)
+
+        assert await cases(wf_env, [e["application_id"] for e in [first, *after]]) == 6
+        rejected = await eventually(lambda: read_rejected(wf_env.kafka_bootstrap, wf.rejected_topic, 1),
+                                    lambda rs: any(r.raw_value() == marker for r in rs))
+        (bad,) = [r for r in rejected if r.raw_value() == marker]
+        assert (bad.reason, bad.topic, bad.partition) == ("invalid_json", wf_env.application_topic, 0)
+        assert [(k.encode("utf-8", "surrogateescape"), v) for k, v in bad.raw_headers()] == [
+            (b"\xc3\x28", b"\x01\xff"), (b"ok", b"1")]
 
 
 class TestReplay:
