@@ -300,9 +300,10 @@ class TestPostgresRestart:
             node.stop(mode="immediate")  # like a crash: in-flight transactions are lost, WAL recovery on start
             await lane.produce(second)
             # while PostgreSQL is down the service keeps exporting its (growing) lag and failing batches
+            failed = ("kp_aggregator_batch_failures_total", (lane.usage_topic,))
             stuck = await eventually(lambda: asyncio.to_thread(scrape, agg),
-                                     lambda v: lag(v, lane) >= len(second), timeout=60)
-            assert stuck[("kp_aggregator_batch_failures_total", (lane.usage_topic,))] >= 1
+                                     lambda v: lag(v, lane) >= len(second) and v.get(failed, 0) >= 1, timeout=60)
+            assert stuck[failed] >= 1
             node.start()
             db = await asyncpg.connect(node.url)
             try:
