@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from kp import keycloak
+from kp.cluster import KafkaCluster
 from kp.keycloak import KeycloakNode
 from kp.stack import (
     OPTIONAL_COMPONENTS,
@@ -107,6 +108,9 @@ class LocalStack:
     database_url: str | None = None
     fixed_ports: bool = False
     kafka: KafkaNode | None = None
+    brokers: int = 1
+    """Kafka brokers to start: 1 (one node) or 3 (a `KafkaCluster`, replication factor 3)."""
+    cluster: KafkaCluster | None = None
     postgres: PostgresNode | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     identity: bool = False
@@ -129,7 +133,11 @@ class LocalStack:
             self.postgres = PostgresNode(self.run_dir / "postgres")
             self.postgres.start()
             self.database_url = self.postgres.url
-        if self.kafka_bootstrap is None:
+        if self.kafka_bootstrap is None and self.brokers > 1:
+            self.cluster = KafkaCluster(self.run_dir / "kafka-cluster", size=self.brokers)
+            self.cluster.start()
+            self.kafka_bootstrap = self.cluster.bootstrap
+        elif self.kafka_bootstrap is None:
             self.kafka = KafkaNode(self.run_dir / "kafka")
             self.kafka.start()
             self.kafka_bootstrap = self.kafka.bootstrap
@@ -145,7 +153,7 @@ class LocalStack:
         assert self.database_url
         assert self.kafka_bootstrap
         await migrate(self.database_url)
-        await ensure_topics(self.kafka_bootstrap)
+        await ensure_topics(self.kafka_bootstrap, replication=min(self.brokers, 3))
 
     @property
     def env(self) -> dict[str, str]:
@@ -207,6 +215,8 @@ class LocalStack:
             component.stop()
         if self.kafka is not None:
             self.kafka.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
         if self.keycloak is not None:
             self.keycloak.stop()
         if self.postgres is not None:
@@ -258,6 +268,7 @@ class LocalStack:
         state = {
             "kafka_bootstrap": self.kafka_bootstrap, "database_url": self.database_url,
             "kafka_pid": self.kafka.proc.pid if self.kafka and self.kafka.proc else None,
+            "kafka_cluster_pids": self.cluster.pids() if self.cluster else None,
             "postgres_dir": str(self.postgres.root) if self.postgres else None,
             "services": {n: {"url": s.url, "pid": s.proc.pid if s.proc else None} for n, s in self.services.items()},
             "components": [c.name for c in self.components],
@@ -327,6 +338,9 @@ def stop_from_state(run_dir: Path) -> list[str]:
     if state.get("kafka_pid"):
         KafkaNode(run_dir / "kafka").stop()
         stopped.append("kafka")
+    if state.get("kafka_cluster_pids"):
+        KafkaCluster(run_dir / "kafka-cluster").stop()
+        stopped.append("kafka cluster")
     if keycloak.stop_for_stack(run_dir):
         stopped.append("keycloak")
     if state.get("postgres_dir"):

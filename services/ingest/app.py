@@ -104,7 +104,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     install_ops(app, registry, {"kafka": kafka_ready, "postgres": db_ready})
     install_http_metrics(app, registry)
     # ingest writes with a plain producer; an unconnected broker carries the document of what it writes
-    install_asyncapi(app, KafkaBroker(settings.kafka_bootstrap), "Kommunal-Pulse Ingest",
+    install_asyncapi(app, KafkaBroker(settings.kafka_servers), "Kommunal-Pulse Ingest",
                      produces=[USAGE_EVENTS.name, USAGE_REJECTED.name])
     app.include_router(router)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
