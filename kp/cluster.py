@@ -82,8 +82,9 @@ class KafkaCluster:
     def stop(self) -> None:
         """Stop every node (also those started by another process, through their pid files)."""
         nodes = self.nodes or [KafkaNode(d) for d in sorted(self.root.glob("node-*")) if d.is_dir()]
-        for node in nodes:
-            node.stop()
+        # All at once: stopped one by one, the last node waits for a quorum that has already gone.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(nodes) or 1) as pool:
+            list(pool.map(KafkaNode.stop, nodes))
 
     def pids(self) -> list[int | None]:
         return [n.proc.pid if n.proc is not None else None for n in self.nodes]

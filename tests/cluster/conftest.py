@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from bench.load import Load, LoadConfig, LoadResult, create_api_key
 from bench.probes import aggregator_lag, counted
@@ -94,13 +95,19 @@ async def describe(bootstrap: str, topic: str = USAGE_EVENTS.name) -> dict[int, 
             for p in described[0]["partitions"]}
 
 
+async def describe_now(bootstrap: str, topic: str = USAGE_EVENTS.name) -> dict[int, PartitionState]:
+    """As `describe`, but empty while the cluster cannot answer (a node just died, an election runs), so a
+    waiting probe asks again."""
+    try:
+        return await describe(bootstrap, topic)
+    except (KafkaError, OSError):
+        return {}
+
+
 async def wait_fully_replicated(bootstrap: str, timeout: float = 90.0) -> None:
     """Every partition of the usage topic has all three replicas in sync and a leader."""
     async def states() -> dict[int, PartitionState]:
-        try:
-            return await describe(bootstrap)
-        except Exception:  # the cluster may still be electing; ask again
-            return {}
+        return await describe_now(bootstrap)
 
     await eventually(states, lambda s: bool(s) and all(len(p.isr) == 3 and p.leader > 0 for p in s.values()),
                      timeout=timeout, interval=0.5)

@@ -11,6 +11,7 @@ from tests.cluster.conftest import (
     ClusterStack,
     assert_exact,
     describe,
+    describe_now,
     load_for,
     wait_accepted,
     wait_fully_replicated,
@@ -40,7 +41,8 @@ class TestLeaderKilled:
         healthy.kafka.node(leader).kill()
 
         async def new_leader() -> int:
-            return (await describe(healthy.bootstrap))[partition].leader
+            state = (await describe_now(healthy.bootstrap)).get(partition)
+            return state.leader if state is not None else -1
 
         elected = await eventually(new_leader, lambda n: n not in (leader, -1), timeout=60, interval=0.25)
         # Writes go on to the new leader with two in-sync replicas (min.insync.replicas=2 still met).
@@ -90,8 +92,8 @@ class TestFrozenBroker:
         os.kill(frozen.proc.pid, signal.SIGSTOP)
         try:
             async def state() -> tuple[int, list[int]]:
-                p = (await describe(healthy.bootstrap))[partition]
-                return p.leader, p.isr
+                p = (await describe_now(healthy.bootstrap)).get(partition)
+                return (p.leader, p.isr) if p is not None else (-1, [])
 
             # Fenced: another broker leads and the frozen one left the in-sync set (only after the session
             # timeout, so the freeze lasted longer than that).
