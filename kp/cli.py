@@ -62,6 +62,9 @@ def stack_up(
                                                 help="Start Keycloak for the clerk view's login.")] = True,
     brokers: Annotated[int, typer.Option(min=1, max=3, help="Kafka brokers: 1, or 3 (KRaft cluster, replication "
                                                             "factor 3, min.insync.replicas=2).")] = 1,
+    pg_replica: Annotated[bool, typer.Option("--pg-replica/--no-pg-replica",
+                                             help="PostgreSQL with a synchronous streaming replica; the services "
+                                                  "connect to both (target_session_attrs=read-write).")] = False,
 ) -> None:
     """Start Kafka, PostgreSQL, migrations, topics, the four services and (optionally) demo data and traffic."""
     if brokers == 2:
@@ -69,6 +72,7 @@ def stack_up(
         raise typer.Exit(2)
     stack = local.LocalStack.from_env(RUN_DIR, fixed_ports=True)
     stack.brokers = brokers
+    stack.pg_replica = pg_replica
     stack.identity = with_keycloak
     stack.components = [factory(RUN_DIR) for factory in local.component_factories(demo=demo_data)]
     try:

@@ -1,8 +1,10 @@
-"""A three-broker KRaft cluster with PostgreSQL, ingest and aggregator, shared by every test of this folder.
+"""A three-broker KRaft cluster, PostgreSQL with a streaming replica, ingest and aggregator, shared by every
+test of this folder.
 
 The package-scoped `cluster` fixture owns its brokers and database (under `.run/cluster-<pid>`), so its tests
-may kill, freeze and restart brokers without disturbing other test modules. Before each test every broker and
-service is brought back up and every partition has its three in-sync replicas again.
+may kill, freeze and restart brokers and kill the database primary without disturbing other test modules.
+Before each test every broker and service is brought back up and every partition has its three in-sync
+replicas again. The database failover is one-way: after it the promoted replica serves alone.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from bench.load import Load, LoadConfig, LoadResult, create_api_key
 from bench.probes import aggregator_lag, counted
 from kp.cluster import KafkaCluster
 from kp.local import LocalStack, ServiceProcess
+from kp.pgreplica import PostgresPair
 from kp.stack import KafkaNode
 from shared.kafka import USAGE_EVENTS
 from tests.waiting import eventually
@@ -47,6 +50,7 @@ class PartitionState:
 class ClusterStack:
     local: LocalStack
     kafka: KafkaCluster
+    pg: PostgresPair
     services: dict[str, ServiceProcess]
 
     @property
@@ -116,14 +120,15 @@ async def wait_fully_replicated(bootstrap: str, timeout: float = 90.0) -> None:
 @pytest.fixture(scope="package")
 def cluster() -> Iterator[ClusterStack]:
     run_dir = ROOT / ".run" / f"cluster-{os.getpid()}"
-    local = LocalStack(run_dir=run_dir, brokers=3)
+    local = LocalStack(run_dir=run_dir, brokers=3, pg_replica=True)
     cs: ClusterStack | None = None
     try:
         local.start_infra()
         assert local.cluster is not None
+        assert local.pg_pair is not None
         env = {"KP_EXTRA_MUNICIPALITIES": ",".join(CLUSTER_MUNICIPALITIES)}
         services = {name: local.service(name, env) for name in ("ingest", "aggregator")}
-        cs = ClusterStack(local, local.cluster, services)
+        cs = ClusterStack(local, local.cluster, local.pg_pair, services)
         cs.ensure_up()
         yield cs
     finally:
