@@ -89,7 +89,8 @@ class ClusterStack:
 
 async def describe(bootstrap: str, topic: str = USAGE_EVENTS.name) -> dict[int, PartitionState]:
     """Leader, replicas and in-sync replicas of each partition of `topic`, as the cluster reports them."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    # A short request timeout: a request to a frozen broker fails fast and the waiting probe asks again.
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
     await admin.start()
     try:
         described = await admin.describe_topics([topic])

@@ -82,17 +82,18 @@ class TestFrozenBroker:
         self, healthy: ClusterStack, api_key: str, own_ags: str
     ) -> None:
         before = await end_offsets(healthy.bootstrap)
-        load = load_for(healthy, api_key, own_ags, rate=300, seconds=30)
+        load = load_for(healthy, api_key, own_ags, rate=300, seconds=40)
         task = asyncio.create_task(load.run())
         await wait_accepted(load, 600)
         partition = await busiest_partition(healthy, before)
         leader = (await describe(healthy.bootstrap))[partition].leader
         frozen = healthy.kafka.node(leader)
+        others = ",".join(n.bootstrap for n in healthy.kafka.nodes if n is not frozen)
         assert frozen.proc is not None
         os.kill(frozen.proc.pid, signal.SIGSTOP)
         try:
             async def state() -> tuple[int, list[int]]:
-                p = (await describe_now(healthy.bootstrap)).get(partition)
+                p = (await describe_now(others)).get(partition)
                 return (p.leader, p.isr) if p is not None else (-1, [])
 
             # Fenced: another broker leads and the frozen one left the in-sync set (only after the session
