@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,11 @@ async def aggregator_rate(stack: LocalStack, count: int) -> float:
     return rate
 
 
+RUN_DIR = ROOT / ".run" / f"bench-cluster-{os.getpid()}"
+
+
 def measure_on(brokers: int, quick: bool) -> tuple[float, float]:
-    run_dir = ROOT / ".run" / f"bench-cluster-{os.getpid()}" / f"brokers-{brokers}"
+    run_dir = RUN_DIR / f"brokers-{brokers}"
     stack = LocalStack(run_dir=run_dir, brokers=brokers)
     stack.start_infra()
     try:
@@ -76,6 +80,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     """Benchmark entry point for the harness: rows of measure, value, unit, baseline, ratio, target, met."""
     one = measure_on(1, quick)
     three = measure_on(3, quick)
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
     rows = []
     for label, single, cluster in (
         ("HTTP batch ingest, 3 brokers (rf 3, min.insync.replicas=2, acks=all)", one[0], three[0]),

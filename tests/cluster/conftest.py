@@ -15,9 +15,12 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
+import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -28,7 +31,8 @@ from kp.cluster import KafkaCluster
 from kp.local import LocalStack, ServiceProcess
 from kp.pgreplica import PostgresPair
 from kp.stack import KafkaNode
-from shared.kafka import USAGE_EVENTS
+from services.workflow.adapters import FileSystemEAkte
+from shared.kafka import APPLICATION_EVENTS, USAGE_EVENTS, make_producer
 from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -61,6 +65,10 @@ class ClusterStack:
     def database_url(self) -> str:
         assert self.local.database_url
         return self.local.database_url
+
+    @property
+    def run_dir(self) -> Path:
+        return self.local.run_dir
 
     @property
     def ingest(self) -> ServiceProcess:
@@ -127,8 +135,9 @@ def cluster() -> Iterator[ClusterStack]:
         local.start_infra()
         assert local.cluster is not None
         assert local.pg_pair is not None
-        env = {"KP_EXTRA_MUNICIPALITIES": ",".join(CLUSTER_MUNICIPALITIES)}
-        services = {name: local.service(name, env) for name in ("ingest", "aggregator")}
+        env = {"KP_EXTRA_MUNICIPALITIES": ",".join(CLUSTER_MUNICIPALITIES),
+               "KP_EAKTE_ROOT": str(run_dir / "eakte"), "KP_TIMER_INTERVAL_S": "0.2", "KP_RELAY_INTERVAL_S": "0.05"}
+        services = {name: local.service(name, env) for name in ("ingest", "aggregator", "workflow")}
         cs = ClusterStack(local, local.cluster, local.pg_pair, services)
         cs.ensure_up()
         yield cs
@@ -198,3 +207,86 @@ async def assert_exact(cs: ClusterStack, ags: str, result: LoadResult) -> None:
 
 def node_of(cs: ClusterStack, node_id: int) -> KafkaNode:
     return cs.kafka.node(node_id)
+
+
+DOCS = ["wohnungsgeberbestaetigung", "ausweisdokument"]
+"""Documents of a complete Wohnsitz application: its case runs through every automatic step to the E-Akte."""
+
+
+@dataclass
+class ApplicationLoad:
+    """`application.submitted` events for one municipality, paced, each re-sent with the same id until Kafka
+    acknowledges it (as a portal does); `acknowledged` holds the application ids Kafka confirmed."""
+
+    bootstrap: str
+    ags: str
+    count: int
+    rate: float
+    acknowledged: list[str] = field(default_factory=list)
+    retries: int = 0
+
+    async def run(self) -> list[str]:
+        producer = make_producer(self.bootstrap, request_timeout_ms=5000)
+        await producer.start()
+        try:
+            for i in range(self.count):
+                application_id = f"APP-{self.ags}-{i:05d}"
+                event = {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, application_id)),
+                         "type": "application.submitted", "source": "cluster-test",
+                         "time": datetime.now(UTC).isoformat(), "municipality": self.ags, "service": WOHNSITZ,
+                         "application_id": application_id, "data": {"channel": "online", "documents": DOCS}}
+                value, key = orjson.dumps(event), f"{self.ags}:{WOHNSITZ}".encode()
+                while True:
+                    try:
+                        await producer.send_and_wait(APPLICATION_EVENTS.name, value, key=key)
+                        break
+                    except Exception:  # a broker outage; a new producer, the same event again
+                        self.retries += 1
+                        with contextlib.suppress(Exception):
+                            await producer.stop()
+                        producer = make_producer(self.bootstrap, request_timeout_ms=5000)
+                        await producer.start()
+                self.acknowledged.append(application_id)
+                await asyncio.sleep(1 / self.rate)  # pacing of the offered load, not a wait for a condition
+        finally:
+            await producer.stop()
+        return self.acknowledged
+
+
+async def assert_every_case_once(cs: ClusterStack, ags: str, application_ids: list[str]) -> None:
+    """Each acknowledged application has exactly one case, closed, with one `akte` step, one filing in the
+    audit and one document in the E-Akte."""
+    async def closed() -> int:
+        conn = await asyncpg.connect(cs.database_url)
+        try:
+            return int(await conn.fetchval(
+                "SELECT count(*) FROM wf_cases WHERE application_id = ANY($1::text[]) AND state = 'closed'",
+                application_ids))
+        finally:
+            await conn.close()
+
+    await eventually(closed, lambda n: n == len(application_ids), timeout=120, interval=0.25)
+    conn = await asyncpg.connect(cs.database_url)
+    try:
+        cases = await conn.fetch(
+            "SELECT application_id, count(*) AS n FROM wf_cases WHERE application_id = ANY($1::text[]) GROUP BY 1",
+            application_ids)
+        case_ids = [r["case_id"] for r in await conn.fetch(
+            "SELECT case_id FROM wf_cases WHERE application_id = ANY($1::text[])", application_ids)]
+        filed = await conn.fetch(
+            "SELECT case_id, count(*) AS n FROM wf_audit WHERE action = 'filed' AND case_id = ANY($1::uuid[]) "
+            "GROUP BY case_id", case_ids)
+        steps = await conn.fetchval(
+            """SELECT count(*) FROM (SELECT convert_from(e, 'UTF8')::jsonb AS p
+                   FROM wf_outbox, unnest(coalesce(payloads, ARRAY[payload])) AS e) o
+               WHERE p->>'application_id' = ANY($1::text[]) AND p->>'type' = 'workflow.step.completed'
+                 AND p->'data'->>'step' = 'akte'""", application_ids)
+    finally:
+        await conn.close()
+    assert sorted(r["n"] for r in cases) == [1] * len(application_ids)
+    assert sorted(r["n"] for r in filed) == [1] * len(application_ids)
+    assert steps == len(application_ids)
+    stored = FileSystemEAkte(cs.run_dir / "eakte").stored()
+    keys = {f"{c}:akte" for c in case_ids}
+    assert keys <= set(stored)
+    assert len([d for d in stored.values() if d["record"]["municipality"] == ags]) == len(keys)

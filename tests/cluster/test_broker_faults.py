@@ -8,7 +8,9 @@ import signal
 
 from bench.probes import end_offsets
 from tests.cluster.conftest import (
+    ApplicationLoad,
     ClusterStack,
+    assert_every_case_once,
     assert_exact,
     describe,
     describe_now,
@@ -35,6 +37,7 @@ class TestLeaderKilled:
         before = await end_offsets(healthy.bootstrap)
         load = load_for(healthy, api_key, own_ags, rate=300, seconds=20)
         task = asyncio.create_task(load.run())
+        applications = asyncio.create_task(ApplicationLoad(healthy.bootstrap, own_ags, 120, 8).run())
         await wait_accepted(load, 900)
         partition = await busiest_partition(healthy, before)
         leader = (await describe(healthy.bootstrap))[partition].leader
@@ -53,6 +56,7 @@ class TestLeaderKilled:
 
         assert elected != leader
         await assert_exact(healthy, own_ags, result)
+        await assert_every_case_once(healthy, own_ags, await applications)
         await wait_fully_replicated(healthy.bootstrap)
 
 
@@ -62,6 +66,7 @@ class TestRollingRestart:
     ) -> None:
         load = load_for(healthy, api_key, own_ags, rate=300, seconds=30)
         task = asyncio.create_task(load.run())
+        applications = asyncio.create_task(ApplicationLoad(healthy.bootstrap, own_ags, 150, 6).run())
         await wait_accepted(load, 600)
         for node in healthy.kafka.nodes:
             # As an operator (or Strimzi) rolls a cluster: a graceful stop, a start, then wait for the node's
@@ -75,6 +80,7 @@ class TestRollingRestart:
 
         assert result.sent_events >= 3 * 150
         await assert_exact(healthy, own_ags, result)
+        await assert_every_case_once(healthy, own_ags, await applications)
 
 
 class TestFrozenBroker:
@@ -84,6 +90,7 @@ class TestFrozenBroker:
         before = await end_offsets(healthy.bootstrap)
         load = load_for(healthy, api_key, own_ags, rate=300, seconds=40)
         task = asyncio.create_task(load.run())
+        applications = asyncio.create_task(ApplicationLoad(healthy.bootstrap, own_ags, 200, 6).run())
         await wait_accepted(load, 600)
         partition = await busiest_partition(healthy, before)
         leader = (await describe(healthy.bootstrap))[partition].leader
@@ -107,4 +114,5 @@ class TestFrozenBroker:
         result = await task
 
         await assert_exact(healthy, own_ags, result)
+        await assert_every_case_once(healthy, own_ags, await applications)
         await wait_fully_replicated(healthy.bootstrap)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from bench.probes import counted
-from tests.cluster.conftest import ClusterStack, assert_exact, load_for, wait_accepted
+from tests.cluster.conftest import (
+    ApplicationLoad,
+    ClusterStack,
+    assert_every_case_once,
+    assert_exact,
+    load_for,
+    wait_accepted,
+)
 from tests.waiting import eventually
 
 
@@ -17,6 +24,7 @@ class TestPrimaryKilled:
         assert await asyncio.to_thread(pair.replica_streaming)
         load = load_for(healthy, api_key, own_ags, rate=300, seconds=25)
         task = asyncio.create_task(load.run())
+        applications = asyncio.create_task(ApplicationLoad(healthy.bootstrap, own_ags, 150, 8).run())
         await wait_accepted(load, 900)
 
         async def now_counted() -> int:
@@ -30,3 +38,4 @@ class TestPrimaryKilled:
 
         assert not await asyncio.to_thread(pair.in_recovery, pair.replica)
         await assert_exact(healthy, own_ags, result)
+        await assert_every_case_once(healthy, own_ags, await applications)
