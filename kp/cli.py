@@ -62,9 +62,19 @@ def stack_up(
     detach: Annotated[bool, typer.Option(help="Leave the stack running in the background.")] = False,
     with_keycloak: Annotated[bool, typer.Option("--keycloak/--no-keycloak",
                                                 help="Start Keycloak for the clerk view's login.")] = True,
+    brokers: Annotated[int, typer.Option(min=1, max=3, help="Kafka brokers: 1, or 3 (KRaft cluster, replication "
+                                                            "factor 3, min.insync.replicas=2).")] = 1,
+    pg_replica: Annotated[bool, typer.Option("--pg-replica/--no-pg-replica",
+                                             help="PostgreSQL with a synchronous streaming replica; the services "
+                                                  "connect to both (target_session_attrs=read-write).")] = False,
 ) -> None:
     """Start Kafka, PostgreSQL, migrations, topics, the four services and (optionally) demo data and traffic."""
+    if brokers == 2:
+        typer.echo("error: --brokers takes 1 or 3 (two voters cannot lose one and keep a quorum)", err=True)
+        raise typer.Exit(2)
     stack = local.LocalStack.from_env(RUN_DIR, fixed_ports=True)
+    stack.brokers = brokers
+    stack.pg_replica = pg_replica
     stack.identity = with_keycloak
     stack.components = [factory(RUN_DIR) for factory in local.component_factories(demo=demo_data)]
     try:
@@ -209,7 +219,9 @@ def topics() -> None:
 
     kafka, _ = _urls()
     options = KPSettings(kafka_bootstrap=kafka).kafka_client_options()
-    created = asyncio.run(ensure_topics(kafka, client_options=options))
+    # One replica per listed broker, at most 3 (a `kp stack up --brokers 3` cluster lists all three).
+    replication = min(len([b for b in kafka.split(",") if b.strip()]), 3)
+    created = asyncio.run(ensure_topics(kafka, replication=replication, client_options=options))
     for t in ALL_TOPICS:
         typer.echo(f"{t.name:<28} partitions={t.partitions}  {'created' if t.name in created else 'exists'}")
 

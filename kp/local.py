@@ -17,7 +17,9 @@ from pathlib import Path
 import httpx
 
 from kp import keycloak
+from kp.cluster import KafkaCluster
 from kp.keycloak import KeycloakNode
+from kp.pgreplica import PostgresPair
 from kp.stack import (
     OPTIONAL_COMPONENTS,
     Component,
@@ -107,7 +109,13 @@ class LocalStack:
     database_url: str | None = None
     fixed_ports: bool = False
     kafka: KafkaNode | None = None
+    brokers: int = 1
+    """Kafka brokers to start: 1 (one node) or 3 (a `KafkaCluster`, replication factor 3)."""
+    cluster: KafkaCluster | None = None
     postgres: PostgresNode | None = None
+    pg_replica: bool = False
+    """PostgreSQL as a primary with a synchronous streaming replica; the services get a multi-host URL."""
+    pg_pair: PostgresPair | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     identity: bool = False
     """Also start Keycloak (the clerk view's identity provider) and point the workflow service at it."""
@@ -125,11 +133,19 @@ class LocalStack:
     def start_infra(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.run_dir, 0o755)
-        if self.database_url is None:
+        if self.database_url is None and self.pg_replica:
+            self.pg_pair = PostgresPair(self.run_dir / "postgres-pair")
+            self.pg_pair.start()
+            self.database_url = self.pg_pair.url
+        elif self.database_url is None:
             self.postgres = PostgresNode(self.run_dir / "postgres")
             self.postgres.start()
             self.database_url = self.postgres.url
-        if self.kafka_bootstrap is None:
+        if self.kafka_bootstrap is None and self.brokers > 1:
+            self.cluster = KafkaCluster(self.run_dir / "kafka-cluster", size=self.brokers)
+            self.cluster.start()
+            self.kafka_bootstrap = self.cluster.bootstrap
+        elif self.kafka_bootstrap is None:
             self.kafka = KafkaNode(self.run_dir / "kafka")
             self.kafka.start()
             self.kafka_bootstrap = self.kafka.bootstrap
@@ -145,7 +161,7 @@ class LocalStack:
         assert self.database_url
         assert self.kafka_bootstrap
         await migrate(self.database_url)
-        await ensure_topics(self.kafka_bootstrap)
+        await ensure_topics(self.kafka_bootstrap, replication=min(self.brokers, 3))
 
     @property
     def env(self) -> dict[str, str]:
@@ -207,10 +223,14 @@ class LocalStack:
             component.stop()
         if self.kafka is not None:
             self.kafka.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
         if self.keycloak is not None:
             self.keycloak.stop()
         if self.postgres is not None:
             self.postgres.stop()
+        if self.pg_pair is not None:
+            self.pg_pair.stop()
         (self.run_dir / "stack.json").unlink(missing_ok=True)
 
     def purge(self) -> None:
@@ -218,6 +238,8 @@ class LocalStack:
         self.stop()
         if self.postgres is not None:
             self.postgres.remove()
+        if self.pg_pair is not None:
+            self.pg_pair.remove()
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def urls(self) -> dict[str, str]:
@@ -258,7 +280,9 @@ class LocalStack:
         state = {
             "kafka_bootstrap": self.kafka_bootstrap, "database_url": self.database_url,
             "kafka_pid": self.kafka.proc.pid if self.kafka and self.kafka.proc else None,
+            "kafka_cluster_pids": self.cluster.pids() if self.cluster else None,
             "postgres_dir": str(self.postgres.root) if self.postgres else None,
+            "postgres_pair_dir": str(self.pg_pair.root) if self.pg_pair else None,
             "services": {n: {"url": s.url, "pid": s.proc.pid if s.proc else None} for n, s in self.services.items()},
             "components": [c.name for c in self.components],
             "urls": self.urls(),
@@ -285,6 +309,7 @@ def read_state(run_dir: Path) -> dict[str, object] | None:
 def purge_data(run_dir: Path) -> None:
     """Delete a stopped stack's data: the database cluster (also when it lives outside) and the run folder."""
     PostgresNode(run_dir / "postgres").remove()
+    PostgresPair(run_dir / "postgres-pair").remove()
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -327,10 +352,16 @@ def stop_from_state(run_dir: Path) -> list[str]:
     if state.get("kafka_pid"):
         KafkaNode(run_dir / "kafka").stop()
         stopped.append("kafka")
+    if state.get("kafka_cluster_pids"):
+        KafkaCluster(run_dir / "kafka-cluster").stop()
+        stopped.append("kafka cluster")
     if keycloak.stop_for_stack(run_dir):
         stopped.append("keycloak")
     if state.get("postgres_dir"):
         PostgresNode(Path(str(state["postgres_dir"]))).stop()
         stopped.append("postgres")
+    if state.get("postgres_pair_dir"):
+        PostgresPair(Path(str(state["postgres_pair_dir"]))).stop()
+        stopped.append("postgres primary and replica")
     (run_dir / "stack.json").unlink(missing_ok=True)
     return stopped

@@ -162,6 +162,13 @@ class KafkaNode:
     scram_users: dict[str, str] = field(default_factory=dict)
     """When set, an extra SASL_PLAINTEXT listener with these SCRAM-SHA-512 users (name -> password)."""
     sasl_port: int = 0
+    node_id: int = 1
+    voters: str = ""
+    """`controller.quorum.voters` of a multi-node cluster (`KafkaCluster`); empty: this node alone."""
+    cluster_id: str = ""
+    """Cluster id to format the storage with; empty: a new random one (single node)."""
+    replication: int = 1
+    """Replication factor of the broker's internal topics (offsets, transactions) and its default."""
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -187,10 +194,12 @@ class KafkaNode:
                 "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;",
             ]
+        voters = self.voters or f"{self.node_id}@127.0.0.1:{self.controller_port}"
+        min_isr = min_insync_replicas(self.replication)
         return "\n".join([
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+            f"node.id={self.node_id}",
+            f"controller.quorum.voters={voters}",
             f"listeners={listeners}",
             f"advertised.listeners={advertised}",
             "controller.listener.names=CONTROLLER",
@@ -198,12 +207,14 @@ class KafkaNode:
             *sasl,
             "inter.broker.listener.name=PLAINTEXT",
             f"log.dirs={self.root / 'data'}",
-            "offsets.topic.replication.factor=1",
+            f"offsets.topic.replication.factor={self.replication}",
             "offsets.topic.num.partitions=6",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
+            f"transaction.state.log.replication.factor={self.replication}",
+            f"transaction.state.log.min.isr={min_isr}",
+            f"share.coordinator.state.topic.replication.factor={self.replication}",
+            f"share.coordinator.state.topic.min.isr={min_isr}",
+            f"default.replication.factor={self.replication}",
+            f"min.insync.replicas={min_isr}",
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=false",
             "num.partitions=1",
@@ -229,7 +240,7 @@ class KafkaNode:
         classpath = f"{libs}/*"
         java = shutil.which("java") or "java"
         if not (self.root / "data" / "meta.properties").exists():
-            cluster_id = base64_uuid()
+            cluster_id = self.cluster_id or base64_uuid()
             scram = [a for name, pw in self.scram_users.items()
                      for a in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={pw}]")]
             fmt = subprocess.run(
@@ -273,6 +284,15 @@ class KafkaNode:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def min_insync_replicas(replication: int) -> int:
+    """Replicas that must acknowledge a write with `acks=all`: 2 of 3 (one broker may be down without losing
+    availability or an acknowledged record), 1 when there is only one copy."""
+    return 2 if replication >= 3 else 1
 
 
 def base64_uuid() -> str:

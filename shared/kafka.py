@@ -35,12 +35,22 @@ REJECTED_TOPICS: dict[str, str] = {
 """Each consumed topic and the topic its rejected records go to."""
 
 
+def topic_config(topic: Topic, replication: int) -> dict[str, str]:
+    """The topic's configuration on a cluster with `replication` copies: with 3 copies an `acks=all` write
+    needs 2 of them (one broker may fail without losing an acknowledged record or refusing writes), as in
+    the Kubernetes overlay (`deploy/k8s/base/kafka/topics.yaml`)."""
+    if replication >= 3:
+        return {**topic.config, "min.insync.replicas": "2"}
+    return dict(topic.config)
+
+
 async def ensure_topics(
     bootstrap: str, topics: tuple[Topic, ...] = ALL_TOPICS, replication: int = 1,
     client_options: dict[str, object] | None = None,
 ) -> list[str]:
     """Create missing topics with explicit partitions; return the names created.
 
+    With three or more replicas a topic also gets `min.insync.replicas=2` (see `topic_config`).
     `client_options` are extra aiokafka connection options (authentication, see `KPSettings`).
     """
     admin = AIOKafkaAdminClient(**{**(client_options or {}), "bootstrap_servers": bootstrap})
@@ -51,7 +61,8 @@ async def ensure_topics(
         if missing:
             try:
                 await admin.create_topics(
-                    [NewTopic(t.name, t.partitions, replication, topic_configs=t.config) for t in missing]
+                    [NewTopic(t.name, t.partitions, replication, topic_configs=topic_config(t, replication))
+                     for t in missing]
                 )
             except TopicAlreadyExistsError:
                 log.info("topics were created concurrently")

@@ -66,6 +66,12 @@ class KPSettings(BaseSettings):
             raise ValueError("KP_KAFKA_SASL_USERNAME and KP_KAFKA_SASL_PASSWORD are required with SASL")
         return self
 
+    @property
+    def kafka_servers(self) -> list[str]:
+        """`kafka_bootstrap` as a list of `host:port` (it may name several brokers, comma-separated; FastStream
+        takes a single string for one host)."""
+        return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
+
     def kafka_client_options(self) -> dict[str, object]:
         """Connection options for aiokafka clients (producer, consumer, admin)."""
         options: dict[str, object] = {"bootstrap_servers": self.kafka_bootstrap,

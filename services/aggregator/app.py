@@ -30,7 +30,7 @@ def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
     pool_holder: dict[str, asyncpg.Pool] = {}
     # Rejections must be durable before offsets move on: acks from all in-sync replicas, idempotent.
     broker = KafkaBroker(
-        settings.kafka_bootstrap, client_id="kp-aggregator", acks="all", enable_idempotence=True,
+        settings.kafka_servers, client_id="kp-aggregator", acks="all", enable_idempotence=True,
         security=settings.faststream_security(),
     )
     router, streams = build_router(settings, pool_holder, metrics)

@@ -126,7 +126,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     install_ops(app, registry, {"kafka": kafka_ready, "postgres": db_ready})
     install_http_metrics(app, registry)
     # ingest writes with a plain producer; an unconnected broker carries the document of what it writes
-    install_asyncapi(app, KafkaBroker(settings.kafka_bootstrap), "Kommunal-Pulse Ingest",
+    install_asyncapi(app, KafkaBroker(settings.kafka_servers), "Kommunal-Pulse Ingest",
                      produces=[settings.usage_topic, settings.rejected_topic])
     app.include_router(router)
     app.include_router(tracker_router)

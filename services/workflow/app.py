@@ -84,7 +84,7 @@ def create_app(settings: WorkflowSettings | None = None, *, clock: Clock | None 
                     metrics=metrics, topic=settings.workflow_topic, retry_jitter=settings.retry_jitter)
     holder: dict[str, Any] = {"engine": engine}
     # Rejected records must be durable before the batch's offsets are committed: acks from all in-sync replicas.
-    broker = KafkaBroker(settings.kafka_bootstrap, client_id="kp-workflow", acks="all", enable_idempotence=True,
+    broker = KafkaBroker(settings.kafka_servers, client_id="kp-workflow", acks="all", enable_idempotence=True,
                          security=settings.faststream_security())
     broker.include_router(build_router(settings, holder))
 
