@@ -8,11 +8,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from shared.ckm import record_key
@@ -30,6 +29,7 @@ from shared.events.usage import (
 )
 from shared.events.workflow import CaseClosed, CaseOpened, CaseParked, DeadlineBreached, WorkflowEvent
 from shared.kpis import DURATION_BUCKETS_S, PROCESSING_BUCKETS_S, bucket_label
+from shared.poison import ConsumedRecord, declared, validation_errors
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -47,19 +47,8 @@ class Record:
     key: bytes | None = None
 
 
-class RecordLike(Protocol):
-    """What the aggregator reads of a consumed record (aiokafka's ConsumerRecord as it is, or `Record`)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def key(self) -> bytes | None: ...
+RecordLike = ConsumedRecord
+"""What the aggregator reads of a consumed record (aiokafka's ConsumerRecord as it is, or `Record`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,27 +69,6 @@ class Triage:
     events: list[Any] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     in_batch_duplicates: int = 0
-
-
-def _declared(value: bytes) -> tuple[str | None, str | None]:
-    """Best-effort `source` and `id` of a payload that failed validation (for the rejected record)."""
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None, None
-    if not isinstance(doc, dict):
-        return None, None
-    source, event_id = doc.get("source"), doc.get("id")
-    return (source if isinstance(source, str) else None), (event_id if isinstance(event_id, str) else None)
-
-
-def _errors(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
-    errors: list[dict[str, Any]] = [
-        {"type": e["type"], "loc": [str(p) for p in e["loc"]], "msg": e["msg"]}
-        for e in exc.errors(include_url=False, include_input=False)
-    ]
-    reason = "invalid_json" if errors and errors[0]["type"] == "json_invalid" else "invalid_event"
-    return reason, errors
 
 
 def _window(r: RecordLike, event: Any, oldest: float, newest: float, horizon: timedelta,
@@ -125,8 +93,8 @@ def _tombstone(r: RecordLike) -> Rejection:
 
 
 def _invalid(r: RecordLike, exc: ValidationError) -> Rejection:
-    reason, errors = _errors(exc)
-    source, event_id = _declared(r.value or b"")
+    reason, errors = validation_errors(exc)
+    source, event_id = declared(r.value or b"")
     return Rejection(r, reason, errors, source, event_id)
 
 
