@@ -35,6 +35,7 @@ from bench.harness import bench_stack
 from kp.local import LocalStack, ServiceProcess
 from services.aggregator import repository
 from shared.events import usage_event_adapter
+from shared.events.upcast import CURRENT_VERSIONS
 from shared.kafka import USAGE_EVENTS, Topic, ensure_topics, make_producer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +79,7 @@ def make_events(n: int, seed: int = 7) -> list[bytes]:
     now = datetime.now(UTC)
     kinds: list[tuple[str, Any]] = [
         ("usage.page.viewed", lambda: {"page": f"/seite/{rnd.randrange(12)}", "device": rnd.choice(
-            ["desktop", "mobile", "tablet"]), "referrer": rnd.choice(["search", "portal", "direct"])}),
+            ["desktop", "mobile", "tablet"]), "referrer": rnd.choice(["search", "social", "internal", "direct"])}),
         ("usage.session.started", lambda: {"channel": rnd.choice(["web", "app"]), "device": "mobile"}),
         ("usage.step.completed", lambda: {"step": rnd.randint(1, 6), "step_name": "Schritt"}),
         ("usage.auth.completed", lambda: {"method": rnd.choice(["bundid_basis", "elster", "eid"]),
@@ -94,7 +95,8 @@ def make_events(n: int, seed: int = 7) -> list[bytes]:
     for _ in range(n):
         kind, data = rnd.choices(kinds, weights)[0]
         out.append(orjson.dumps({
-            "id": str(uuid.UUID(int=rnd.getrandbits(128), version=4)), "type": kind, "source": "bench",
+            "id": str(uuid.UUID(int=rnd.getrandbits(128), version=4)), "type": kind,
+            "schema_version": CURRENT_VERSIONS.get(kind, 1), "source": "bench",
             "time": (now - timedelta(seconds=rnd.randrange(0, 3 * 86400) if rnd.random() < LATE_SHARE
                                      else rnd.randrange(0, 900))).isoformat(),
             "municipality": rnd.choice(municipalities), "service": rnd.choice(services),

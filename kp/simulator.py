@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from shared.events.upcast import CURRENT_VERSIONS
 from shared.reference import municipalities, services
 
 # Shares are illustrative demo assumptions, not measurements.
@@ -95,10 +96,12 @@ class Simulator:
         out: list[dict[str, Any]] = []
 
         def ev(kind: str, data: dict[str, Any]) -> None:
-            out.append({"id": self._id(), "type": kind, "time": t.isoformat(), "data": data, **base})
+            out.append({"id": self._id(), "type": kind, "schema_version": CURRENT_VERSIONS.get(kind, 1),
+                        "time": t.isoformat(), "data": data, **base})
 
         ev("usage.page.viewed", {"page": f"/leistungen/{service}", "device": device,
-                                 "referrer": rng.choice(["search", "portal", "direct", "other"])})
+                                 "referrer": rng.choice(["search", "social", "internal", "municipal", "direct",
+                                                         "other"])})
         ev("usage.session.started", {"channel": "web" if rng.random() < 0.9 else "app", "device": device})
         steps = rng.randint(4, len(STEP_NAMES))
         # Each step has a chance to lose the citizen; payment and evidence upload lose the most.

@@ -17,7 +17,7 @@ GRANULARITIES: Final = ("hour", "day", "month")
 METRICS: Final[dict[str, str]] = {
     "page_views": "page path",
     "page_views_device": "desktop | mobile | tablet | other (device class of page views)",
-    "page_views_referrer": "search | portal | direct | other",
+    "page_views_referrer": "search | social | internal | municipal | portal | direct | other",
     "sessions_started": "",
     "sessions_submitted": "",
     "sessions_abandoned": "",

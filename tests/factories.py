@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
+
+from shared.events.upcast import CURRENT_VERSIONS
 
 OFFENBACH = "06413000"
 MARBURG = "06534014"
@@ -15,8 +17,12 @@ GEWERBE_ANMELDUNG = "99050012104000"
 def usage_event(
     kind: str = "usage.session.started", *, municipality: str = OFFENBACH, service: str = WOHNSITZ_ANMELDUNG,
     time: datetime | None = None, session: str | None = None, data: dict[str, Any] | None = None,
-    source: str = "test-platform", event_id: str | None = None,
+    source: str = "test-platform", event_id: str | None = None, schema_version: int | Literal["omit"] | None = None,
 ) -> dict[str, Any]:
+    """A valid event of the type's current schema version (written out only for types with several), or of
+    `schema_version`; `"omit"` leaves the field out (which means version 1)."""
+    if schema_version is None:
+        schema_version = CURRENT_VERSIONS.get(kind, "omit")
     defaults: dict[str, dict[str, Any]] = {
         "usage.page.viewed": {"page": "/start", "device": "desktop", "referrer": "search"},
         "usage.session.started": {"channel": "web", "device": "mobile"},
@@ -30,6 +36,7 @@ def usage_event(
     return {
         "id": event_id or str(uuid.uuid4()),
         "type": kind,
+        **({"schema_version": schema_version} if schema_version != "omit" else {}),
         "source": source,
         "time": (time or datetime.now(UTC)).isoformat(),
         "municipality": municipality,

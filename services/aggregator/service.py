@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from shared.ckm import record_key
 from shared.events import UsageEvent
 from shared.events.base import Envelope
+from shared.events.upcast import revalidate_json
 from shared.events.usage import (
     AuthCompleted,
     FeedbackGiven,
@@ -98,6 +99,13 @@ def _invalid(r: RecordLike, exc: ValidationError) -> Rejection:
     return Rejection(r, reason, errors, source, event_id)
 
 
+def _validate(adapter: TypeAdapter[Any], value: bytes) -> Any:
+    try:
+        return adapter.validate_json(value)
+    except ValidationError as exc:
+        return revalidate_json(adapter, value, exc)
+
+
 def triage(
     records: Sequence[RecordLike], adapter: TypeAdapter[Any], now: datetime, horizon: timedelta, future_skew: timedelta
 ) -> Triage:
@@ -114,7 +122,7 @@ def triage(
             out.rejections.append(_tombstone(r))
             continue
         try:
-            event = adapter.validate_json(r.value)
+            event = _validate(adapter, r.value)
         except ValidationError as exc:
             out.rejections.append(_invalid(r, exc))
             continue
@@ -188,8 +196,11 @@ def prepare(records: Sequence[RecordLike], adapter: TypeAdapter[Any],
         try:
             event = validate(value)
         except ValidationError as exc:
-            rejections.append(_invalid(r, exc))
-            continue
+            try:  # an older schema version (only those pay for the upcast), else the first error stands
+                event = revalidate_json(adapter, value, exc)
+            except ValidationError as final:
+                rejections.append(_invalid(r, final))
+                continue
         t: float = event.time.timestamp()
         if not oldest <= t <= newest:
             _, rejection = _window(r, event, oldest, newest, horizon, future_skew)

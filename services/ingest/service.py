@@ -23,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from services.ingest.mapping import MappingError, PlatformMapping
 from services.ingest.schemas import BatchResult, Rejection
-from shared.events import UsageEvent, usage_event_adapter
+from shared.events import UsageEvent, upcast, usage_event_adapter
 from shared.events.base import Envelope
 from shared.events.text import refused_character
 from shared.events.usage import FeedbackGiven, UsageEventBase
@@ -393,7 +393,7 @@ def check_item(item: Item, caller: ApiKey, policy: Policy, now: datetime) -> Usa
         event: UsageEvent = item.envelope  # type: ignore[assignment]  # validated on the fast path
     else:
         try:
-            event = usage_event_adapter.validate_python(item.envelope)
+            event = upcast.validate_python(usage_event_adapter, item.envelope)
         except ValidationError as exc:
             return Rejected(item, "invalid_event", pydantic_reasons(exc))
     if not caller.allows(event.municipality):

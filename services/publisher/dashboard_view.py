@@ -343,8 +343,10 @@ def municipality_charts(
 
 
 DEVICE_LABELS: Final = {"desktop": "Desktop", "tablet": "Tablet", "mobile": "Mobilgerät", "other": "unbekannt"}
-REFERRER_LABELS: Final = {"search": "Suchmaschine", "portal": "Portal oder Website der Verwaltung",
-                          "direct": "direkt (ohne Herkunft)", "other": "andere Websites"}
+REFERRER_LABELS: Final = {"search": "Suchmaschine", "social": "soziales Netzwerk",
+                          "internal": "eigene Website", "municipal": "andere Verwaltungswebsite",
+                          "portal": "Portal oder Website der Verwaltung", "direct": "direkt (ohne Herkunft)",
+                          "other": "andere Websites"}
 TOP_PAGES = 10
 
 

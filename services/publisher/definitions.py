@@ -43,9 +43,12 @@ DEFINITIONS: Final[tuple[KpiDefinition, ...]] = (
        "count(usage.page.viewed) by device"),
     _d("page_views_referrer", ("usage",), "count", "views", "Seitenaufrufe nach Herkunft",
        "Page views per referrer class",
-       "Seitenaufrufe je Herkunftsklasse (Suchmaschine, Portal, direkt, andere); die Herkunftsseite selbst wird nie "
-       "gespeichert.", "Page views per referrer class (search, portal, direct, other); the referring page itself is "
-       "never stored.", "count(usage.page.viewed) by referrer"),
+       "Seitenaufrufe je Herkunftsklasse (Suchmaschine, soziales Netzwerk, eigene Website, andere "
+       "Verwaltungswebsite, Verwaltungswebsite ohne Unterscheidung (Meldungen nach Schema 1), direkt, andere); die "
+       "Herkunftsseite selbst wird nie gespeichert.",
+       "Page views per referrer class (search, social, internal, municipal, portal: a public-administration site "
+       "not told apart (schema version 1 reports), direct, other); the referring page itself is never stored.",
+       "count(usage.page.viewed) by referrer"),
     _d("sessions_started", ("usage", "funnel"), "count", "sessions", "Gestartete Vorgänge", "Sessions started",
        "Begonnene Antragsvorgänge.", "Application sessions started.", "count(usage.session.started)"),
     _d("channel", ("usage",), "count", "sessions", "Kanal", "Channel",

@@ -1,4 +1,7 @@
-"""Usage events v1: what online-service platforms report about citizens' use of a service."""
+"""Usage events: what online-service platforms report about citizens' use of a service.
+
+All types are at schema version 1 except `usage.page.viewed` (version 2; `shared.events.upcast` brings v1 up).
+"""
 
 from __future__ import annotations
 
@@ -21,17 +24,37 @@ class UsageEventBase(Envelope):
     session: Pseudonym
 
 
+Referrer = Literal["search", "social", "internal", "municipal", "portal", "direct", "other"]
+"""Referrer class of a page view (v2): a search engine, a social network, the service's own site, another
+public-administration site, `portal` (one of the two, not told apart: all v1 data and platforms that cannot
+tell), none, anything else."""
+
+
 class PageViewedData(Contract):
+    page: PagePath
+    device: Device
+    referrer: Referrer
+
+
+class PageViewed(UsageEventBase):
+    """A page of an online service was viewed (schema version 2)."""
+
+    schema_version: Annotated[int, Field(ge=2, le=2, strict=True)]
+    type: Literal["usage.page.viewed"]
+    data: PageViewedData
+
+
+class PageViewedDataV1(Contract):
     page: PagePath
     device: Device
     referrer: Literal["search", "portal", "direct", "other"]
 
 
-class PageViewed(UsageEventBase):
-    """A page of an online service was viewed."""
+class PageViewedV1(UsageEventBase):
+    """A page of an online service was viewed (schema version 1, published; accepted and upcast to version 2)."""
 
     type: Literal["usage.page.viewed"]
-    data: PageViewedData
+    data: PageViewedDataV1
 
 
 class SessionStartedData(Contract):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
@@ -180,3 +180,47 @@ class TestPeriods:
     def test_next_offsets_is_one_past_the_highest_per_partition(self) -> None:
         records = [rec(b"x", 5, 0), rec(b"x", 7, 0), rec(b"x", 2, 1)]
         assert service.next_offsets(records) == {("usage.events.v1", 0): 8, ("usage.events.v1", 1): 3}
+
+
+class TestPageViewVersions:
+    """Page views of schema version 1 (upcast) and 2 count into the v2 referrer classes, in both folds."""
+
+    def page_views(self) -> list[dict[str, Any]]:
+        def view(referrer: str, version: int | Literal["omit"]) -> dict[str, Any]:
+            return usage_event("usage.page.viewed", time=NOW - timedelta(minutes=5), schema_version=version,
+                               data={"page": "/anmelden", "device": "mobile", "referrer": referrer})
+        return [view("search", 1), view("portal", "omit"), view("other", 1), view("direct", 1),
+                view("search", 2), view("social", 2), view("social", 2), view("internal", 2), view("municipal", 2),
+                view("portal", 2), view("other", 2)]
+
+    def referrers(self, deltas: dict[service.KpiKey, Any]) -> dict[str, Any]:
+        return {k[5]: v for k, v in deltas.items() if k[0] == "day" and k[4] == "page_views_referrer"}
+
+    def test_the_fast_path_counts_v1_and_v2_into_the_v2_classes(self) -> None:
+        prepared = service.prepare([rec(e, i) for i, e in enumerate(self.page_views())], usage_event_adapter,
+                                   service.usage_contributions, False, NOW, timedelta(days=7),
+                                   timedelta(minutes=15), secret=b"k" * 32)
+        assert prepared.rejections == []
+        assert prepared.events == 11
+        counts = {dim: value for dim, (value, _key_sum) in self.referrers(service.roll_up(prepared.hourly)).items()}
+        assert counts == {"search": 2, "portal": 2, "other": 2, "direct": 1, "social": 2, "internal": 1,
+                          "municipal": 1}
+
+    def test_triage_counts_the_same(self) -> None:
+        tri = service.triage([rec(e, i) for i, e in enumerate(self.page_views())], usage_event_adapter, NOW,
+                             timedelta(days=7), timedelta(minutes=15))
+        assert tri.rejections == []
+        assert self.referrers(service.fold(tri.events, service.usage_contributions)) == {
+            "search": 2, "portal": 2, "other": 2, "direct": 1, "social": 2, "internal": 1, "municipal": 1}
+
+    def test_unknown_versions_and_v1_records_with_v2_classes_are_rejected(self) -> None:
+        future = usage_event("usage.page.viewed", time=NOW, schema_version=3)
+        mixed = usage_event("usage.page.viewed", time=NOW, schema_version=1,
+                            data={"page": "/a", "device": "mobile", "referrer": "social"})
+        prepared = service.prepare([rec(future, 0), rec(mixed, 1)], usage_event_adapter,
+                                   service.usage_contributions, False, NOW, timedelta(days=7),
+                                   timedelta(minutes=15), secret=b"k" * 32)
+        assert [(r.record.offset, r.reason, r.errors[0]["type"], r.event_id) for r in prepared.rejections] == [
+            (0, "invalid_event", "unknown_schema_version", future["id"]),
+            (1, "invalid_event", "v1_referrer", mixed["id"])]
+        assert prepared.events == 0

@@ -74,7 +74,7 @@ class TestNormalisePath:
         out = normalise_path("/" + "x" * 500)
         assert len(out) == 200
         usage_event_adapter.validate_python({
-            "id": str(uuid.uuid4()), "type": "usage.page.viewed", "source": "web-tracker",
+            "id": str(uuid.uuid4()), "type": "usage.page.viewed", "schema_version": 2, "source": "web-tracker",
             "time": datetime.now(UTC).isoformat(), "municipality": OFFENBACH, "service": WOHNSITZ_ANMELDUNG,
             "session": "abcdefgh", "data": {"page": out, "device": "mobile", "referrer": "direct"}})
 
@@ -175,9 +175,12 @@ class TestHits:
         dumped = [usage_event_adapter.dump_python(e, mode="json") for e in events]
         assert dumped[0]["data"] == {"page": "/rathaus", "device": "mobile", "referrer": "search"}
         assert dumped[0]["session"] == "abcdefgh12"
-        assert dumped[1]["data"] == {"page": "/rathaus/b", "device": "desktop", "referrer": "portal"}
+        assert dumped[1]["data"] == {"page": "/rathaus/b", "device": "desktop", "referrer": "internal"}
         assert dumped[2]["data"]["page"] == "/dokumente/satzung.pdf"
+        assert dumped[2]["data"]["referrer"] == "internal"
         assert dumped[3]["data"]["page"] == "/_outbound/www.hessen.de"
+        assert dumped[3]["data"]["referrer"] == "internal"
+        assert [d["schema_version"] for d in dumped] == [2, 2, 2, 2, 1, 1, 1, 1, 1]
         assert dumped[4]["service"] == "99050012104000"
         assert dumped[5]["service"] == WOHNSITZ_ANMELDUNG
         assert {d["municipality"] for d in dumped} == {OFFENBACH}

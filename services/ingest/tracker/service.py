@@ -32,6 +32,7 @@ from services.ingest.tracker.schemas import (
     OutboundHit,
     PageviewHit,
 )
+from shared.events.upcast import CURRENT_VERSIONS
 
 TOKEN_PREFIX = "kps_"
 TRACKER_SOURCE = "web-tracker"
@@ -188,7 +189,7 @@ class ClientLimiter:
 # ------------------------------------------------------------------------------------------------ classes
 
 ReferrerClass = Literal["search", "social", "internal", "municipal", "direct", "other"]
-V1Referrer = Literal["search", "portal", "direct", "other"]
+"""The classes the tracker tells apart; all are values of the page view's v2 `referrer`."""
 
 SEARCH_HOSTS = ("google.", "bing.", "duckduckgo.", "ecosia.", "qwant.", "startpage.", "search.yahoo.",
                 "yandex.", "search.brave.", "metager.", "baidu.", "ask.com")
@@ -197,14 +198,6 @@ SOCIAL_HOSTS = ("facebook.", "fb.", "instagram.", "twitter.", "x.com", "t.co", "
                 "telegram.", "t.me")
 MUNICIPAL_SUFFIXES = (".hessen.de", ".bund.de", "verwaltung.de", ".gov.de")
 """Public-administration domains besides the member sites' own origins (see `referrer_class`)."""
-
-V1_REFERRER: dict[ReferrerClass, V1Referrer] = {
-    "search": "search", "internal": "portal", "municipal": "portal", "direct": "direct",
-    "social": "other", "other": "other",
-}
-"""The v1 contract knows search/portal/direct/other: the city's own site and other public-administration
-sites count as `portal`, social networks as `other` (ADR 0080)."""
-
 
 def _host_matches(host: str, patterns: Sequence[str]) -> bool:
     labels = host.split(".")
@@ -313,13 +306,15 @@ def hit_to_envelope(hit: Hit, site: Site, now: datetime) -> dict[str, Any]:
     data: dict[str, Any]
     if isinstance(hit, PageviewHit):
         kind = "usage.page.viewed"
-        ref = V1_REFERRER[referrer_class(hit.ref, site.host, site.municipal_hosts)]
+        ref = referrer_class(hit.ref, site.host, site.municipal_hosts)
         data = {"page": normalise_path(hit.path), "device": device, "referrer": ref}
     elif isinstance(hit, DownloadHit):
-        kind, data = "usage.page.viewed", {"page": normalise_path(hit.path), "device": device, "referrer": "portal"}
+        # Downloads and outbound clicks happen on the site itself.
+        kind, data = "usage.page.viewed", {"page": normalise_path(hit.path), "device": device,
+                                           "referrer": "internal"}
     elif isinstance(hit, OutboundHit):
         host = hit.host.lower()[:150]
-        kind, data = "usage.page.viewed", {"page": f"/_outbound/{host}", "device": device, "referrer": "portal"}
+        kind, data = "usage.page.viewed", {"page": f"/_outbound/{host}", "device": device, "referrer": "internal"}
     elif isinstance(hit, FormStartHit):
         kind, data = "usage.session.started", {"channel": "web", "device": device}
     elif isinstance(hit, FormStepHit):
@@ -335,7 +330,9 @@ def hit_to_envelope(hit: Hit, site: Site, now: datetime) -> dict[str, Any]:
         # since the widget's own limit is 500 (scrubbing happens later, as for every platform).
         comment = (hit.comment or "").strip()[:500] or None
         kind, data = "usage.feedback.given", {"stars": hit.stars, **({"comment": comment} if comment else {})}
-    return {"id": str(uuid.uuid4()), "type": kind, "source": source, "time": now.isoformat(),
+    version = CURRENT_VERSIONS.get(kind, 1)
+    return {"id": str(uuid.uuid4()), "type": kind, "schema_version": version, "source": source,
+            "time": now.isoformat(),
             "municipality": site.token.municipality, "service": hit.service or site.token.service,
             "session": session, "data": data}
 
@@ -343,7 +340,7 @@ def hit_to_envelope(hit: Hit, site: Site, now: datetime) -> dict[str, Any]:
 def hits_to_items(hits: Sequence[Any], site: Site, now: datetime,
                   on_referrer: Callable[[str], None] | None = None) -> list[Item]:
     """One item per hit; a hit that is not a valid hit is rejected alone (`mapping_failed`).
-    `on_referrer` sees the full referrer class of each page view (the v1 contract stores a coarser one)."""
+    `on_referrer` sees the referrer class of each page view (for the tracker's own metrics)."""
     items: list[Item] = []
     for i, raw in enumerate(hits):
         try:
