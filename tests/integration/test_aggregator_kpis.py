@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import orjson
@@ -49,14 +49,19 @@ class TestEveryKpi:
         svc = lane.services[0]
         t = berlin_midnight(datetime.now(UTC)) - timedelta(days=2) + timedelta(hours=10)  # 10:00 two days ago
 
-        def ev(kind: str, data: dict[str, Any], minutes: int = 0) -> dict[str, Any]:
+        def ev(kind: str, data: dict[str, Any], minutes: int = 0,
+               version: int | Literal["omit"] | None = None) -> dict[str, Any]:
             return usage_event(kind, municipality=lane.ags, service=svc, time=t + timedelta(minutes=minutes),
-                               data=data)
+                               data=data, schema_version=version)
 
         events = [
-            ev("usage.page.viewed", {"page": "/wohnsitz/start", "device": "mobile", "referrer": "search"}),
-            ev("usage.page.viewed", {"page": "/wohnsitz/start", "device": "desktop", "referrer": "portal"}),
+            # page views of schema version 1 (upcast by the aggregator) and 2 count into the same classes
+            ev("usage.page.viewed", {"page": "/wohnsitz/start", "device": "mobile", "referrer": "search"}, version=1),
+            ev("usage.page.viewed", {"page": "/wohnsitz/start", "device": "desktop", "referrer": "portal"},
+               version="omit"),
             ev("usage.page.viewed", {"page": "/wohnsitz/daten", "device": "mobile", "referrer": "direct"}),
+            ev("usage.page.viewed", {"page": "/wohnsitz/daten", "device": "mobile", "referrer": "social"}),
+            ev("usage.page.viewed", {"page": "/wohnsitz/daten", "device": "tablet", "referrer": "search"}),
             ev("usage.session.started", {"channel": "web", "device": "mobile"}),
             ev("usage.session.started", {"channel": "web", "device": "desktop"}),
             ev("usage.session.started", {"channel": "app", "device": "mobile"}),
@@ -79,9 +84,9 @@ class TestEveryKpi:
 
         day = berlin_midnight(t)
         expected = {
-            "page_views": {"/wohnsitz/start": 2, "/wohnsitz/daten": 1},
-            "page_views_device": {"mobile": 2, "desktop": 1},
-            "page_views_referrer": {"search": 1, "portal": 1, "direct": 1},
+            "page_views": {"/wohnsitz/start": 2, "/wohnsitz/daten": 3},
+            "page_views_device": {"mobile": 3, "desktop": 1, "tablet": 1},
+            "page_views_referrer": {"search": 2, "portal": 1, "direct": 1, "social": 1},
             "sessions_started": {"": 3}, "channel": {"web": 2, "app": 1}, "device": {"mobile": 2, "desktop": 1},
             "step_completed": {"1": 2, "2": 1},
             "auth": {"bundid_basis:substantiell": 1, "eid:hoch": 1},

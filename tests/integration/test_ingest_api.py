@@ -6,7 +6,7 @@ import gzip
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import orjson
@@ -46,6 +46,26 @@ class TestPostEvents:
         assert body["accepted_count"] == 2
         on_topic = await read_topic(kafka_bootstrap, USAGE_EVENTS.name, lambda v: v.get("id") in ids_of(batch), 2)
         assert {e["id"] for e in on_topic} == ids_of(batch)
+
+    async def test_v1_page_views_are_accepted_and_published_as_v2(
+        self, client: httpx.AsyncClient, key: str, kafka_bootstrap: str
+    ) -> None:
+        def view(referrer: str, version: int | Literal["omit"]) -> dict[str, Any]:
+            return usage_event("usage.page.viewed", schema_version=version,
+                               data={"page": "/start", "device": "mobile", "referrer": referrer})
+
+        batch = [view("portal", 1), view("other", "omit"), view("social", 2), usage_event("usage.session.started")]
+        refused = [view("social", 1), view("search", 3)]
+        resp = await client.post("/v1/events", json=batch + refused, headers=bearer(key))
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert body["accepted"] == [e["id"] for e in batch]
+        assert [(r["index"], r["reason"], r["reasons"][0]["type"]) for r in body["rejected"]] == [
+            (4, "invalid_event", "v1_referrer"), (5, "invalid_event", "unknown_schema_version")]
+        on_topic = {e["id"]: e for e in await read_topic(
+            kafka_bootstrap, USAGE_EVENTS.name, lambda v: v.get("id") in ids_of(batch), len(batch))}
+        assert [(on_topic[e["id"]]["schema_version"], on_topic[e["id"]]["data"].get("referrer")) for e in batch] == [
+            (2, "portal"), (2, "other"), (2, "social"), (1, None)]
 
     async def test_gzip_body_is_accepted(self, client: httpx.AsyncClient, key: str) -> None:
         batch = [usage_event() for _ in range(3)]

@@ -49,13 +49,18 @@ class TestCollect:
         async with running_ingest(kafka_bootstrap, database_url) as client:
             resp = await client.post("/v1/collect", headers=BROWSER, content=body(token, {
                 "kind": "pageview", "path": "/Rathaus/?q=geheim", "ref": "www.google.de", "width": 390,
-                "session": session}))
+                "session": session}, {"kind": "pageview", "path": "/buergerbuero", "ref": "l.facebook.com",
+                                      "width": 390, "session": session}))
             assert resp.status_code == 200, resp.text
-            assert resp.json() == {"accepted_count": 1, "rejected_count": 0}
+            assert resp.json() == {"accepted_count": 2, "rejected_count": 0}
             assert resp.headers["access-control-allow-origin"] == SITE
-        [event] = await read_topic(kafka_bootstrap, USAGE_EVENTS.name, lambda v: v.get("session") == session, 1)
+        event, social = sorted(
+            await read_topic(kafka_bootstrap, USAGE_EVENTS.name, lambda v: v.get("session") == session, 2),
+            key=lambda e: e["data"]["page"], reverse=True)
         assert event["type"] == "usage.page.viewed"
+        assert event["schema_version"] == 2
         assert event["data"] == {"page": "/rathaus", "device": "mobile", "referrer": "search"}
+        assert social["data"] == {"page": "/buergerbuero", "device": "mobile", "referrer": "social"}
         assert (event["municipality"], event["service"], event["source"]) == (OFFENBACH, WOHNSITZ_ANMELDUNG,
                                                                                "web-tracker")
 
