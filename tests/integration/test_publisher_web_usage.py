@@ -16,7 +16,8 @@ __all__ = ["client", "served"]
 async def web_usage(db: asyncpg.Connection) -> tuple[str, str]:
     ags, svc = random_ags(), random_leika()
     rows = [("page_views", "/rathaus", 42), ("page_views_device", "desktop", 30), ("page_views_device", "mobile", 12),
-            ("page_views_referrer", "search", 20), ("page_views_referrer", "portal", 22)]
+            ("page_views_referrer", "search", 20), ("page_views_referrer", "portal", 22),
+            ("page_views_referrer", "social", 25), ("page_views_referrer", "internal", 31)]
     await insert(db, "day", [(DAY1, ags, svc, metric, dim, value) for metric, dim, value in rows])
     return ags, svc
 
@@ -32,7 +33,7 @@ class TestWebUsage:
         assert r.status_code == 200, r.text
         got = {(i["metric"], i["dimension"]): i for i in r.json()["items"] if i["period_start"] == DAY1_LOCAL}
         for metric, dims in (("page_views_device", ("desktop", "mobile")),
-                             ("page_views_referrer", ("search", "portal"))):
+                             ("page_views_referrer", ("search", "portal", "social", "internal"))):
             for dim in dims:
                 assert (metric, dim) in got, (metric, dim, sorted(got))
         assert all(isinstance(got[(m, d)]["value"], int | float) or got[(m, d)]["suppressed"]
@@ -40,9 +41,11 @@ class TestWebUsage:
         csv_text = (await client.get("/v1/kpis.csv", params=params)).text
         assert ",page_views_device,desktop," in csv_text
         assert ",page_views_referrer,search," in csv_text
+        assert ",page_views_referrer,social," in csv_text
 
     async def test_definitions_name_them(self, client: httpx.AsyncClient) -> None:
         items = (await client.get("/v1/kpi-definitions")).json()["items"]
         by_metric = {d["metric"]: d for d in items}
         assert by_metric["page_views_device"]["label_de"] == "Seitenaufrufe nach Gerätetyp"
         assert by_metric["page_views_referrer"]["label_en"] == "Page views per referrer class"
+        assert "search, social, internal, municipal, portal" in by_metric["page_views_referrer"]["description_en"]
