@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Annotated
 
-import asyncpg
 import typer
 
-from kp.apikeys import unknown_municipalities
+from kp.dbcmd import (
+    database_url,
+    on_connection,
+    parse_id,
+    refuse_unknown_municipalities,
+    run_on_stack,
+)
 from services.ingest.tracker import repository
 from services.ingest.tracker.service import SiteToken, new_site_token
 from shared.reference import is_known_service
-from shared.reference import municipalities as reference_municipalities
 
 sitetoken_app = typer.Typer(help="Public site tokens of the web tracker and feedback widget.", no_args_is_help=True)
 
@@ -22,18 +25,8 @@ async def create_site_token(database_url: str, municipality: str, service: str, 
                             rate_per_s: float = 50.0, burst: int = 200, description: str = "") -> SiteToken:
     """Store a new site token and return it (the token is public: it stands in the site's pages)."""
     token = new_site_token(municipality, service, origins, rate_per_s, burst, description)
-    conn = await asyncpg.connect(database_url)
-    try:
-        await repository.insert_site_token(conn, token)
-    finally:
-        await conn.close()
+    await on_connection(database_url, lambda conn: repository.insert_site_token(conn, token))
     return token
-
-
-def _database_url() -> str:
-    from kp.cli import _urls
-
-    return _urls()[1]
 
 
 @sitetoken_app.command("create")
@@ -50,16 +43,12 @@ def create(
     = False,
 ) -> None:
     """Create a site token and print the tags to embed."""
-    if unknown_municipalities([municipality]) and not new_member:
-        typer.echo(f"error: unknown municipality {municipality}; members: "
-                   f"{', '.join(f'{m.ags} {m.name}' for m in reference_municipalities())} "
-                   "(for a new member city add --new-member)", err=True)
-        raise typer.Exit(2)
+    refuse_unknown_municipalities([municipality], new_member)
     if not is_known_service(service):
         typer.echo(f"error: service {service} is not in the reference data (or KP_EXTRA_SERVICES)", err=True)
         raise typer.Exit(2)
     try:
-        token = asyncio.run(create_site_token(_database_url(), municipality, service, origin, rate, burst,
+        token = asyncio.run(create_site_token(database_url(), municipality, service, origin, rate, burst,
                                               description))
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -76,14 +65,7 @@ def create(
 def list_tokens(all_tokens: Annotated[bool, typer.Option("--all", help="Include revoked tokens.")] = False) -> None:
     """List site tokens with their municipality, service and origins."""
 
-    async def fetch() -> list[SiteToken]:
-        conn = await asyncpg.connect(_database_url())
-        try:
-            return await repository.list_site_tokens(conn, all_tokens)
-        finally:
-            await conn.close()
-
-    for t in asyncio.run(fetch()):
+    for t in run_on_stack(lambda conn: repository.list_site_tokens(conn, all_tokens)):
         state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
         typer.echo(f"{t.id}  {t.token}  {t.municipality}  {t.service}  {t.rate_per_s:g}/s burst {t.burst}  "
                    f"{state}  {','.join(sorted(t.origins))}")
@@ -92,20 +74,8 @@ def list_tokens(all_tokens: Annotated[bool, typer.Option("--all", help="Include 
 @sitetoken_app.command("revoke")
 def revoke(token_id: Annotated[str, typer.Argument(help="Id of the token (see `kp sitetoken list`).")]) -> None:
     """Revoke a site token; ingest refuses it within its token-cache time."""
-    try:
-        parsed = uuid.UUID(token_id)
-    except ValueError as exc:
-        typer.echo(f"error: {token_id!r} is not a token id", err=True)
-        raise typer.Exit(2) from exc
-
-    async def run() -> bool:
-        conn = await asyncpg.connect(_database_url())
-        try:
-            return await repository.revoke_site_token(conn, parsed)
-        finally:
-            await conn.close()
-
-    if not asyncio.run(run()):
+    parsed = parse_id(token_id, "token")
+    if not run_on_stack(lambda conn: repository.revoke_site_token(conn, parsed)):
         typer.echo(f"error: no active site token {token_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {token_id}")

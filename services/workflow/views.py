@@ -345,8 +345,18 @@ async def case_page(case_id: str, request: Request, hinweis: str | None = None,
     return await _case_page(request, viewer, case_uuid, hinweis=hinweis)
 
 
-async def _action_guard(request: Request, authorization: str | None,
-                        team_lead: bool = False) -> tuple[Viewer, dict[str, str]] | HTMLResponse:
+@dataclass(frozen=True)
+class TaskAction:
+    """A signed-in, authorised form post on one task: who, what they sent, which task."""
+
+    viewer: Viewer
+    form: dict[str, str]
+    task_id: UUID
+
+
+async def _action_guard(request: Request, authorization: str | None, task_id: str,
+                        team_lead: bool = False) -> TaskAction | HTMLResponse:
+    """Sign-in, CSRF and role checks of a task action, then the task id (a stranger learns nothing from it)."""
     viewer = await _guard(request, authorization)
     if isinstance(viewer, HTMLResponse):
         return viewer
@@ -360,7 +370,10 @@ async def _action_guard(request: Request, authorization: str | None,
     if not team_lead and not viewer.may_decide:
         return _render("fehler.html", status=403, viewer=viewer,
                        fehler="Nur die Sachbearbeitung kann Aufgaben übernehmen und entscheiden.")
-    return viewer, form
+    task_uuid = _uuid(task_id)
+    if task_uuid is None:
+        return _render("fehler.html", status=404, viewer=viewer, fehler=NOT_FOUND)
+    return TaskAction(viewer, form, task_uuid)
 
 
 WORKFLOW_CONFLICT = "Die Aufgabe ist nicht mehr offen: sie wurde inzwischen übernommen oder erledigt."
@@ -368,13 +381,10 @@ WORKFLOW_CONFLICT = "Die Aufgabe ist nicht mehr offen: sie wurde inzwischen übe
 
 @views.post(f"{BASE}/aufgaben/{{task_id}}/uebernehmen")
 async def claim(task_id: str, request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
-    guarded = await _action_guard(request, authorization)
+    guarded = await _action_guard(request, authorization, task_id)
     if isinstance(guarded, HTMLResponse):
         return guarded
-    viewer, form = guarded
-    task_uuid = _uuid(task_id)
-    if task_uuid is None:
-        return _render("fehler.html", status=404, viewer=viewer, fehler=NOT_FOUND)
+    viewer, form, task_uuid = guarded.viewer, guarded.form, guarded.task_id
     engine: Engine = request.app.state.engine
     try:
         async with request.app.state.pool.acquire() as conn, conn.transaction():
@@ -392,13 +402,10 @@ async def claim(task_id: str, request: Request, authorization: Annotated[str | N
 
 @views.post(f"{BASE}/aufgaben/{{task_id}}/erledigen")
 async def complete(task_id: str, request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
-    guarded = await _action_guard(request, authorization)
+    guarded = await _action_guard(request, authorization, task_id)
     if isinstance(guarded, HTMLResponse):
         return guarded
-    viewer, form = guarded
-    task_uuid = _uuid(task_id)
-    if task_uuid is None:
-        return _render("fehler.html", status=404, viewer=viewer, fehler=NOT_FOUND)
+    viewer, form, task_uuid = guarded.viewer, guarded.form, guarded.task_id
     engine: Engine = request.app.state.engine
     decision, reason = form.get("entscheidung", ""), _reason(form)
     if reason is None:
@@ -419,13 +426,10 @@ async def complete(task_id: str, request: Request, authorization: Annotated[str 
 @views.post(f"{BASE}/aufgaben/{{task_id}}/umverteilen")
 async def reassign(task_id: str, request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
     """Team lead: move a task to another queue of its step (it is open there again), with a reason."""
-    guarded = await _action_guard(request, authorization, team_lead=True)
+    guarded = await _action_guard(request, authorization, task_id, team_lead=True)
     if isinstance(guarded, HTMLResponse):
         return guarded
-    viewer, form = guarded
-    task_uuid = _uuid(task_id)
-    if task_uuid is None:
-        return _render("fehler.html", status=404, viewer=viewer, fehler=NOT_FOUND)
+    viewer, form, task_uuid = guarded.viewer, guarded.form, guarded.task_id
     engine: Engine = request.app.state.engine
     reason = _reason(form)
     if reason is None:
