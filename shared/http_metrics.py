@@ -8,7 +8,7 @@ labelled `unmatched`.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -31,12 +31,21 @@ class HttpMetrics:
                                   ["route", "method"], buckets=LATENCY_BUCKETS, registry=registry)
 
 
+class RequestObserver(Protocol):
+    """Series of a service's own that follow every request (e.g. ingest's `kp_ingest_requests_*`), fed by the
+    same middleware so a request is timed once."""
+
+    def request_started(self) -> None: ...
+    def request_finished(self, route: str, code: int, seconds: float) -> None: ...
+
+
 class HttpMetricsMiddleware:
     """Counts and times each HTTP request by its route template."""
 
-    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics, observer: RequestObserver | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.observer = observer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,19 +59,25 @@ class HttpMetricsMiddleware:
             await send(message)
 
         started = time.perf_counter()
+        if self.observer is not None:
+            self.observer.request_started()
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            seconds = time.perf_counter() - started
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED
             method = scope.get("method", "GET")
             method = method if method in METHODS else "OTHER"
-            self.metrics.duration.labels(template, method).observe(time.perf_counter() - started)
+            self.metrics.duration.labels(template, method).observe(seconds)
             self.metrics.requests.labels(template, method, str(status["code"])).inc()
+            if self.observer is not None:
+                self.observer.request_finished(template, status["code"], seconds)
 
 
-def install_http_metrics(app: FastAPI, registry: CollectorRegistry) -> HttpMetrics:
-    """Add the middleware to `app`, reporting on `registry` (the one its `/metrics` serves)."""
+def install_http_metrics(app: FastAPI, registry: CollectorRegistry,
+                         observer: RequestObserver | None = None) -> HttpMetrics:
+    """Add the middleware to `app`, reporting on `registry` (the one its `/metrics` serves) and `observer`."""
     metrics = HttpMetrics(registry)
-    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics, observer=observer)
     return metrics

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.ingest import repository
 from services.ingest.api import problem, router
 from services.ingest.mapping import load_mappings
-from services.ingest.metrics import IngestMetrics, RequestMetricsMiddleware
+from services.ingest.metrics import IngestMetrics
 from services.ingest.repository import KafkaSink
 from services.ingest.service import ApiKey, Authenticator, Policy, ProblemError, RateLimiter, Runtime
 from services.ingest.settings import IngestSettings
@@ -124,13 +124,12 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             await conn.fetchval("SELECT 1")
 
     install_ops(app, registry, {"kafka": kafka_ready, "postgres": db_ready})
-    install_http_metrics(app, registry)
+    install_http_metrics(app, registry, observer=metrics)
     # ingest writes with a plain producer; an unconnected broker carries the document of what it writes
     install_asyncapi(app, KafkaBroker(settings.kafka_servers), "Kommunal-Pulse Ingest",
                      produces=[settings.usage_topic, settings.rejected_topic])
     app.include_router(router)
     app.include_router(tracker_router)
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     install_problem_handlers(app)
     app.openapi = lambda: openapi_with_events(app)  # type: ignore[method-assign]
     install_unique_operation_ids(app)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
@@ -58,37 +55,17 @@ class IngestMetrics:
         for reason in rejected:
             self.rejected.labels(platform, reason).inc()
 
+    def request_started(self) -> None:
+        self.in_flight.inc()
+
+    def request_finished(self, route: str, code: int, seconds: float) -> None:
+        """Ingest's own request series, fed by the shared HTTP metrics middleware (`shared.http_metrics`)."""
+        self.in_flight.dec()
+        self.request_seconds.labels(route).observe(seconds)
+        self.requests.labels(route, str(code)).inc()
+
     def observe_produce(self, seconds: float, ok: bool) -> None:
         self.produce_seconds.observe(seconds)
         if not ok:
             self.produce_failures.inc()
 
-
-class RequestMetricsMiddleware:
-    """Counts, times and gauges every HTTP request by its route template (never by raw path or client)."""
-
-    def __init__(self, app: ASGIApp, metrics: IngestMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = {"code": 500}
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = int(message["status"])
-            await send(message)
-
-        started = time.perf_counter()
-        self.metrics.in_flight.inc()
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            self.metrics.in_flight.dec()
-            route: Any = scope.get("route")
-            name = getattr(route, "path", None) or "unmatched"
-            self.metrics.request_seconds.labels(name).observe(time.perf_counter() - started)
-            self.metrics.requests.labels(name, str(status["code"])).inc()
