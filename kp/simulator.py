@@ -21,7 +21,6 @@ AUTH_MIX = [("bundid_basis", "substantiell", 0.55), ("eid", "hoch", 0.25), ("els
 PAYMENT_MIX = [("epaybl", 0.2), ("kreditkarte", 0.3), ("paypal", 0.25), ("sepa_lastschrift", 0.2),
                ("rechnung", 0.05)]
 STEP_NAMES = ["Start", "Angaben zur Person", "Anschrift", "Nachweise", "Zahlung", "Zusammenfassung"]
-DEVICES = [("desktop", 0.55), ("mobile", 0.38), ("tablet", 0.07)]
 STARS = [(5, 0.45), (4, 0.3), (3, 0.12), (2, 0.07), (1, 0.06)]
 
 
