@@ -83,7 +83,7 @@ class Run:
         self.case_bytes = self.case.case_id.bytes
 
     def snapshot(self) -> dict[str, Any]:
-        return {"state": self.case.state.value, "step": self.case.current_step}
+        return {"state": self.case.state, "step": self.case.current_step}  # a CaseState is a str
 
     def emit(self, type_: str, data: Contract | dict[str, Any]) -> None:
         """Queue a workflow event for the outbox. The envelope comes from the case (validated when the case

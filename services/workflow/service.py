@@ -243,7 +243,7 @@ class Engine:
             # event is replayed from wf_pending by an operator.
             await uow.keep_pending(event)
             return "no_definition"
-        case = await uow.insert_case(self._new_case(event, definition))
+        case = await uow.insert_case(event.application_id, lambda: self._new_case(event, definition))
         if case is None:
             return "ignored"
         pending = await uow.take_pending(event.application_id)

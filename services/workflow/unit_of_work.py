@@ -47,8 +47,9 @@ class UnitOfWork(Protocol):
     async def lock_case(self, case_id: UUID, *, skip_locked: bool = False) -> Case | None:
         """The case, locked; with skip_locked None when another transaction holds it."""
 
-    async def insert_case(self, case: Case) -> Case | None:
-        """Store a new case (locked from now on); the case as stored, None if the application has one."""
+    async def insert_case(self, application_id: str, build: Callable[[], Case]) -> Case | None:
+        """Store the new case `build` makes for the application (locked from now on); the case as stored, None if
+        the application has one."""
 
     async def keep_pending(self, event: ApplicationEvent) -> None:
         """Keep an event that has no case (yet) until its case opens."""
@@ -150,7 +151,8 @@ class PostgresUnitOfWork:
     async def lock_case(self, case_id: UUID, *, skip_locked: bool = False) -> Case | None:
         return self._known(await repository.lock_case(self.conn, case_id, skip_locked))
 
-    async def insert_case(self, case: Case) -> Case | None:
+    async def insert_case(self, application_id: str, build: Callable[[], Case]) -> Case | None:
+        case = build()
         return self._inserted(case) if await repository.insert_case(self.conn, case) else None
 
     async def keep_pending(self, event: ApplicationEvent) -> None:
@@ -295,13 +297,13 @@ class LaneUnitOfWork(PostgresUnitOfWork):
     async def case_for_application(self, application_id: str) -> Case | None:
         return self._cases.get(application_id)
 
-    async def insert_case(self, case: Case) -> Case | None:
-        stored = self._opening.pop(case.application_id, None)  # inserted by prefetch
+    async def insert_case(self, application_id: str, build: Callable[[], Case]) -> Case | None:
+        stored = self._opening.pop(application_id, None)  # inserted by prefetch
         if stored is None:
-            if not await repository.insert_case(self.conn, case):
+            stored = build()
+            if not await repository.insert_case(self.conn, stored):
                 return None
-            stored = case
-        self._cases[case.application_id] = self._inserted(stored)
+        self._cases[application_id] = self._inserted(stored)
         return stored
 
     async def keep_pending(self, event: ApplicationEvent) -> None:

@@ -6,7 +6,7 @@ import contextlib
 import copy
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,9 +53,10 @@ class FakeUnitOfWork:
     async def lock_case(self, case_id: UUID, *, skip_locked: bool = False) -> Case | None:
         return copy.deepcopy(self.cases.get(case_id))
 
-    async def insert_case(self, case: Case) -> Case | None:
-        if any(c.application_id == case.application_id for c in self.cases.values()):
+    async def insert_case(self, application_id: str, build: Callable[[], Case]) -> Case | None:
+        if any(c.application_id == application_id for c in self.cases.values()):
             return None
+        case = build()
         self.cases[case.case_id] = copy.deepcopy(case)
         return case
 
