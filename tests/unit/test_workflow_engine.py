@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from services.workflow.actions import ACTIONS
-from services.workflow.definitions import ACTION_OUTCOMES, AutomaticStep
+from services.workflow.definitions import ACTION_OUTCOMES, AutomaticStep, Registry, parse_definition
 from services.workflow.model import CaseContext, CaseState, TaskStatus, TimerKind, add_months
 from services.workflow.service import TIMERS, NotFound, WorkflowError, case_id_for
 from tests.unit.workflow_fakes import Harness, registry
@@ -251,6 +251,34 @@ class TestAllgemein:
         assert h.steps(case) == ["eingang", "sachbearbeitung", "akte", "ende"]
 
 
+WAITING_DEFINITION = {
+    "name": "mit-wartezeit", "version": 1, "title": "Antrag mit Wartezeit", "start": "eingang",
+    "statutory": {"processing_days": 10, "legal_basis": "§ 71b VwVfG"}, "fees": {"default_cents": 0},
+    "steps": [
+        {"id": "eingang", "kind": "automatic", "title": "Eingang", "action": "acknowledge", "next": "gebuehr"},
+        {"id": "gebuehr", "kind": "automatic", "title": "Gebühr", "action": "calculate_fee",
+         "when": {"due": "zahlung", "free": "wartezeit"}},
+        {"id": "zahlung", "kind": "wait", "title": "Zahlung", "wait_for": "payment", "next": "wartezeit"},
+        {"id": "wartezeit", "kind": "timer", "title": "Einspruchsfrist", "after": "P7D", "next": "ende"},
+        {"id": "ende", "kind": "end", "title": "Ende", "outcome": "filed"},
+    ],
+}
+
+
+class TestStepsNoShippedDefinitionUses:
+    async def test_a_free_fee_skips_the_payment_and_a_timer_step_waits_its_time(self, h: Harness) -> None:
+        h.engine.registry = Registry([parse_definition(WAITING_DEFINITION, "test")])
+        case = await h.submit(OTHER, [])
+        case = h.reload(case)
+        assert case.context.fee_cents == 0
+        assert (case.state, case.current_step) == (CaseState.WAITING, "wartezeit")
+        assert "zahlungsaufforderung" not in h.notifications(case)
+        assert h.timers(case) == {TimerKind.TIMER: "wartezeit"}
+        assert await h.advance(6 * DAY) == []
+        assert await h.advance(DAY) == [TimerKind.TIMER]
+        assert h.reload(case).outcome == "filed"
+
+
 class TestApplicationEvents:
     async def test_a_repeated_event_is_a_duplicate(self, h: Harness) -> None:
         event = h.event("application.submitted", "APP-1", {"channel": "online", "documents": []}, service=HUND)
@@ -291,7 +319,7 @@ class TestApplicationEvents:
         assert h.uow.active_of(case.case_id) is None
 
     async def test_a_submission_without_any_definition_is_kept(self, h: Harness) -> None:
-        h.engine.registry = type(h.engine.registry)([d for d in registry().all() if d.service == HUND])
+        h.engine.registry = Registry([d for d in registry().all() if d.service == HUND])
         event = h.event("application.submitted", "APP-3", {"channel": "online", "documents": []}, service=WOHNSITZ)
         assert await h.send(event) == "no_definition"
         assert h.uow.pending == [event]
