@@ -65,20 +65,6 @@ def case_id_for(application_id: str) -> UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"kp:case:{application_id}")
 
 
-TimerHandler = Callable[["Engine", Run, AnyStep | None, Timer], Awaitable[bool]]
-TIMERS: dict[TimerKind, TimerHandler] = {}
-"""What each timer kind does when it fires; a handler returns False if the timer does not apply to the case's
-current step or state (the firing is then recorded as ignored)."""
-
-
-def on_fire(kind: TimerKind) -> Callable[[TimerHandler], TimerHandler]:
-    def register(fn: TimerHandler) -> TimerHandler:
-        TIMERS[kind] = fn
-        return fn
-
-    return register
-
-
 @dataclass
 class Engine:
     registry: Registry
@@ -421,6 +407,85 @@ class Engine:
         run.audit("system", "case_closed", {"outcome": outcome, "processing_time_s": seconds}, before=before,
                   after=run.snapshot())
 
+    # --- timers: what each kind does when it fires (TIMERS) ----------------------------------------
+
+    async def _retry_due(self, run: Run, step: AnyStep | None, timer: Timer) -> bool:
+        case = run.case
+        if case.state is not CaseState.RETRYING:
+            return False
+        case.state = CaseState.RUNNING
+        run.audit("timer", "retry_due", {"attempt": case.attempts + 1})
+        await self._drive(run)
+        return True
+
+    async def _timer_elapsed(self, run: Run, step: AnyStep | None, timer: Timer) -> bool:
+        if not isinstance(step, TimerStep):
+            return False
+        run.emit("workflow.step.completed", step_completed(step.id, _ms(run, step.id)))
+        await self._enter(run, step.next)
+        await self._drive(run)
+        return True
+
+    async def _reminder(self, run: Run, step: AnyStep | None, timer: Timer) -> bool:
+        """Wait steps remind the applicant, human steps alert the clerk."""
+        if not isinstance(step, (WaitStep, HumanStep)) or step.deadline is None or run.case.step_entered_at is None:
+            return False
+        deadline = run.case.step_entered_at + step.deadline.after
+        run.audit("timer", "reminder", {"step": step.id, "deadline": deadline.isoformat()})
+        if isinstance(step, WaitStep):
+            missing = (run.case.context.missing_documents(run.definition.required_documents)
+                       if step.wait_for == "documents" else [])
+            run.emit("workflow.notification.requested",
+                     notification("erinnerung", deadline=deadline, documents=missing))
+        else:
+            run.emit("workflow.deadline.approaching", wf.DeadlineApproachingData(deadline=step.id, due_at=deadline))
+        return True
+
+    async def _deadline_breached(self, run: Run, step: AnyStep | None, timer: Timer) -> bool:
+        """The case moves on to `on_breach`, or the task is escalated to another queue."""
+        if not isinstance(step, (WaitStep, HumanStep)) or step.deadline is None:
+            return False
+        run.emit("workflow.deadline.breached", wf.DeadlineBreachedData(deadline=step.id))
+        run.audit("timer", "deadline_breached", {"step": step.id})
+        if step.deadline.on_breach:
+            await run.cancel_tasks()
+            await self._enter(run, step.deadline.on_breach)
+            await self._drive(run)
+        elif isinstance(step, HumanStep) and step.deadline.escalate_to_queue:
+            task = await run.uow.active_task(run.case.case_id)
+            if task is not None:
+                queue = step.deadline.escalate_to_queue
+                await run.uow.update_task(replace(task, queue=queue, status=TaskStatus.OPEN, assignee=None))
+                run.emit("workflow.task.assigned", wf.TaskAssignedData(step=step.id, queue=queue))
+                run.audit("timer", "task_escalated", {"task_id": str(task.task_id)}, before={"queue": task.queue},
+                          after={"queue": queue})
+        return True
+
+    async def _fiction_near(self, run: Run, step: AnyStep | None, timer: Timer) -> bool:
+        due = run.case.context.fiction_due
+        if due is None:
+            return False
+        run.emit("workflow.deadline.approaching",
+                 wf.DeadlineApproachingData(deadline="genehmigungsfiktion", due_at=due))
+        run.audit("timer", "fiction_alert", {"fiction_due": due.isoformat()})
+        return True
+
+    async def _fiction_occurred(self, run: Run, step: AnyStep | None, timer: Timer) -> bool:
+        """Genehmigungsfiktion: undecided in time, the permit is deemed granted."""
+        fiction, case = run.definition.fiction, run.case
+        if fiction is None:
+            return False
+        run.emit("workflow.deadline.breached", wf.DeadlineBreachedData(deadline="genehmigungsfiktion"))
+        case.context.fiction_occurred, case.context.decision = True, "approved"
+        due = case.context.fiction_due
+        run.audit("timer", "genehmigungsfiktion_eingetreten", {"fiction_due": due.isoformat() if due else None})
+        await run.cancel_tasks()
+        if case.state in (CaseState.RUNNING, CaseState.RETRYING, CaseState.PARKED):
+            case.attempts, case.last_error = 0, None
+        await self._enter(run, fiction.on_fiction)
+        await self._drive(run)
+        return True
+
     # --- helpers ------------------------------------------------------------------------------------
 
     def _run(self, uow: UnitOfWork, case: Case, definition: Definition | None = None) -> Run:
@@ -443,93 +508,17 @@ class Engine:
         return fresh
 
 
-# --- timers: what each kind does when it fires ---------------------------------------------------------
-
-@on_fire(TimerKind.RETRY)
-async def _retry_due(engine: Engine, run: Run, step: AnyStep | None, timer: Timer) -> bool:
-    case = run.case
-    if case.state is not CaseState.RETRYING:
-        return False
-    case.state = CaseState.RUNNING
-    run.audit("timer", "retry_due", {"attempt": case.attempts + 1})
-    await engine._drive(run)
-    return True
-
-
-@on_fire(TimerKind.TIMER)
-async def _timer_elapsed(engine: Engine, run: Run, step: AnyStep | None, timer: Timer) -> bool:
-    if not isinstance(step, TimerStep):
-        return False
-    run.emit("workflow.step.completed", step_completed(step.id, _ms(run, step.id)))
-    await engine._enter(run, step.next)
-    await engine._drive(run)
-    return True
-
-
-@on_fire(TimerKind.REMINDER)
-async def _reminder(engine: Engine, run: Run, step: AnyStep | None, timer: Timer) -> bool:
-    """Wait steps remind the applicant, human steps alert the clerk."""
-    if not isinstance(step, (WaitStep, HumanStep)) or step.deadline is None or run.case.step_entered_at is None:
-        return False
-    deadline = run.case.step_entered_at + step.deadline.after
-    run.audit("timer", "reminder", {"step": step.id, "deadline": deadline.isoformat()})
-    if isinstance(step, WaitStep):
-        missing = (run.case.context.missing_documents(run.definition.required_documents)
-                   if step.wait_for == "documents" else [])
-        run.emit("workflow.notification.requested", notification("erinnerung", deadline=deadline, documents=missing))
-    else:
-        run.emit("workflow.deadline.approaching", wf.DeadlineApproachingData(deadline=step.id, due_at=deadline))
-    return True
-
-
-@on_fire(TimerKind.DEADLINE)
-async def _deadline_breached(engine: Engine, run: Run, step: AnyStep | None, timer: Timer) -> bool:
-    """The case moves on to `on_breach`, or the task is escalated to another queue."""
-    if not isinstance(step, (WaitStep, HumanStep)) or step.deadline is None:
-        return False
-    run.emit("workflow.deadline.breached", wf.DeadlineBreachedData(deadline=step.id))
-    run.audit("timer", "deadline_breached", {"step": step.id})
-    if step.deadline.on_breach:
-        await run.cancel_tasks()
-        await engine._enter(run, step.deadline.on_breach)
-        await engine._drive(run)
-    elif isinstance(step, HumanStep) and step.deadline.escalate_to_queue:
-        task = await run.uow.active_task(run.case.case_id)
-        if task is not None:
-            queue = step.deadline.escalate_to_queue
-            await run.uow.update_task(replace(task, queue=queue, status=TaskStatus.OPEN, assignee=None))
-            run.emit("workflow.task.assigned", wf.TaskAssignedData(step=step.id, queue=queue))
-            run.audit("timer", "task_escalated", {"task_id": str(task.task_id)}, before={"queue": task.queue},
-                      after={"queue": queue})
-    return True
-
-
-@on_fire(TimerKind.FICTION_ALERT)
-async def _fiction_near(engine: Engine, run: Run, step: AnyStep | None, timer: Timer) -> bool:
-    due = run.case.context.fiction_due
-    if due is None:
-        return False
-    run.emit("workflow.deadline.approaching", wf.DeadlineApproachingData(deadline="genehmigungsfiktion", due_at=due))
-    run.audit("timer", "fiction_alert", {"fiction_due": due.isoformat()})
-    return True
-
-
-@on_fire(TimerKind.FICTION)
-async def _fiction_occurred(engine: Engine, run: Run, step: AnyStep | None, timer: Timer) -> bool:
-    """Genehmigungsfiktion: undecided in time, the permit is deemed granted."""
-    fiction, case = run.definition.fiction, run.case
-    if fiction is None:
-        return False
-    run.emit("workflow.deadline.breached", wf.DeadlineBreachedData(deadline="genehmigungsfiktion"))
-    case.context.fiction_occurred, case.context.decision = True, "approved"
-    due = case.context.fiction_due
-    run.audit("timer", "genehmigungsfiktion_eingetreten", {"fiction_due": due.isoformat() if due else None})
-    await run.cancel_tasks()
-    if case.state in (CaseState.RUNNING, CaseState.RETRYING, CaseState.PARKED):
-        case.attempts, case.last_error = 0, None
-    await engine._enter(run, fiction.on_fiction)
-    await engine._drive(run)
-    return True
+TimerHandler = Callable[[Engine, Run, AnyStep | None, Timer], Awaitable[bool]]
+TIMERS: dict[TimerKind, TimerHandler] = {
+    TimerKind.RETRY: Engine._retry_due,
+    TimerKind.TIMER: Engine._timer_elapsed,
+    TimerKind.REMINDER: Engine._reminder,
+    TimerKind.DEADLINE: Engine._deadline_breached,
+    TimerKind.FICTION_ALERT: Engine._fiction_near,
+    TimerKind.FICTION: Engine._fiction_occurred,
+}
+"""What each timer kind does when it fires; a handler returns False if the timer does not apply to the case's
+current step or state (the firing is then recorded as ignored)."""
 
 
 # --- reading the case ------------------------------------------------------------------------------------
