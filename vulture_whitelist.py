@@ -82,7 +82,6 @@ _.fold_counted  # services/aggregator/service.py
 _.fold_counts  # services/aggregator/service.py
 _.count_published  # services/publisher/portal/repository.py
 _.published_per_municipality  # services/publisher/portal/repository.py
-_.get_timer  # services/workflow/repository.py
 _.default_rate_per_s  # services/ingest/settings.py (KP_DEFAULT_RATE_PER_S is never read)
 _.default_burst  # services/ingest/settings.py (KP_DEFAULT_BURST is never read)
 _.KPI_FAMILY_BY_KEY  # services/publisher/catalog.py
