@@ -190,6 +190,8 @@ async def _fold_and_record_ids(stream: Stream, uow: UnitOfWork, records: Sequenc
     size = max(stream.chunk_records, 1)
     parts = [records[i:i + size] for i in range(0, len(records), size)]
     chunks: list[_Chunk] = []
+    if not parts:
+        return chunks
     pending = asyncio.ensure_future(asyncio.to_thread(fold, parts[0]))
     try:
         for i in range(len(parts)):

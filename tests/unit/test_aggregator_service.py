@@ -179,9 +179,11 @@ class TestConsumeBatch:
         assert sample(stream.metrics, "kp_aggregator_events_total", outcome="counted") == 199
         assert sample(stream.metrics, "kp_aggregator_events_total", outcome="rejected") == 1
 
-    async def test_an_empty_batch_opens_no_transaction(self, db: FakeDatabase) -> None:
+    async def test_an_empty_batch_changes_nothing(self, db: FakeDatabase) -> None:
         await service.consume_batch(usage_stream(), [], db.begin, Published())
         assert (db.commits, db.rollbacks) == (0, 0)
+        outcome = await service.apply_batch(usage_stream(), [], db.begin, Published())
+        assert (outcome.records, db.offsets) == (0, {})
 
 
 class TestMetrics:
