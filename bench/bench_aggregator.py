@@ -37,6 +37,7 @@ from services.aggregator import repository
 from shared.events import usage_event_adapter
 from shared.events.upcast import CURRENT_VERSIONS
 from shared.kafka import USAGE_EVENTS, Topic, ensure_topics, make_producer
+from shared.reference import configure_members
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 6
@@ -341,6 +342,8 @@ async def measure(stack: LocalStack, quick: bool) -> list[dict[str, Any]]:
     await produce(stack.kafka_bootstrap, other, make_events(n, seed=8))
 
     drain_rate = await drain(stack.kafka_bootstrap, topic, n_main)
+    # The naive consumer validates in this process: like the aggregator, it accepts the benchmark's own members.
+    configure_members(*bench_keys(random.Random(7)))
     naive_rate, naive_n = await naive(stack.kafka_bootstrap, topic, stack.database_url, n, 8 if quick else 20)
     eo_rate, metrics = await exactly_once(stack, topic, n_main, instances=INSTANCES)
     one_rate, _ = await exactly_once(stack, other, n, instances=1)

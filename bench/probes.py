@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from shared.kafka import USAGE_EVENTS
 
 AGGREGATOR_GROUP = "kp-aggregator"
-# One metric per usage event type that counts each event exactly once (see services/aggregator/service.py).
+# One metric per usage event type that counts each event exactly once (see services/aggregator/fold.py).
 COUNTING_METRICS = ("page_views", "sessions_started", "step_completed", "auth", "payment", "sessions_submitted",
                     "sessions_abandoned", "feedback")
 

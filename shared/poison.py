@@ -6,8 +6,9 @@ the record to its topic's rejected topic and the partition moves on; infrastruct
 backoff and commit nothing. A batch that fails for a reason nobody classified is split (`isolate`) until the
 one bad record is found and rejected, while the others are applied as usual.
 
-Decoding belongs to this rule: the subscribers use `tolerant_batch_parser`, which never decodes headers, so
-nothing can fail before the consumer sees the raw records; importing this module installs the record reader of
+Decoding belongs to this rule: the subscribers use `raw_batch_parser` (the aggregator) or
+`tolerant_batch_parser` (the workflow), which never fail on a header, so nothing can fail before the consumer
+sees the raw records; importing this module installs the record reader of
 `shared.kafka_records`, so that not even a header name that is not UTF-8 can make aiokafka fail first.
 """
 
@@ -149,6 +150,22 @@ async def tolerant_batch_parser(msg: tuple[Any, ...], original: Callable[..., An
     parsed = await original((dataclasses.replace(msg[0], headers=(), value=b""),))
     parsed.raw_message = msg
     return parsed
+
+
+async def raw_batch_parser(msg: tuple[Any, ...], original: Callable[..., Any]) -> Any:
+    """FastStream batch parser (the documented `parser=` hook) that cannot fail on record content.
+
+    FastStream's own batch parser parses the batch as it is; it decodes every header value as UTF-8, so when it
+    fails (a binary or null header value, rare), the batch is parsed again with its records' headers left out and
+    the records as they came are set as the message's `raw_message`, which the handlers read (and FastStream's
+    NACK uses to seek back every partition of the batch).
+    """
+    try:
+        return await original(msg)
+    except Exception:  # nothing in a record may keep it from the handler, where the poison rule decides
+        parsed = await original(tuple(dataclasses.replace(r, headers=()) for r in msg))
+        parsed.raw_message = msg
+        return parsed
 
 
 async def no_decode(_msg: Any) -> None:

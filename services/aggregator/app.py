@@ -6,13 +6,16 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import asyncpg
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 
-from services.aggregator.handlers import build_router, run_dedup_cleanup, run_lag_refresh
+from services.aggregator import unit_of_work
+from services.aggregator.handlers import build_router, run_lag_refresh
 from services.aggregator.metrics import AggregatorMetrics
+from services.aggregator.service import run_dedup_cleanup
 from services.aggregator.settings import AggregatorSettings
 from shared.apidocs import install_api_docs
 from shared.asyncapi import CONTRACTS, REJECTED
@@ -33,15 +36,18 @@ def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
         settings.kafka_servers, client_id="kp-aggregator", acks="all", enable_idempotence=True,
         security=settings.faststream_security(),
     )
-    router, streams = build_router(settings, pool_holder, metrics)
+    begin = unit_of_work.postgres(pool_holder)
+    router, subscriptions = build_router(settings, begin, metrics)
     broker.include_router(router)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool_holder["pool"] = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
         await broker.start()
-        tasks = [asyncio.create_task(run_dedup_cleanup(settings, pool_holder, metrics)),
-                 asyncio.create_task(run_lag_refresh(streams, settings.lag_refresh_interval_s))]
+        keep = timedelta(days=settings.late_horizon_days + settings.dedup_margin_days)
+        tasks = [asyncio.create_task(run_dedup_cleanup(begin, keep, settings.dedup_cleanup_interval_s,
+                                                       settings.dedup_cleanup_chunk, metrics)),
+                 asyncio.create_task(run_lag_refresh(subscriptions, settings.lag_refresh_interval_s))]
         try:
             yield
         finally:

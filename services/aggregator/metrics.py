@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from services.aggregator.service import BatchOutcome
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
@@ -56,3 +60,22 @@ class AggregatorMetrics:
             dedup_deleted=Counter(f"{p}dedup_ids_deleted", "Event ids removed by the dedup retention job",
                                   registry=r),
         )
+
+    def record_batch(self, topic: str, outcome: BatchOutcome) -> None:
+        """Count one applied batch: its size, its records by outcome, its fold and transaction times."""
+        self.batch_size.labels(topic).observe(outcome.records)
+        self.fold_seconds.labels(topic).observe(outcome.fold_seconds)
+        self.commit_seconds.labels(topic).observe(outcome.commit_seconds)
+        self.events.labels(topic, "counted").inc(outcome.counted)
+        self.events.labels(topic, "duplicate").inc(outcome.duplicates)
+        self.events.labels(topic, "ignored").inc(outcome.ignored)
+        self.events.labels(topic, "rejected").inc(len(outcome.rejected))
+        self.duplicates.labels(topic).inc(outcome.duplicates)
+        self.late_corrections.labels(topic).inc(outcome.late)
+        for reason in outcome.rejected:
+            self.rejected.labels(topic, reason).inc()
+
+    def record_rejected(self, topic: str, reason: str) -> None:
+        """Count a record rejected after it failed alone."""
+        self.events.labels(topic, "rejected").inc()
+        self.rejected.labels(topic, reason).inc()

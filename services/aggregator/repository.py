@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from uuid import UUID
 
-from services.aggregator.service import CountKey, Delta, KpiKey
+from services.aggregator.fold import CountKey, Delta, KpiKey
 from shared.ckm import MODULUS
 from shared.db import Conn
 
@@ -38,11 +38,6 @@ async def insert_ids(conn: Conn, ids: list[UUID], epochs: list[float]) -> set[UU
         ids, epochs,
     )
     return {r["event_id"] for r in rows}
-
-
-async def insert_new_ids(conn: Conn, ids: list[UUID], times: list[datetime]) -> set[UUID]:
-    """Record event ids; return those not seen before (ids must be unique within the call)."""
-    return set(ids) - await insert_ids(conn, ids, [t.timestamp() for t in times])
 
 
 async def upsert_kpis(conn: Conn, deltas: Mapping[KpiKey, Delta]) -> None:
@@ -94,7 +89,7 @@ async def add_counts(conn: Conn, counts: Counter[CountKey]) -> None:
     )
 
 
-async def store_offsets(conn: Conn, group: str, offsets: dict[tuple[str, int], int]) -> None:
+async def store_offsets(conn: Conn, group: str, offsets: Mapping[tuple[str, int], int]) -> None:
     """Remember where to resume per partition (never moves backwards)."""
     if not offsets:
         return

@@ -1,475 +1,277 @@
-"""Aggregation logic: triage records, fold a batch into KPI deltas (pure functions, no I/O)."""
+"""The aggregator's batch orchestration: each consumed batch applied exactly once through a unit of work, under
+the poison rule of `shared.poison`.
+
+Per batch: validate and fold in memory (`fold`), send rejections to the rejected topic (durable before anything
+is acknowledged), and in one unit of work record the event ids (only new ones count), add the KPI deltas and
+store the next offsets. The caller acknowledges the batch to Kafka only after this returns, i.e. after the
+commit. An infrastructure error fails the batch (it is redelivered after a pause); any other failure splits the
+batch until the record that fails alone is found and rejected (`isolate`).
+
+Nothing here knows Kafka or HTTP types: records come in as `RecordLike`, rejected records go out through a
+`Publish` callable, the transaction is a `UnitOfWork`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
-from typing import Any, TypeVar
-from uuid import UUID
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
-from shared.ckm import record_key
-from shared.events import UsageEvent
-from shared.events.base import Envelope
-from shared.events.upcast import revalidate_json
-from shared.events.usage import (
-    AuthCompleted,
-    FeedbackGiven,
-    PageViewed,
-    PaymentCompleted,
-    SessionAbandoned,
-    SessionStarted,
-    SessionSubmitted,
-    StepCompleted,
+from services.aggregator.fold import (
+    Contribution,
+    Counted,
+    HourlyCounts,
+    HourlyDeltas,
+    Prepared,
+    RecordLike,
+    Rejection,
+    count_hourly,
+    daily_counts,
+    fold_hourly,
+    late_count,
+    merge_hourly,
+    next_offsets,
+    prepare,
+    roll_up,
 )
-from shared.events.workflow import CaseClosed, CaseOpened, CaseParked, DeadlineBreached, WorkflowEvent
-from shared.kpis import DURATION_BUCKETS_S, PROCESSING_BUCKETS_S, bucket_label
-from shared.poison import ConsumedRecord, declared, validation_errors
+from services.aggregator.metrics import AggregatorMetrics
+from services.aggregator.unit_of_work import Begin, UnitOfWork
+from shared.poison import declared, error_detail, headers_of, isolate, reason_of
+from shared.rejections import rejected_payload
 
-BERLIN = ZoneInfo("Europe/Berlin")
+log = logging.getLogger(__name__)
 
-E = TypeVar("E", bound=Envelope)
+Publish = Callable[[bytes, bytes], Awaitable[Any]]
+"""Sends one rejected record (key, value) to the stream's rejected topic; returns once the broker has it."""
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One consumed Kafka record."""
+@dataclass
+class Stream:
+    """One consumed topic: how its records are validated and folded, where its position is stored, and what the
+    service keeps for it between batches."""
 
     topic: str
-    partition: int
-    offset: int
-    value: bytes
-    key: bytes | None = None
-
-
-RecordLike = ConsumedRecord
-"""What the aggregator reads of a consumed record (aiokafka's ConsumerRecord as it is, or `Record`)."""
+    group: str
+    """Consumer group, also the key of the stored offsets."""
+    consumer: str
+    """Name of this consumer in rejected records (`aggregator/usage`, `aggregator/workflow`)."""
+    adapter: TypeAdapter[Any]
+    contributions: Callable[[Any], Sequence[Contribution]]
+    daily_counts: bool
+    """Also count events per Berlin day and type (`kpi_event_counts_daily`, usage events only)."""
+    horizon: timedelta
+    future_skew: timedelta
+    secret: bytes
+    """Key of the Cell Key Method's record keys."""
+    chunk_records: int
+    rejected_max_bytes: int
+    retry_backoff_max_s: float
+    metrics: AggregatorMetrics
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while a batch is applied; a revoked partition waits for it, so the next owner starts after it."""
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    """Next offset per partition as committed to PostgreSQL by this instance (for the lag gauge)."""
+    failures: int = 0
+    """Batches failed in a row; the pause before the redelivery grows with it."""
 
 
 @dataclass(frozen=True, slots=True)
-class Rejection:
-    """A record that is not counted, with the reason for the rejected topic."""
+class BatchOutcome:
+    """What one applied batch did; `AggregatorMetrics.record_batch` counts it."""
 
-    record: RecordLike
-    reason: str
-    errors: list[dict[str, Any]]
-    source: str | None = None
-    event_id: str | None = None
-
-
-@dataclass(slots=True)
-class Triage:
-    """A batch split into countable events (first occurrence per id) and rejections."""
-
-    events: list[Any] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
-    in_batch_duplicates: int = 0
-
-
-def _window(r: RecordLike, event: Any, oldest: float, newest: float, horizon: timedelta,
-            future_skew: timedelta) -> tuple[float, Rejection | None]:
-    """Event time as epoch seconds, and the rejection if it lies outside the accepted window."""
-    t: float = event.time.timestamp()
-    if t < oldest:
-        return t, Rejection(r, "too_late", [{
-            "type": "too_late", "loc": ["time"],
-            "msg": f"event time is older than the late horizon ({horizon.days} days)",
-        }], event.source, str(event.id))
-    if t > newest:
-        return t, Rejection(r, "from_future", [{
-            "type": "from_future", "loc": ["time"],
-            "msg": f"event time lies more than {int(future_skew.total_seconds())} s in the future",
-        }], event.source, str(event.id))
-    return t, None
-
-
-def _tombstone(r: RecordLike) -> Rejection:
-    return Rejection(r, "tombstone", [{"type": "tombstone", "loc": [], "msg": "the record has no value"}])
-
-
-def _invalid(r: RecordLike, exc: ValidationError) -> Rejection:
-    reason, errors = validation_errors(exc)
-    source, event_id = declared(r.value or b"")
-    return Rejection(r, reason, errors, source, event_id)
-
-
-def _validate(adapter: TypeAdapter[Any], value: bytes) -> Any:
-    try:
-        return adapter.validate_json(value)
-    except ValidationError as exc:
-        return revalidate_json(adapter, value, exc)
-
-
-def triage(
-    records: Sequence[RecordLike], adapter: TypeAdapter[Any], now: datetime, horizon: timedelta, future_skew: timedelta
-) -> Triage:
-    """Validate every record again (foreign producers may write to the topic) and apply the time window.
-
-    Invalid records, events older than the late horizon and events too far in the future become rejections;
-    the rest is returned once per event id (a producer retry inside one batch counts once).
-    """
-    out = Triage()
-    oldest, newest = (now - horizon).timestamp(), (now + future_skew).timestamp()
-    seen: set[UUID] = set()
-    for r in records:
-        if r.value is None:
-            out.rejections.append(_tombstone(r))
-            continue
-        try:
-            event = _validate(adapter, r.value)
-        except ValidationError as exc:
-            out.rejections.append(_invalid(r, exc))
-            continue
-        _, rejection = _window(r, event, oldest, newest, horizon, future_skew)
-        if rejection is not None:
-            out.rejections.append(rejection)
-            continue
-        if event.id in seen:
-            out.in_batch_duplicates += 1
-            continue
-        seen.add(event.id)
-        out.events.append(event)
-    return out
+    records: int
+    counted: int
+    duplicates: int
+    """Events not counted because their id was counted before, or came twice in the batch."""
+    ignored: int
+    """Valid events that change no KPI (workflow steps, task assignments)."""
+    late: int
+    """Counted events whose hour had already ended."""
+    rejected: tuple[str, ...]
+    """The reason of every record sent to the rejected topic."""
+    fold_seconds: float
+    commit_seconds: float
 
 
 @dataclass(slots=True)
-class Counted:
-    """What the write path needs of one countable event; the validated model itself is not kept."""
+class _Chunk:
+    """A chunk of a batch after its event ids were recorded: the events that were new, and their deltas."""
 
-    id: UUID
-    epoch: float
-    """The event time in epoch seconds."""
-    hour: int
-    """Epoch hour (UTC) of the event time."""
-    municipality: str
-    service: str
-    type: str
-    contributions: Sequence[Contribution]
-    key: int = 0
-    """The record key (Cell Key Method, `shared.ckm.record_key`) every cell this event counts in adds."""
-
-
-@dataclass(slots=True)
-class Prepared:
-    """A chunk of records validated and folded, ready to be written (deltas assume every event is new)."""
-
-    records: Sequence[RecordLike]
-    rejections: list[Rejection]
-    events: int
-    """Valid events within the window, once per id (counted, duplicate or ignored)."""
-    in_batch_duplicates: int
-    relevant: list[Counted]
+    prepared: Prepared
+    fresh: list[Counted]
     hourly: HourlyDeltas
-    """KPI deltas per UTC hour; rolled up into hour/day/month rows once per batch (`roll_up`)."""
     hourly_counts: HourlyCounts
-    seconds: float
 
 
-def prepare(records: Sequence[RecordLike], adapter: TypeAdapter[Any],
-            contributions: Callable[[Any], Sequence[Contribution]], daily_counts: bool, now: datetime,
-            horizon: timedelta, future_skew: timedelta, secret: bytes) -> Prepared:
-    """Triage and fold a chunk; pure, so it can run in a worker thread while the previous chunk is written.
+async def consume_batch(stream: Stream, records: Sequence[RecordLike], begin: Begin, publish: Publish) -> None:
+    """Apply a consumed batch under the poison rule; raise after a growing pause if it must be redelivered.
 
-    Same checks as `triage`, but each event is reduced to what the write path needs right after validation
-    (keeping thousands of validated models alive costs more in allocation and garbage collection than the
-    validation itself), and the fold happens in the same pass. `secret` keys the record keys of the Cell Key
-    Method.
+    The whole batch first, in one unit of work (the fast path). On a failure that is not infrastructure the batch
+    is split until the record that fails alone is found and rejected; the rest is applied. On an infrastructure
+    error nothing of the failing part is committed (applied parts are deduplicated on redelivery), and the
+    error propagates after a pause, so an outage of Kafka or PostgreSQL does not become a busy loop.
     """
+    if not records:
+        return
+    try:
+        await isolate(records, functools.partial(_apply, stream, begin=begin, publish=publish),
+                      functools.partial(reject_record, stream, begin=begin, publish=publish),
+                      on_split=functools.partial(_split, stream))
+    except Exception:
+        stream.failures += 1
+        stream.metrics.batch_failures.labels(stream.topic).inc()
+        log.exception("batch failed; it will be redelivered", extra={"topic": stream.topic})
+        await asyncio.sleep(min(0.1 * 2 ** stream.failures, stream.retry_backoff_max_s))
+        raise
+    stream.failures = 0
+
+
+async def _apply(stream: Stream, records: Sequence[RecordLike], *, begin: Begin, publish: Publish) -> None:
+    stream.metrics.record_batch(stream.topic, await apply_batch(stream, records, begin, publish))
+
+
+def _split(stream: Stream, size: int) -> None:
+    log.warning("a batch failed for a reason that is not infrastructure; splitting it to isolate the record",
+                extra={"topic": stream.topic, "records": size})
+    stream.metrics.batch_splits.labels(stream.topic).inc()
+
+
+async def apply_batch(stream: Stream, records: Sequence[RecordLike], begin: Begin, publish: Publish,
+                      now: datetime | None = None) -> BatchOutcome:
+    """Apply one batch exactly once in one unit of work; raises (nothing committed) if any step fails.
+
+    A big batch is cut into chunks: while one chunk's ids are recorded, the next chunk is validated and folded
+    in a worker thread; then the deltas of all new events are added once, all inside the one transaction.
+    """
+    now = now or datetime.now(UTC)
     started = time.perf_counter()
-    oldest, newest = (now - horizon).timestamp(), (now + future_skew).timestamp()
-    validate = adapter.validate_json
-    rejections: list[Rejection] = []
-    relevant_events: list[Counted] = []
-    seen: set[UUID] = set()
-    events = duplicates = 0
-    for r in records:
-        value = r.value
-        if value is None:
-            rejections.append(_tombstone(r))
-            continue
-        try:
-            event = validate(value)
-        except ValidationError as exc:
-            try:  # an older schema version (only those pay for the upcast), else the first error stands
-                event = revalidate_json(adapter, value, exc)
-            except ValidationError as final:
-                rejections.append(_invalid(r, final))
-                continue
-        t: float = event.time.timestamp()
-        if not oldest <= t <= newest:
-            _, rejection = _window(r, event, oldest, newest, horizon, future_skew)
-            assert rejection is not None
-            rejections.append(rejection)
-            continue
-        event_id = event.id
-        if event_id in seen:
-            duplicates += 1
-            continue
-        seen.add(event_id)
-        events += 1
-        contributed = contributions(event)
-        if contributed:
-            relevant_events.append(Counted(event_id, t, int(t) // 3600, event.municipality, event.service,
-                                           event.type, contributed, record_key(secret, event_id)))
-    hourly = fold_hourly(relevant_events)
-    hourly_counts = count_hourly(relevant_events) if daily_counts else Counter()
-    return Prepared(records, rejections, events, duplicates, relevant_events, hourly, hourly_counts,
-                    time.perf_counter() - started)
+    async with stream.lock, begin() as uow:
+        chunks = await _fold_and_record_ids(stream, uow, records, now)
+        # The deltas of all chunks are written once per batch: a KPI row touched by several chunks is updated
+        # once, not once per chunk.
+        await uow.add_kpis(roll_up(merge_hourly(c.hourly for c in chunks)))
+        if stream.daily_counts:
+            await uow.add_daily_counts(daily_counts(sum((c.hourly_counts for c in chunks), Counter())))
+        rejections = [r for c in chunks for r in c.prepared.rejections]
+        if rejections:
+            # At least once to the rejected topic, before the offsets move: a redelivered batch may repeat a
+            # rejection (its topic/partition/offset identify it), but none is ever lost.
+            await asyncio.gather(*(publish(*_rejected_record(stream, r, now)) for r in rejections))
+        offsets = next_offsets(records)
+        await uow.store_offsets(stream.group, offsets)
+    commit_seconds = time.perf_counter() - started
+    stream.positions.update(offsets)
+    fresh = [e for c in chunks for e in c.fresh]
+    relevant = sum(len(c.prepared.relevant) for c in chunks)
+    return BatchOutcome(
+        records=len(records), counted=len(fresh),
+        duplicates=relevant - len(fresh) + sum(c.prepared.in_batch_duplicates for c in chunks),
+        ignored=sum(c.prepared.events for c in chunks) - relevant, late=late_count(fresh, now),
+        rejected=tuple(r.reason for r in rejections), fold_seconds=sum(c.prepared.seconds for c in chunks),
+        commit_seconds=commit_seconds,
+    )
 
 
-# --- periods -------------------------------------------------------------------------------------------
-
-def hour_start(t: datetime) -> datetime:
-    """Start of the Europe/Berlin hour containing `t`, as UTC (Berlin's offsets are whole hours)."""
-    return t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-@lru_cache(maxsize=4096)
-def _hour(hour_no: int) -> datetime:
-    return datetime.fromtimestamp(hour_no * 3600, UTC)
-
-
-@lru_cache(maxsize=4096)
-def day_start(hour: datetime) -> datetime:
-    """Midnight (Europe/Berlin) of the day containing `hour`, as UTC."""
-    local = hour.astimezone(BERLIN)
-    return datetime(local.year, local.month, local.day, tzinfo=BERLIN).astimezone(UTC)
-
-
-@lru_cache(maxsize=4096)
-def month_start(hour: datetime) -> datetime:
-    """Midnight (Europe/Berlin) of the first day of the month containing `hour`, as UTC."""
-    local = hour.astimezone(BERLIN)
-    return datetime(local.year, local.month, 1, tzinfo=BERLIN).astimezone(UTC)
+async def _fold_and_record_ids(stream: Stream, uow: UnitOfWork, records: Sequence[RecordLike],
+                               now: datetime) -> list[_Chunk]:
+    """Validate and fold the batch chunk by chunk in a worker thread, the next chunk while the last one's ids are
+    recorded."""
+    fold = functools.partial(
+        prepare, adapter=stream.adapter, contributions=stream.contributions, daily_counts=stream.daily_counts,
+        now=now, horizon=stream.horizon, future_skew=stream.future_skew, secret=stream.secret)
+    size = max(stream.chunk_records, 1)
+    parts = [records[i:i + size] for i in range(0, len(records), size)]
+    chunks: list[_Chunk] = []
+    if not parts:
+        return chunks
+    pending = asyncio.ensure_future(asyncio.to_thread(fold, parts[0]))
+    try:
+        for i in range(len(parts)):
+            prepared = await pending
+            if i + 1 < len(parts):
+                pending = asyncio.ensure_future(asyncio.to_thread(fold, parts[i + 1]))
+            chunks.append(await _record_ids(stream, uow, prepared))
+    finally:
+        pending.cancel()  # only matters when a write failed; the thread's result is dropped
+    return chunks
 
 
-def berlin_day(event: Envelope) -> date:
-    """The Europe/Berlin calendar day a KPI counts the event on."""
-    return event.time.astimezone(BERLIN).date()
+async def _record_ids(stream: Stream, uow: UnitOfWork, prepared: Prepared) -> _Chunk:
+    """Record the chunk's event ids; only events whose id is new count."""
+    known = await uow.record_ids([e.id for e in prepared.relevant], [e.epoch for e in prepared.relevant])
+    if not known:
+        return _Chunk(prepared, prepared.relevant, prepared.hourly, prepared.hourly_counts)
+    # Some were counted before (a replay, a redelivery): fold again without them.
+    fresh = [e for e in prepared.relevant if e.id not in known]
+    return _Chunk(prepared, fresh, fold_hourly(fresh), count_hourly(fresh) if stream.daily_counts else Counter())
 
 
-# --- what each event adds ------------------------------------------------------------------------------
-
-Contribution = tuple[str, str, int]
-"""(metric, dimension, value) an event adds to its period's KPIs."""
-
-
-def _page_viewed(e: PageViewed) -> list[Contribution]:
-    d = e.data
-    return [("page_views", d.page, 1), ("page_views_device", d.device, 1), ("page_views_referrer", d.referrer, 1)]
-
-
-def _session_started(e: SessionStarted) -> list[Contribution]:
-    return [("sessions_started", "", 1), ("channel", e.data.channel, 1), ("device", e.data.device, 1)]
+def _rejected_record(stream: Stream, r: Rejection, now: datetime) -> tuple[bytes, bytes]:
+    rec = r.record
+    return rejected_payload(
+        max_bytes=stream.rejected_max_bytes,
+        reason=r.reason, raw=rec.value or b"", origin="aggregator", consumer=stream.consumer, errors=r.errors,
+        platform=r.source, event_id=r.event_id, topic=rec.topic, partition=rec.partition, offset=rec.offset,
+        now=now, key=rec.key, headers=headers_of(rec), tombstone=rec.value is None,
+    )
 
 
-def _step_completed(e: StepCompleted) -> list[Contribution]:
-    return [("step_completed", str(e.data.step), 1)]
+async def reject_record(stream: Stream, record: RecordLike, exc: BaseException, *, begin: Begin,
+                        publish: Publish) -> None:
+    """Set aside a record that failed alone: publish its rejection, then move its partition past it."""
+    rejection = Rejection(record, reason_of(exc), error_detail(exc), *declared(record.value))
+    log.error("record rejected after it failed alone", extra={
+        "topic": record.topic, "partition": record.partition, "offset": record.offset, "reason": rejection.reason,
+        "error": type(exc).__name__})
+    await publish(*_rejected_record(stream, rejection, datetime.now(UTC)))
+    offsets = next_offsets([record])
+    async with stream.lock, begin() as uow:
+        await uow.store_offsets(stream.group, offsets)
+    stream.metrics.record_rejected(stream.topic, rejection.reason)
+    stream.positions.update(offsets)
 
 
-def _auth_completed(e: AuthCompleted) -> list[Contribution]:
-    return [("auth", f"{e.data.method}:{e.data.level}", 1)]
+async def resume_positions(stream: Stream, begin: Begin, partitions: Collection[int]) -> dict[int, int]:
+    """The stored positions of the assigned `partitions` (those that have one), to seek to on assignment."""
+    async with begin() as uow:
+        stored = await uow.load_offsets(stream.group, stream.topic)
+    resume = {p: offset for p, offset in stored.items() if p in partitions}
+    stream.positions.update(((stream.topic, p), offset) for p, offset in resume.items())
+    return resume
 
 
-def _payment_completed(e: PaymentCompleted) -> list[Contribution]:
-    return [("payment", e.data.method, 1), ("payment_amount_cents", e.data.method, e.data.amount_cents)]
+async def release_partitions(stream: Stream, partitions: Iterable[int]) -> None:
+    """Let the batch in flight commit (so the next owner starts after it), then forget the positions."""
+    async with stream.lock:
+        pass
+    for p in partitions:
+        stream.positions.pop((stream.topic, p), None)
 
 
-def _session_submitted(e: SessionSubmitted) -> list[Contribution]:
-    s = e.data.duration_s
-    return [("sessions_submitted", "", 1), ("duration_le", bucket_label(s, DURATION_BUCKETS_S), 1),
-            ("duration_sum_s", "", s)]
+async def run_dedup_cleanup(begin: Begin, keep: timedelta, interval_s: float, chunk: int,
+                            metrics: AggregatorMetrics) -> None:
+    """Every `interval_s`, forget event ids whose event time is more than `keep` ago, `chunk` ids per transaction.
 
-
-def _session_abandoned(e: SessionAbandoned) -> list[Contribution]:
-    return [("sessions_abandoned", "", 1), ("abandoned_after_step", str(e.data.last_step), 1)]
-
-
-def _feedback_given(e: FeedbackGiven) -> list[Contribution]:
-    return [("feedback", str(e.data.stars), 1)]
-
-
-# Dispatch on the exact class: isinstance() against pydantic models goes through ABCMeta and costs more than
-# the mapping itself. The contracts are closed (frozen, no subclasses are validated into).
-_USAGE: dict[type, Callable[[Any], list[Contribution]]] = {
-    PageViewed: _page_viewed, SessionStarted: _session_started, StepCompleted: _step_completed,
-    AuthCompleted: _auth_completed, PaymentCompleted: _payment_completed, SessionSubmitted: _session_submitted,
-    SessionAbandoned: _session_abandoned, FeedbackGiven: _feedback_given,
-}
-
-
-def usage_contributions(e: UsageEvent) -> list[Contribution]:
-    """KPI increments of one usage event (see shared/kpis.py for the vocabulary)."""
-    mapping = _USAGE.get(type(e))
-    if mapping is None:
-        for cls, fn in _USAGE.items():  # a subclass of a contract (not produced by validation)
-            if isinstance(e, cls):
-                return fn(e)
-        raise TypeError(f"no KPI mapping for {type(e).__name__}")
-    return mapping(e)
-
-
-def _case_closed(e: CaseClosed) -> list[Contribution]:
-    pt = e.data.processing_time_s
-    return [("cases_closed", e.data.outcome, 1), ("processing_le", bucket_label(pt, PROCESSING_BUCKETS_S), 1),
-            ("processing_sum_s", "", pt)]
-
-
-_WORKFLOW: dict[type, Callable[[Any], list[Contribution]]] = {
-    CaseOpened: lambda e: [("cases_opened", "", 1)], CaseClosed: _case_closed,
-    DeadlineBreached: lambda e: [("deadline_breached", e.data.deadline, 1)],
-    CaseParked: lambda e: [("cases_parked", "", 1)],
-}
-
-
-def workflow_contributions(e: WorkflowEvent) -> list[Contribution]:
-    """KPI increments of one workflow event; steps and task assignments add none."""
-    mapping = _WORKFLOW.get(type(e))
-    if mapping is None:
-        for cls, fn in _WORKFLOW.items():
-            if isinstance(e, cls):
-                return fn(e)
-        return []
-    return mapping(e)
-
-
-# --- folding -------------------------------------------------------------------------------------------
-
-KpiKey = tuple[str, datetime, str, str, str, str]
-"""(granularity, period_start, municipality, service, metric, dimension) — the row of `kpi_values`."""
-
-
-def fold(events: Iterable[E], contributions: Callable[[E], list[Contribution]]) -> dict[KpiKey, int]:
-    """Sum a batch into KPI deltas for hour, day and month."""
-    return fold_contributions((e, contributions(e)) for e in events)
-
-
-def fold_contributions(items: Iterable[tuple[Envelope, Sequence[Contribution]]]) -> dict[KpiKey, int]:
-    """Sum (event, its contributions) pairs into KPI deltas for hour, day and month.
-
-    Events are folded per hour first; days and months are unions of whole hours in Europe/Berlin, so they are
-    rolled up from the (far fewer) hourly keys.
+    `keep` is the late horizon plus a margin: older events are rejected as `too_late` before the dedup step, so
+    their ids are never needed again.
     """
-    # Keyed by the epoch hour as an int: hashing aware datetimes per event is the slow part of a fold.
-    hourly: HourlyDeltas = {}
-    get = hourly.get
-    for e, contributed in items:
-        epoch_hour = int(e.time.timestamp()) // 3600
-        muni, svc = e.municipality, e.service
-        for metric, dim, value in contributed:
-            key = (epoch_hour, muni, svc, metric, dim)
-            old = get(key, _ZERO)
-            hourly[key] = (old[0] + value, 0)
-    return {k: v for k, (v, _) in roll_up(hourly).items()}
-
-
-Delta = tuple[int, int]
-"""(value, key sum): what a batch adds to one KPI row. The key sum is the sum of the record keys of the events
-counted in the row (Cell Key Method), kept unreduced here and reduced modulo 2^32 when written."""
-_ZERO: Delta = (0, 0)
-
-HourlyDeltas = dict[tuple[int, str, str, str, str], Delta]
-"""(epoch hour, municipality, service, metric, dimension) -> delta."""
-
-
-def fold_hourly(events: Iterable[Counted], into: HourlyDeltas | None = None) -> HourlyDeltas:
-    """Sum events already reduced by `prepare` per UTC hour (optionally adding to `into`); every
-    contribution also adds the event's record key to its row's key sum."""
-    hourly: HourlyDeltas = {} if into is None else into
-    get = hourly.get
-    for e in events:
-        epoch_hour, muni, svc, rk = e.hour, e.municipality, e.service, e.key
-        for metric, dim, value in e.contributions:
-            key = (epoch_hour, muni, svc, metric, dim)
-            old = get(key, _ZERO)
-            hourly[key] = (old[0] + value, old[1] + rk)
-    return hourly
-
-
-def merge_hourly(parts: Iterable[HourlyDeltas]) -> HourlyDeltas:
-    """Sum several hourly folds (the chunks of one batch)."""
-    out: HourlyDeltas = {}
-    get = out.get
-    for part in parts:
-        for key, (value, keys) in part.items():
-            old = get(key, _ZERO)
-            out[key] = (old[0] + value, old[1] + keys)
-    return out
-
-
-def fold_counted(events: Iterable[Counted]) -> dict[KpiKey, Delta]:
-    """Like `fold_contributions`, for events already reduced by `prepare` (with key sums)."""
-    return roll_up(fold_hourly(events))
-
-
-def roll_up(hourly: HourlyDeltas) -> dict[KpiKey, Delta]:
-    """Hourly deltas as rows of `kpi_values`: each hour, and its Berlin day and month (a day's or month's
-    key sum is the sum of its hours', like its value)."""
-    out: dict[KpiKey, Delta] = {}
-    add = out.get
-    for (epoch_hour, muni, svc, metric, dim), (value, keys) in hourly.items():
-        h = _hour(epoch_hour)
-        for k in (("hour", h, muni, svc, metric, dim), ("day", day_start(h), muni, svc, metric, dim),
-                  ("month", month_start(h), muni, svc, metric, dim)):
-            old = add(k, _ZERO)
-            out[k] = (old[0] + value, old[1] + keys)
-    return out
-
-
-CountKey = tuple[date, str, str, str]
-
-
-def fold_counts(events: Iterable[UsageEvent]) -> Counter[CountKey]:
-    """Daily counts per event type (the walking-skeleton table `kpi_event_counts_daily`)."""
-    counts: Counter[CountKey] = Counter()
-    for e in events:
-        counts[(berlin_day(e), e.municipality, e.service, e.type)] += 1
-    return counts
-
-
-@lru_cache(maxsize=4096)
-def _berlin_date(hour_no: int) -> date:
-    return _hour(hour_no).astimezone(BERLIN).date()
-
-
-HourlyCounts = Counter[tuple[int, str, str, str]]
-"""(epoch hour, municipality, service, event type) -> events."""
-
-
-def count_hourly(events: Iterable[Counted]) -> HourlyCounts:
-    """Events per UTC hour and type (rolled up into `kpi_event_counts_daily` rows by `daily_counts`)."""
-    return Counter((e.hour, e.municipality, e.service, e.type) for e in events)
-
-
-def daily_counts(hourly: HourlyCounts) -> Counter[CountKey]:
-    """Hourly event counts summed per Europe/Berlin day (the walking-skeleton table)."""
-    counts: Counter[CountKey] = Counter()
-    for (hour_no, muni, svc, kind), n in hourly.items():
-        counts[(_berlin_date(hour_no), muni, svc, kind)] += n
-    return counts
-
-
-def relevant(events: Iterable[E], contributions: Callable[[E], list[Contribution]]) -> list[E]:
-    """Events that change some KPI (only those need a dedup entry)."""
-    return [e for e in events if contributions(e)]
-
-
-def late_count(events: Iterable[Envelope | Counted], now: datetime) -> int:
-    """Events that correct an hour that had already ended when they were processed."""
-    current = hour_start(now).timestamp()
-    return sum(1 for e in events if (e.epoch if isinstance(e, Counted) else e.time.timestamp()) < current)
-
-
-def next_offsets(records: Iterable[RecordLike]) -> dict[tuple[str, int], int]:
-    """Position to resume from per partition: one past the highest consumed offset."""
-    result: dict[tuple[str, int], int] = {}
-    for r in records:
-        key = (r.topic, r.partition)
-        result[key] = max(result.get(key, 0), r.offset + 1)
-    return result
+    while True:
+        try:
+            cutoff = datetime.now(UTC) - keep
+            while True:
+                async with begin() as uow:
+                    n = await uow.delete_expired_ids(cutoff, chunk)
+                metrics.dedup_deleted.inc(n)
+                if n < chunk:
+                    break
+        except Exception:  # the job must outlive a database outage; what is left is deleted next time
+            log.warning("dedup cleanup failed; retrying at the next interval", exc_info=True)
+        await asyncio.sleep(interval_s)

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from kp.local import ServiceProcess
-from services.aggregator.service import day_start, hour_start
+from services.aggregator.fold import day_start, hour_start
 from tests.factories import usage_event
 from tests.integration.test_aggregator_exactly_once import Lane, lane, scrape, settled, stored_position
 from tests.waiting import eventually

@@ -17,8 +17,8 @@ class TestDedupRetention:
         cutoff = datetime(1971, 1, 1, tzinfo=UTC)
         old = [uuid.uuid4() for _ in range(5)]
         kept = [uuid.uuid4() for _ in range(3)]
-        await repository.insert_new_ids(db, old, [cutoff - timedelta(hours=i + 1) for i in range(5)])
-        await repository.insert_new_ids(db, kept, [cutoff + timedelta(seconds=1), now, now])
+        await repository.insert_ids(db, old, [(cutoff - timedelta(hours=i + 1)).timestamp() for i in range(5)])
+        await repository.insert_ids(db, kept, [t.timestamp() for t in (cutoff + timedelta(seconds=1), now, now)])
 
         assert await repository.delete_expired_ids(db, cutoff, limit=3) == 3
         assert await repository.delete_expired_ids(db, cutoff, limit=3) == 2
@@ -31,8 +31,9 @@ class TestDedupRetention:
         # which is why events older than the horizon are rejected as too_late before the dedup step
         event_id = uuid.uuid4()
         very_old = datetime(2000, 1, 1, tzinfo=UTC)
-        assert await repository.insert_new_ids(db, [event_id], [very_old]) == {event_id}
-        assert await repository.insert_new_ids(db, [event_id], [very_old]) == set()
+        epoch = very_old.timestamp()
+        assert await repository.insert_ids(db, [event_id], [epoch]) == set()  # new: none was known
+        assert await repository.insert_ids(db, [event_id], [epoch]) == {event_id}
         await repository.delete_expired_ids(db, very_old + timedelta(seconds=1), limit=1000)
-        assert await repository.insert_new_ids(db, [event_id], [very_old]) == {event_id}
+        assert await repository.insert_ids(db, [event_id], [epoch]) == set()
         await db.execute("DELETE FROM agg_processed_events WHERE event_id = $1", event_id)

@@ -24,8 +24,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from kp.local import LocalStack, ServiceProcess
+from services.aggregator.fold import BERLIN
 from services.aggregator.repository import upsert_kpis
-from services.aggregator.service import BERLIN
 from services.publisher.app import create_app
 from services.publisher.settings import PublisherSettings
 from shared import ckm

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.aggregator import service
-from services.aggregator.service import Record
+from services.aggregator import fold
+from services.aggregator.fold import Record
 from services.publisher import service as publisher
 from shared import ckm
 from shared.events import usage_event_adapter
@@ -150,9 +150,9 @@ class TestKeySumFold:
         events = [usage_event("usage.session.started", time=NOW - timedelta(hours=h % 30),
                               data={"channel": "web" if h % 3 else "app", "device": "mobile"}) for h in range(40)]
         records = [Record("usage.events.v1", 0, i, orjson.dumps(e)) for i, e in enumerate(events)]
-        prepared = service.prepare(records, usage_event_adapter, service.usage_contributions, False, NOW,
+        prepared = fold.prepare(records, usage_event_adapter, fold.usage_contributions, False, NOW,
                                    timedelta(days=7), timedelta(minutes=15), secret=SECRET)
-        rows = service.roll_up(prepared.hourly)
+        rows = fold.roll_up(prepared.hourly)
         for (granularity, start, _m, _s, metric, dim), (value, key_sum) in rows.items():
             members = [e for e in events if _in(e, granularity, start)
                        and (metric == "sessions_started" or e["data"].get(metric) == dim)]
@@ -164,9 +164,9 @@ class TestKeySumFold:
                                                                                             "device": "mobile"})
                   for h in range(48)]
         records = [Record("usage.events.v1", 0, i, orjson.dumps(e)) for i, e in enumerate(events)]
-        prepared = service.prepare(records, usage_event_adapter, service.usage_contributions, False, NOW,
+        prepared = fold.prepare(records, usage_event_adapter, fold.usage_contributions, False, NOW,
                                    timedelta(days=7), timedelta(minutes=15), secret=SECRET)
-        rows = service.roll_up(prepared.hourly)
+        rows = fold.roll_up(prepared.hourly)
         by = {g: [v for k, v in rows.items() if k[0] == g and k[4] == "sessions_started"]
               for g in ("hour", "day", "month")}
         sums = {g: (sum(v for v, _ in vs), ckm.cell_key([k for _, k in vs])) for g, vs in by.items()}
@@ -175,8 +175,8 @@ class TestKeySumFold:
 
 def _in(event: dict[str, object], granularity: str, start: datetime) -> bool:
     t = datetime.fromisoformat(str(event["time"]))
-    h = service.hour_start(t)
-    return {"hour": h, "day": service.day_start(h), "month": service.month_start(h)}[granularity] == start
+    h = fold.hour_start(t)
+    return {"hour": h, "day": fold.day_start(h), "month": fold.month_start(h)}[granularity] == start
 
 
 class TestPublishedCells:

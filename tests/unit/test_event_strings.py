@@ -179,7 +179,7 @@ class TestAggregatorFastPath:
     def test_the_aggregators_adapter_applies_the_same_rules(self) -> None:
         from datetime import UTC, datetime, timedelta
 
-        from services.aggregator.service import Record, prepare, usage_contributions
+        from services.aggregator.fold import Record, prepare, usage_contributions
 
         now = datetime.now(UTC)
         good = usage_event(time=now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import get_args
+from typing import Any, get_args
 
 import asyncpg
 import orjson
@@ -16,7 +16,7 @@ from asyncpg.exceptions._base import DataError as ClientDataError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.poison import Kind, classify, isolate, reason_of, tolerant_batch_parser
+from shared.poison import Kind, classify, isolate, raw_batch_parser, reason_of, tolerant_batch_parser
 from shared.rejections import (
     DEFAULT_MAX_RECORD_BYTES,
     MAX_HEADERS,
@@ -211,3 +211,28 @@ class TestTolerantParser:
 
         parsed = await tolerant_batch_parser(records, original)
         assert parsed.raw_message == records
+
+
+class TestRawBatchParser:
+    """The aggregator's parser around FastStream's own batch parser (the one its subscribers get)."""
+
+    @staticmethod
+    def faststream_parser() -> Any:
+        from faststream.kafka.message import KafkaAckableMessage
+        from faststream.kafka.parser import AioKafkaBatchParser
+
+        return AioKafkaBatchParser(msg_class=KafkaAckableMessage, regex=None).parse_batch
+
+    async def test_a_batch_whose_headers_decode_is_faststreams_own_message(self) -> None:
+        records = tuple(ConsumerRecord("t", i % 2, i, 0, 0, b"k", b"v", None, 1, 1, [("content-type", b"json")])
+                        for i in range(3))
+        parsed = await raw_batch_parser(records, self.faststream_parser())
+        assert parsed.raw_message is records
+        assert parsed.body == [b"v", b"v", b"v"]
+
+    async def test_binary_and_null_header_values_reach_the_handler_as_they_came(self) -> None:
+        records = tuple(ConsumerRecord("t", 0, i, 0, 0, b"k", b"v", None, 1, 1, [("h", b"\xff\xfe"), ("n", None)])
+                        for i in range(3))
+        parsed = await raw_batch_parser(records, self.faststream_parser())
+        assert parsed.raw_message is records
+        assert [r.headers for r in parsed.raw_message] == [[("h", b"\xff\xfe"), ("n", None)]] * 3
