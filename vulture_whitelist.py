@@ -78,8 +78,6 @@ _.do_PUT
 
 # --- Not framework entry points: unused code in services that are being refactored in parallel. ----------------
 # Delete each name from the code and from this list together; this section is meant to become empty.
-_.fold_counted  # services/aggregator/service.py
-_.fold_counts  # services/aggregator/service.py
 _.count_published  # services/publisher/portal/repository.py
 _.published_per_municipality  # services/publisher/portal/repository.py
 _.default_rate_per_s  # services/ingest/settings.py (KP_DEFAULT_RATE_PER_S is never read)

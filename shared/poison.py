@@ -6,9 +6,8 @@ the record to its topic's rejected topic and the partition moves on; infrastruct
 backoff and commit nothing. A batch that fails for a reason nobody classified is split (`isolate`) until the
 one bad record is found and rejected, while the others are applied as usual.
 
-Decoding belongs to this rule: the subscribers use `raw_batch_parser` (the aggregator) or
-`tolerant_batch_parser` (the workflow), which never fail on a header, so nothing can fail before the consumer
-sees the raw records; importing this module installs the record reader of
+Decoding belongs to this rule: the subscribers use `raw_batch_parser`, which never fails on a header, so
+nothing can fail before the consumer sees the raw records; importing this module installs the record reader of
 `shared.kafka_records`, so that not even a header name that is not UTF-8 can make aiokafka fail first.
 """
 
@@ -137,19 +136,6 @@ class ConsumedRecord(Protocol):
 def headers_of(record: Any) -> list[tuple[Any, Any]]:
     """The record's headers as they came (key, bytes), never decoded; [] if it has none."""
     return list(getattr(record, "headers", None) or ())
-
-
-async def tolerant_batch_parser(msg: tuple[Any, ...], original: Callable[..., Any]) -> Any:
-    """FastStream batch parser that cannot fail on record content.
-
-    FastStream's own batch parser decodes every header value as UTF-8 (and fails on a binary or null value)
-    before the handler runs. The handlers read the raw records (`message.raw_message`) and decode inside the
-    rule, so the message metadata is taken from the first record without its headers and the whole batch is
-    attached (acknowledgement and NACK use `raw_message`).
-    """
-    parsed = await original((dataclasses.replace(msg[0], headers=(), value=b""),))
-    parsed.raw_message = msg
-    return parsed
 
 
 async def raw_batch_parser(msg: tuple[Any, ...], original: Callable[..., Any]) -> Any:

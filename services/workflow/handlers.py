@@ -35,8 +35,8 @@ from shared.poison import (
     headers_of,
     isolate,
     no_decode,
+    raw_batch_parser,
     reason_of,
-    tolerant_batch_parser,
     validation_errors,
 )
 from shared.rejections import REASONS, Reason, rejected_payload
@@ -213,7 +213,7 @@ def build_router(settings: WorkflowSettings, holder: dict[str, Any]) -> KafkaRou
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=no_decode,
-        parser=tolerant_batch_parser,
+        parser=raw_batch_parser,
         title="application-events-workflow",
         description="Opens and advances cases from application events (inbox dedup, outbox).",
     )

@@ -16,7 +16,7 @@ from asyncpg.exceptions._base import DataError as ClientDataError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.poison import Kind, classify, isolate, raw_batch_parser, reason_of, tolerant_batch_parser
+from shared.poison import Kind, classify, isolate, raw_batch_parser, reason_of
 from shared.rejections import (
     DEFAULT_MAX_RECORD_BYTES,
     MAX_HEADERS,
@@ -196,25 +196,8 @@ class TestBoundedRecord:
         assert parsed.headers == []
 
 
-class TestTolerantParser:
-    async def test_binary_and_null_header_values_do_not_fail_the_batch(self) -> None:
-        records = tuple(ConsumerRecord("t", 0, i, 0, 0, b"k", b"v", None, 1, 1, [("h", b"\xff\xfe"), ("n", None)])
-                        for i in range(3))
-
-        async def original(msg: tuple[ConsumerRecord[bytes, bytes], ...]) -> object:
-            for m in msg:  # what FastStream's batch parser does with the headers
-                {k: v.decode() for k, v in m.headers}
-
-            class Parsed:
-                raw_message: object = None
-            return Parsed()
-
-        parsed = await tolerant_batch_parser(records, original)
-        assert parsed.raw_message == records
-
-
 class TestRawBatchParser:
-    """The aggregator's parser around FastStream's own batch parser (the one its subscribers get)."""
+    """The consumers' parser around FastStream's own batch parser (the one its subscribers get)."""
 
     @staticmethod
     def faststream_parser() -> Any:
