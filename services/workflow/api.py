@@ -12,10 +12,9 @@ from uuid import UUID
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute
 
 from services.workflow import repository
@@ -37,45 +36,41 @@ from services.workflow.settings import CallbackPlatform
 from services.workflow.unit_of_work import PostgresUnitOfWork
 from shared.db import Conn
 from shared.events import application_event_adapter
+from shared.http import PROBLEM_BASE, Connection, ProblemError, Transaction
+from shared.http import install_problem_handlers as install
 
 log = logging.getLogger(__name__)
-PROBLEM = "application/problem+json"
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
-    """RFC 9457 problem details."""
-    body = {"type": f"https://kommunal-pulse.de/problems/{title.lower().replace(' ', '-')}", "title": title,
-            "status": status, "detail": detail, **extra}
+def _problem(status: int, title: str, detail: str, **extra: Any) -> ProblemError:
+    """The workflow's problems: a type named after the title, a detail always, a challenge with every 401."""
     headers = {"WWW-Authenticate": 'Bearer realm="kommunal-pulse"'} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    return ProblemError(status, title, detail, type=f"{PROBLEM_BASE}{title.lower().replace(' ', '-')}",
+                        headers=headers, **extra)
+
+
+def _invalid(_: Request, exc: RequestValidationError | ValidationError) -> ProblemError:
+    errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    return _problem(422, "Invalid Request", "the request does not match the schema", errors=errors)
+
+
+def _auth(_: Request, exc: AuthError) -> ProblemError:
+    return _problem(exc.status, "Unauthorized" if exc.status == 401 else "Forbidden", exc.detail)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    async def on_auth(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, AuthError)
-        return problem(exc.status, "Unauthorized" if exc.status == 401 else "Forbidden", exc.detail)
-
-    async def on_not_found(_: Request, exc: Exception) -> JSONResponse:
-        return problem(404, "Not Found", f"{exc} not found")
-
-    async def on_conflict(_: Request, exc: Exception) -> JSONResponse:
-        return problem(409, "Conflict", str(exc))
-
-    async def on_invalid(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError | ValidationError)
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        return problem(422, "Invalid Request", "the request does not match the schema", errors=errors)
-
-    async def on_http(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        return problem(exc.status_code, str(exc.detail), str(exc.detail))
-
-    app.add_exception_handler(AuthError, on_auth)
-    app.add_exception_handler(NotFound, on_not_found)
-    app.add_exception_handler(WorkflowError, on_conflict)
-    app.add_exception_handler(RequestValidationError, on_invalid)
-    app.add_exception_handler(ValidationError, on_invalid)
-    app.add_exception_handler(StarletteHTTPException, on_http)
+    """Every error of the workflow API as problem details (shared.http), with the workflow's own types."""
+    install(
+        app,
+        http=lambda _, exc: _problem(exc.status_code, str(exc.detail), str(exc.detail)),
+        validation=_invalid,
+        errors={
+            AuthError: _auth,
+            NotFound: lambda _, exc: _problem(404, "Not Found", f"{exc} not found"),
+            WorkflowError: lambda _, exc: _problem(409, "Conflict", str(exc)),
+            ValidationError: _invalid,
+        },
+    )
 
 
 # --- dependencies -------------------------------------------------------------------------------------
@@ -190,49 +185,44 @@ def _task_out(task: Task) -> TaskOut:
 # --- cases --------------------------------------------------------------------------------------------
 
 @router.get("/v1/cases/{case_id}", summary="Case state: current step, next timer, attempts, last error")
-async def get_case(case_id: UUID, request: Request, who: Clerk) -> CaseOut:
-    async with request.app.state.pool.acquire() as conn:
-        case = await repository.get_case(conn, case_id)
-        if case is None or case.municipality not in who.municipalities:
-            raise NotFound("case")
-        return await _case_view(conn, _engine(request), case)
+async def get_case(case_id: UUID, request: Request, who: Clerk, conn: Connection) -> CaseOut:
+    case = await repository.get_case(conn, case_id)
+    if case is None or case.municipality not in who.municipalities:
+        raise NotFound("case")
+    return await _case_view(conn, _engine(request), case)
 
 
 @router.get("/v1/cases/{case_id}/audit", summary="Audit trail of a case (append-only)")
-async def get_audit(case_id: UUID, request: Request, who: Clerk) -> list[AuditOut]:
-    async with request.app.state.pool.acquire() as conn:
-        case = await repository.get_case(conn, case_id)
-        if case is None or case.municipality not in who.municipalities:
-            raise NotFound("case")
-        return [AuditOut(**a) for a in await repository.audit_of(conn, case_id)]
+async def get_audit(case_id: UUID, who: Clerk, conn: Connection) -> list[AuditOut]:
+    case = await repository.get_case(conn, case_id)
+    if case is None or case.municipality not in who.municipalities:
+        raise NotFound("case")
+    return [AuditOut(**a) for a in await repository.audit_of(conn, case_id)]
 
 
 @router.get("/v1/cases", summary="Cases of the caller's municipalities, e.g. `?state=parked`")
-async def list_cases(request: Request, who: Clerk, state: str | None = None,
+async def list_cases(request: Request, who: Clerk, conn: Connection, state: str | None = None,
                      limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[CaseOut]:
-    async with request.app.state.pool.acquire() as conn:
-        cases = await repository.list_cases(conn, sorted(who.municipalities), state, limit)
-        return [await _case_view(conn, _engine(request), c) for c in cases]
+    cases = await repository.list_cases(conn, sorted(who.municipalities), state, limit)
+    return [await _case_view(conn, _engine(request), c) for c in cases]
 
 
 @router.post("/v1/cases/{case_id}/retry", summary="Operator: run a parked step again")
-async def retry_case(case_id: UUID, body: OperatorAction, request: Request, who: Operator) -> CaseOut:
+async def retry_case(case_id: UUID, body: OperatorAction, request: Request, who: Operator,
+                     conn: Transaction) -> CaseOut:
     engine = _engine(request)
-    async with request.app.state.pool.acquire() as conn:
-        async with conn.transaction():
-            case = await engine.operator_retry(PostgresUnitOfWork(conn), case_id, f"operator:{who.actor}", body.reason,
-                                               set(who.municipalities))
-        return await _case_view(conn, engine, case)
+    case = await engine.operator_retry(PostgresUnitOfWork(conn), case_id, f"operator:{who.actor}", body.reason,
+                                        set(who.municipalities))
+    return await _case_view(conn, engine, case)
 
 
 @router.post("/v1/cases/{case_id}/skip", summary="Operator: skip a parked step with a reason")
-async def skip_step(case_id: UUID, body: OperatorAction, request: Request, who: Operator) -> CaseOut:
+async def skip_step(case_id: UUID, body: OperatorAction, request: Request, who: Operator,
+                    conn: Transaction) -> CaseOut:
     engine = _engine(request)
-    async with request.app.state.pool.acquire() as conn:
-        async with conn.transaction():
-            case = await engine.operator_skip(PostgresUnitOfWork(conn), case_id, f"operator:{who.actor}", body.reason,
-                                              set(who.municipalities))
-        return await _case_view(conn, engine, case)
+    case = await engine.operator_skip(PostgresUnitOfWork(conn), case_id, f"operator:{who.actor}", body.reason,
+                                       set(who.municipalities))
+    return await _case_view(conn, engine, case)
 
 
 # --- clerk tasks --------------------------------------------------------------------------------------
@@ -240,41 +230,37 @@ async def skip_step(case_id: UUID, body: OperatorAction, request: Request, who: 
 @router.get("/v1/tasks", summary="Task list of the caller's municipalities, by queue and due date")
 async def list_tasks(request: Request, who: Clerk, queue: str | None = None,
                      status: Annotated[list[str] | None, Query()] = None, due_before: datetime | None = None,
-                     municipality: str | None = None,
+                     municipality: str | None = None, *, conn: Connection,
                      limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[TaskOut]:
     allowed = sorted(who.municipalities)
     if municipality is not None:
         if municipality not in who.municipalities:
             raise AuthError(403, f"no access to municipality {municipality}")
         allowed = [municipality]
-    async with request.app.state.pool.acquire() as conn:
-        rows = await repository.list_tasks(conn, allowed, queue, status or ["open", "claimed"], due_before, limit)
+    rows = await repository.list_tasks(conn, allowed, queue, status or ["open", "claimed"], due_before, limit)
     return [TaskOut(**r) for r in rows]
 
 
 @router.post("/v1/tasks/{task_id}/claim", summary="Claim a task")
-async def claim_task(task_id: UUID, request: Request, who: ClerkOnly) -> TaskOut:
-    async with request.app.state.pool.acquire() as conn, conn.transaction():
-        task = await _engine(request).claim_task(PostgresUnitOfWork(conn), task_id, who.actor,
-                                                 set(who.municipalities))
+async def claim_task(task_id: UUID, request: Request, who: ClerkOnly, conn: Transaction) -> TaskOut:
+    task = await _engine(request).claim_task(PostgresUnitOfWork(conn), task_id, who.actor, set(who.municipalities))
     return _task_out(task)
 
 
 @router.post("/v1/tasks/{task_id}/complete", summary="Complete a claimed task with a decision")
-async def complete_task(task_id: UUID, body: CompleteTask, request: Request, who: ClerkOnly) -> CaseOut:
+async def complete_task(task_id: UUID, body: CompleteTask, request: Request, who: ClerkOnly,
+                        conn: Transaction) -> CaseOut:
     engine = _engine(request)
-    async with request.app.state.pool.acquire() as conn:
-        async with conn.transaction():
-            case = await engine.complete_task(PostgresUnitOfWork(conn), task_id, body.decision, who.actor,
-                                              set(who.municipalities), body.reason)
-        return await _case_view(conn, engine, case)
+    case = await engine.complete_task(PostgresUnitOfWork(conn), task_id, body.decision, who.actor,
+                                      set(who.municipalities), body.reason)
+    return await _case_view(conn, engine, case)
 
 
 @router.post("/v1/tasks/{task_id}/reassign", summary="Move a task to another queue or person")
-async def reassign_task(task_id: UUID, body: ReassignTask, request: Request, who: Clerk) -> TaskOut:
-    async with request.app.state.pool.acquire() as conn, conn.transaction():
-        task = await _engine(request).reassign_task(PostgresUnitOfWork(conn), task_id, who.actor,
-                                                    set(who.municipalities), body.queue, body.assignee, body.reason)
+async def reassign_task(task_id: UUID, body: ReassignTask, request: Request, who: Clerk,
+                        conn: Transaction) -> TaskOut:
+    task = await _engine(request).reassign_task(PostgresUnitOfWork(conn), task_id, who.actor,
+                                                set(who.municipalities), body.queue, body.assignee, body.reason)
     return _task_out(task)
 
 
