@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from starlette.middleware.gzip import GZipMiddleware
 
 from services.publisher import catalog
-from services.publisher.api import VersionedCache, install_problem_handlers, router
+from services.publisher.api import VersionedCache, install_problems, router
 from services.publisher.catalog_api import router as catalog_router
 from services.publisher.changes import ChangeTracker
 from services.publisher.dashboard import router as dashboard_router
@@ -52,7 +52,7 @@ def create_app(settings: PublisherSettings | None = None) -> FastAPI:
     app.state.changes = ChangeTracker(settings.database_url, settings.change_poll_s)
     app.state.etags = VersionedCache(settings.etag_cache_size)
     app.state.tables = VersionedCache(settings.table_cache_size)
-    install_problem_handlers(app)
+    install_problems(app)
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "OPTIONS"],
                        expose_headers=["ETag", "Last-Modified", "Link"])
