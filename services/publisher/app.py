@@ -11,14 +11,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
 from starlette.middleware.gzip import GZipMiddleware
 
-from services.publisher import catalog
-from services.publisher.api import VersionedCache, install_problems, router
-from services.publisher.catalog_api import router as catalog_router
-from services.publisher.changes import ChangeTracker
-from services.publisher.dashboard import router as dashboard_router
-from services.publisher.dashboard import static_files
+from services.publisher.catalog import service as catalog
+from services.publisher.catalog.api import router as catalog_router
+from services.publisher.dashboard.api import router as dashboard_router
+from services.publisher.dashboard.api import static_files
+from services.publisher.dashboard.pwa import router as pwa_router
+from services.publisher.kpis.api import VersionedCache, install_problems, router
+from services.publisher.kpis.changes import ChangeTracker
 from services.publisher.portal import install as install_portal
-from services.publisher.pwa import router as pwa_router
 from services.publisher.settings import PublisherSettings
 from shared.apidocs import install_api_docs
 from shared.db import create_pool

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from services.publisher import dashboard_view as view
+from services.publisher.dashboard import service as view
 
 F = view.Filters("06413000", "99115005104000", "day", date(2026, 3, 1), date(2026, 3, 2))
 D1, D2 = "2026-03-01T00:00:00+01:00", "2026-03-02T00:00:00+01:00"

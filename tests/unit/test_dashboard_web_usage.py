@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from services.publisher.dashboard_view import CellIndex, Filters, Value, web_usage_charts
+from services.publisher.dashboard.service import CellIndex, Filters, Value, web_usage_charts
 
 
 def _cells(rows: list[tuple[str, str, int | None]]) -> CellIndex:

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from services.publisher.catalog import CatalogContext
+from services.publisher.catalog.service import CatalogContext
 from services.publisher.portal import ckan, service
 from services.publisher.portal.repository import SearchQuery
 from services.publisher.portal.schemas import Dataset, DatasetIn, History, SearchResult, UploadResult

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from services.publisher import catalog
-from services.publisher.catalog import FORMATS, RdfFormat
+from services.publisher.catalog import service as catalog
+from services.publisher.catalog.service import FORMATS, RdfFormat
 from shared.db import Conn
 from shared.http import Connection, ProblemError
 

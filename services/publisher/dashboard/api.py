@@ -11,8 +11,8 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.staticfiles import StaticFiles
 
-from services.publisher import dashboard_view as view
-from services.publisher.service import today_berlin
+from services.publisher.dashboard import service as view
+from services.publisher.kpis.service import today_berlin
 from shared import ckm
 from shared.db import Conn
 from shared.http import Connection, ProblemError

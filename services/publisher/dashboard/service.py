@@ -13,9 +13,9 @@ from datetime import date, datetime
 from typing import Any, Final, Literal
 from urllib.parse import urlencode
 
-from services.publisher import repository
-from services.publisher import service as kpi_service
-from services.publisher.definitions import FAMILIES, metrics_of
+from services.publisher.kpis import repository
+from services.publisher.kpis import service as kpi_service
+from services.publisher.kpis.definitions import FAMILIES, metrics_of
 from shared.db import Conn
 from shared.reference import Municipality, municipalities, services
 

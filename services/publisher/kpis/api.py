@@ -20,9 +20,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.publisher import csvdata, repository, service
-from services.publisher.definitions import DEFINITIONS, FAMILIES, Family
-from services.publisher.schemas import (
+from services.publisher.kpis import csvdata, repository, service
+from services.publisher.kpis.definitions import DEFINITIONS, FAMILIES, Family
+from services.publisher.kpis.schemas import (
     Comparison,
     KpiDefinitionList,
     KpiPage,
