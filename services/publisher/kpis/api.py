@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import logging
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -13,10 +12,8 @@ from email.utils import format_datetime
 from typing import Annotated, Any, Final, Literal, cast
 from urllib.parse import urlencode
 
-import asyncpg
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -33,11 +30,10 @@ from services.publisher.kpis.schemas import (
 )
 from services.publisher.settings import PublisherSettings
 from shared import ckm
-from shared.http import PROBLEM, ProblemError, install_problem_handlers
+from shared.http import PROBLEM, ProblemError
 from shared.kpis import Granularity
 from shared.reference import Municipality, municipalities, municipality_by_ags, services
 
-log = logging.getLogger(__name__)
 router = APIRouter(tags=["open data"])
 
 CSV = "text/csv; charset=utf-8; header=present"
@@ -61,39 +57,13 @@ _CSV_CONTENT = {"text/csv": {"schema": {"type": "string"}, "example": (
 
 def invalid_param(request: Request, name: str, reason: str) -> ProblemError:
     """A query parameter is invalid: problem details naming it."""
-    return _invalid(request, f"{name}: {reason}", [{"name": name, "in": "query", "reason": reason}])
+    return invalid(request, f"{name}: {reason}", [{"name": name, "in": "query", "reason": reason}])
 
 
-def _invalid(request: Request, detail: str, params: list[dict[str, str]]) -> ProblemError:
+def invalid(request: Request, detail: str, params: list[dict[str, str]]) -> ProblemError:
+    """422 naming the request path and each invalid parameter (`invalid-params`)."""
     members: dict[str, Any] = {"instance": request.url.path, "invalid-params": params}
     return ProblemError(422, "Invalid request parameter", detail, **members)
-
-
-def install_problems(app: FastAPI) -> None:
-    """Every error leaves as application/problem+json naming the request path; unexpected ones without
-    internals."""
-
-    def on_validation(request: Request, exc: RequestValidationError) -> ProblemError:
-        invalid = [{"name": str(e["loc"][-1]) if e.get("loc") else "", "in": str(e["loc"][0]) if e.get("loc") else "",
-                    "reason": str(e.get("msg", "invalid"))} for e in exc.errors()]
-        names = ", ".join(sorted({i["name"] for i in invalid}))
-        return _invalid(request, f"invalid: {names}", invalid)
-
-    def on_http(request: Request, exc: StarletteHTTPException) -> ProblemError:
-        return ProblemError(exc.status_code, str(exc.detail), instance=request.url.path, headers=exc.headers)
-
-    def on_unavailable(request: Request, exc: Exception) -> ProblemError:
-        log.warning("database unavailable on %s: %s", request.url.path, exc)
-        return ProblemError(503, "Service Unavailable", "the database is not reachable", instance=request.url.path,
-                            headers={"Retry-After": "5"})
-
-    def on_error(request: Request, exc: Exception) -> ProblemError:
-        log.exception("unhandled error on %s", request.url.path)
-        return ProblemError(500, "Internal Server Error", instance=request.url.path)
-
-    unavailable = dict.fromkeys((ConnectionError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError),
-                                on_unavailable)
-    install_problem_handlers(app, http=on_http, validation=on_validation, errors={**unavailable, Exception: on_error})
 
 
 # --- conditional responses ----------------------------------------------------------------------------------
