@@ -17,10 +17,10 @@ from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.ingest import repository
+from services.ingest.adapters import KafkaSink
 from services.ingest.api import router
 from services.ingest.mapping import load_mappings
 from services.ingest.metrics import IngestMetrics
-from services.ingest.repository import KafkaSink
 from services.ingest.service import ApiKey, Authenticator, Policy, RateLimiter, Runtime, refusal
 from services.ingest.settings import IngestSettings
 from services.ingest.tracker import repository as tracker_repository
