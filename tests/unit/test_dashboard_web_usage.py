@@ -8,7 +8,7 @@ from services.publisher.dashboard.service import CellIndex, Filters, Value, web_
 
 
 def _cells(rows: list[tuple[str, str, int | None]]) -> CellIndex:
-    return CellIndex([("", "06534014", "99115005104000", m, d, v, v is None) for m, d, v in rows])
+    return CellIndex([("", "06534014", "99115005104000", m, d, v, False) for m, d, v in rows])
 
 
 class TestWebUsageCharts:

@@ -79,7 +79,7 @@ async def hessen(
     date_to: ToQ = None,
 ) -> Response:
     f = await _filters(request, conn, None, service, period, date_from, date_to)
-    page = await view.hessen_page(conn, f, "", ckm.MAX_DEVIATION)
+    page = await view.hessen_page(conn, f, "")
     return templates.TemplateResponse(request, "hessen.html", _context(request, page, "hessen"))
 
 
@@ -98,5 +98,5 @@ async def municipality(
             status_code=404,
         )
     f = await _filters(request, conn, ags, service, period, date_from, date_to)
-    page = await view.municipality_page(conn, m, f, "", ckm.MAX_DEVIATION)
+    page = await view.municipality_page(conn, m, f, "")
     return templates.TemplateResponse(request, "municipality.html", _context(request, page, m.ags, ags=m.ags))
