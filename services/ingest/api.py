@@ -13,13 +13,13 @@ from fastapi.security import HTTPBearer
 from services.ingest import service
 from services.ingest.schemas import BatchResult, Problem
 from services.ingest.service import Item, Runtime, refusal
-from shared.http import ProblemError, read_body
+from shared.http import PROBLEM, ProblemError, read_body
 
 router = APIRouter(tags=["ingest"])
 bearer = HTTPBearer(auto_error=False, description="The platform's API key: `Authorization: Bearer kpk_...`.")
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "description": text, "content": {"application/problem+json": {}}}
+    status: {"model": Problem, "description": text, "content": {PROBLEM: {}}}
     for status, text in {
         400: "Body not parseable (invalid JSON, not an array, invalid gzip).",
         401: "API key missing, unknown or revoked.",

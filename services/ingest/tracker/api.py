@@ -24,7 +24,7 @@ from services.ingest.tracker.service import (
     parse_body,
     refuses_tracking,
 )
-from shared.http import ProblemError
+from shared.http import PROBLEM, ProblemError
 
 router = APIRouter(tags=["tracker"])
 STATIC = Path(__file__).resolve().parent / "static"
@@ -67,7 +67,7 @@ def _result(result: CollectResult, headers: dict[str, str]) -> Response:
         "event (id and time made here) and is checked like every event of `/v1/events`; a hit that cannot be "
         "mapped is rejected alone (`mapping_failed`, in the rejected topic). 200 only after Kafka acknowledged."
     ),
-    responses={status: {"description": text, "content": {"application/problem+json": {}}} for status, text in {
+    responses={status: {"description": text, "content": {PROBLEM: {}}} for status, text in {
         400: "Body is not JSON or not a collect request.", 403: "Unknown site token, or Origin not bound to it.",
         413: "Body or hit count over the limit.", 415: "Other content type.",
         429: "Rate limit of the client or of the site token exceeded; see `Retry-After`.",

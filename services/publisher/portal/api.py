@@ -19,10 +19,10 @@ from services.publisher.portal.repository import SearchQuery
 from services.publisher.portal.schemas import Dataset, DatasetIn, History, SearchResult, UploadResult
 from services.publisher.portal.validation import _path, has_nul
 from shared.db import Conn
-from shared.http import PROBLEM_BASE, Connection, ProblemError, Transaction, read_body
+from shared.http import PROBLEM, PROBLEM_BASE, Connection, ProblemError, Transaction, read_body
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    s: {"description": d, "content": {"application/problem+json": {}}}
+    s: {"description": d, "content": {PROBLEM: {}}}
     for s, d in ((401, "No or unknown API key"), (403, "Key not scoped to the municipality"),
                  (404, "No such dataset"), (409, "Name taken / dataset withdrawn"),
                  (422, "Invalid fields, each named in `errors`"))
