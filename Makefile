@@ -39,6 +39,7 @@ test-unit: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/vulture
 
 bench: setup
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)

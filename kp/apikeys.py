@@ -8,7 +8,7 @@ from typing import Annotated
 import asyncpg
 import typer
 
-from kp.dbcmd import database_url, on_connection, parse_id, refuse_unknown_municipalities, run_on_stack
+from kp.dbcmd import database_url, on_connection, refuse_unknown_municipalities, revoke_on_stack, run_on_stack
 from services.ingest import repository, service
 from shared.reference import municipalities as reference_municipalities
 
@@ -79,8 +79,4 @@ def list_keys(
 @apikey_app.command("revoke")
 def revoke(key_id: Annotated[str, typer.Argument(help="Id of the key (see `kp apikey list`).")]) -> None:
     """Revoke a key; ingest instances stop accepting it within their key-cache time."""
-    parsed = parse_id(key_id, "key")
-    if not run_on_stack(lambda conn: repository.revoke_api_key(conn, parsed)):
-        typer.echo(f"error: no active key {key_id}", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"revoked {key_id}")
+    revoke_on_stack(key_id, "key", repository.revoke_api_key)

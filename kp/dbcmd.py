@@ -59,3 +59,12 @@ def refuse_unknown_municipalities(codes: list[str], new_member: bool) -> None:
                    f"{', '.join(f'{m.ags} {m.name}' for m in reference_municipalities())} "
                    "(for a new member city not yet in the reference data add --new-member)", err=True)
         raise typer.Exit(2)
+
+
+def revoke_on_stack(given: str, what: str, revoke: Callable[[asyncpg.Connection, uuid.UUID], Awaitable[bool]]) -> None:
+    """Revoke the credential with id `given`; exit 2 for no id, 1 when there is no active one of that id."""
+    parsed = parse_id(given, what)
+    if not run_on_stack(lambda conn: revoke(conn, parsed)):
+        typer.echo(f"error: no active {what} {given}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {given}")

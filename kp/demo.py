@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from kp.eakte import UNREADABLE
-from kp.simulator import Simulator
+from kp.simulator import Simulator, post_batch
 from services.workflow.definitions import HumanStep, load_definitions
 from shared.reference import municipalities, services
 
@@ -97,20 +97,10 @@ async def send_history(ingest_url: str, api_key: str, events: Iterator[dict[str,
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal accepted
         while (batch := await queue.get()) is not None:
-            for attempt in range(20):
-                try:
-                    resp = await client.post("/v1/events", json=batch)
-                except httpx.HTTPError:
-                    await asyncio.sleep(min(0.2 * 2**attempt, 5))
-                    continue
-                if resp.status_code in (429, 503):
-                    await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
-                    continue
-                resp.raise_for_status()
-                accepted += len(resp.json()["accepted"])
-                break
-            else:
+            taken = await post_batch(client, batch, attempts=20)
+            if taken is None:
                 raise RuntimeError("ingest did not accept a demo history batch")
+            accepted += taken
             if progress is not None:
                 progress(accepted)
 

@@ -21,7 +21,6 @@ AUTH_MIX = [("bundid_basis", "substantiell", 0.55), ("eid", "hoch", 0.25), ("els
 PAYMENT_MIX = [("epaybl", 0.2), ("kreditkarte", 0.3), ("paypal", 0.25), ("sepa_lastschrift", 0.2),
                ("rechnung", 0.05)]
 STEP_NAMES = ["Start", "Angaben zur Person", "Anschrift", "Nachweise", "Zahlung", "Zusammenfassung"]
-DEVICES = [("desktop", 0.55), ("mobile", 0.38), ("tablet", 0.07)]
 STARS = [(5, 0.45), (4, 0.3), (3, 0.12), (2, 0.07), (1, 0.06)]
 
 
@@ -143,6 +142,23 @@ class Simulator:
             yield from self.session()
 
 
+async def post_batch(client: httpx.AsyncClient, batch: list[dict[str, Any]], attempts: int) -> int | None:
+    """POST one batch to ingest, retrying network errors, 429 and 503 (as `Retry-After` says); return how many
+    events ingest accepted, or None when it did not take the batch within `attempts` tries."""
+    for attempt in range(attempts):
+        try:
+            resp = await client.post("/v1/events", json=batch)
+        except httpx.HTTPError:
+            await asyncio.sleep(min(0.2 * 2**attempt, 5))
+            continue
+        if resp.status_code in (429, 503):
+            await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
+            continue
+        resp.raise_for_status()
+        return len(resp.json()["accepted"])
+    return None
+
+
 async def run(ingest_url: str, rate: float, seed: int, duration_s: float | None, api_key: str | None = None,
               batch_size: int = 50) -> int:
     """Send events at about `rate` per second; return how many were accepted."""
@@ -155,17 +171,6 @@ async def run(ingest_url: str, rate: float, seed: int, duration_s: float | None,
     async with httpx.AsyncClient(base_url=ingest_url, timeout=30, headers=headers) as client:
         while duration_s is None or loop.time() - started < duration_s:
             batch = [next(stream) for _ in range(batch_size)]
-            for attempt in range(10):
-                try:
-                    resp = await client.post("/v1/events", json=batch)
-                except httpx.HTTPError:
-                    await asyncio.sleep(min(2**attempt * 0.2, 5))
-                    continue
-                if resp.status_code in (429, 503):
-                    await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
-                    continue
-                resp.raise_for_status()
-                accepted += len(resp.json()["accepted"])
-                break
+            accepted += await post_batch(client, batch, attempts=10) or 0
             await asyncio.sleep(batch_size / rate)
     return accepted

@@ -10,8 +10,8 @@ import typer
 from kp.dbcmd import (
     database_url,
     on_connection,
-    parse_id,
     refuse_unknown_municipalities,
+    revoke_on_stack,
     run_on_stack,
 )
 from services.ingest.tracker import repository
@@ -74,8 +74,4 @@ def list_tokens(all_tokens: Annotated[bool, typer.Option("--all", help="Include 
 @sitetoken_app.command("revoke")
 def revoke(token_id: Annotated[str, typer.Argument(help="Id of the token (see `kp sitetoken list`).")]) -> None:
     """Revoke a site token; ingest refuses it within its token-cache time."""
-    parsed = parse_id(token_id, "token")
-    if not run_on_stack(lambda conn: repository.revoke_site_token(conn, parsed)):
-        typer.echo(f"error: no active site token {token_id}", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"revoked {token_id}")
+    revoke_on_stack(token_id, "site token", repository.revoke_site_token)

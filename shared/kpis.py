@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Final, Literal
 
 Granularity = Literal["hour", "day", "month"]
-GRANULARITIES: Final = ("hour", "day", "month")
 
 # metric name -> what its dimension holds ('' when it has none)
 METRICS: Final[dict[str, str]] = {

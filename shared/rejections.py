@@ -11,7 +11,6 @@ later is optional.
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -271,11 +270,3 @@ def encode_rejected(record: RejectedEvent, max_bytes: int = DEFAULT_MAX_RECORD_B
 def rejected_payload(max_bytes: int = DEFAULT_MAX_RECORD_BYTES, **kwargs: Any) -> tuple[bytes, bytes]:
     """Shortcut: `encode_rejected(build_rejected(**kwargs), max_bytes)`."""
     return encode_rejected(build_rejected(**kwargs), max_bytes)
-
-
-def decode_base64(value: str) -> bytes | None:
-    """Base64 text as bytes, or None when it is not valid base64."""
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return None

@@ -58,13 +58,6 @@ class Attack:
         ranges = [feasible(v) for v in values]
         self.rows.append((members, min(lo for lo, _ in ranges), max(hi for _, hi in ranges)))
 
-    def exact(self, cells: Iterable[Hashable], value: int) -> None:
-        """A sum the attacker knows exactly (an identity, or a cell known to be absent: zero)."""
-        members = frozenset(cells)
-        for c in members:
-            self._index(c)
-        self.rows.append((members, value, value))
-
     def bounds(self, targets: Sequence[Hashable]) -> Mapping[Hashable, tuple[int, int]]:
         """(minimum, maximum) of each target over all non-negative integer solutions."""
         n = len(self.unknowns)

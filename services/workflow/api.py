@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute
 
 from services.workflow import repository
 from services.workflow.auth import AuthError, Principal, check_platform
+from services.workflow.model import Case, Task
 from services.workflow.schemas import (
     AuditOut,
     CallbackAccepted,
@@ -33,6 +34,7 @@ from services.workflow.schemas import (
 )
 from services.workflow.service import Engine, NotFound, WorkflowError
 from services.workflow.settings import CallbackPlatform
+from services.workflow.unit_of_work import PostgresUnitOfWork
 from shared.db import Conn
 from shared.events import application_event_adapter
 
@@ -163,17 +165,26 @@ def _engine(request: Request) -> Engine:
     return engine
 
 
-async def _case_view(conn: Conn, engine: Engine, case: dict[str, Any]) -> CaseOut:
-    timers = [TimerOut(**t) for t in await repository.timers_of(conn, case["case_id"])]
-    task = await repository.active_task(conn, case["case_id"])
+async def _case_view(conn: Conn, engine: Engine, case: Case) -> CaseOut:
+    timers = [TimerOut(**t) for t in await repository.timers_of(conn, case.case_id)]
+    task = await repository.active_task(conn, case.case_id)
     title = None
-    if case["current_step"]:
+    if case.current_step:
         try:
-            title = engine.registry.get(case["definition"], case["definition_version"]).step(case["current_step"]).title
+            title = engine.registry.get(case.definition, case.definition_version).step(case.current_step).title
         except KeyError:
             title = None
-    return CaseOut(**case, current_step_title=title, next_timer=timers[0] if timers else None, timers=timers,
-                   open_task=TaskOut(**task) if task else None)
+    return CaseOut(
+        case_id=case.case_id, application_id=case.application_id, municipality=case.municipality,
+        service=case.service, definition=case.definition, definition_version=case.definition_version,
+        state=case.state.value, current_step=case.current_step, current_step_title=title,
+        step_entered_at=case.step_entered_at, attempts=case.attempts, last_error=case.last_error,
+        next_timer=timers[0] if timers else None, timers=timers, open_task=_task_out(task) if task else None,
+        outcome=case.outcome, opened_at=case.opened_at, closed_at=case.closed_at, context=case.context.to_json())
+
+
+def _task_out(task: Task) -> TaskOut:
+    return TaskOut.model_validate(task, from_attributes=True)
 
 
 # --- cases --------------------------------------------------------------------------------------------
@@ -182,7 +193,7 @@ async def _case_view(conn: Conn, engine: Engine, case: dict[str, Any]) -> CaseOu
 async def get_case(case_id: UUID, request: Request, who: Clerk) -> CaseOut:
     async with request.app.state.pool.acquire() as conn:
         case = await repository.get_case(conn, case_id)
-        if case is None or case["municipality"] not in who.municipalities:
+        if case is None or case.municipality not in who.municipalities:
             raise NotFound("case")
         return await _case_view(conn, _engine(request), case)
 
@@ -191,7 +202,7 @@ async def get_case(case_id: UUID, request: Request, who: Clerk) -> CaseOut:
 async def get_audit(case_id: UUID, request: Request, who: Clerk) -> list[AuditOut]:
     async with request.app.state.pool.acquire() as conn:
         case = await repository.get_case(conn, case_id)
-        if case is None or case["municipality"] not in who.municipalities:
+        if case is None or case.municipality not in who.municipalities:
             raise NotFound("case")
         return [AuditOut(**a) for a in await repository.audit_of(conn, case_id)]
 
@@ -209,7 +220,7 @@ async def retry_case(case_id: UUID, body: OperatorAction, request: Request, who:
     engine = _engine(request)
     async with request.app.state.pool.acquire() as conn:
         async with conn.transaction():
-            case = await engine.operator_retry(conn, case_id, f"operator:{who.actor}", body.reason,
+            case = await engine.operator_retry(PostgresUnitOfWork(conn), case_id, f"operator:{who.actor}", body.reason,
                                                set(who.municipalities))
         return await _case_view(conn, engine, case)
 
@@ -219,7 +230,7 @@ async def skip_step(case_id: UUID, body: OperatorAction, request: Request, who: 
     engine = _engine(request)
     async with request.app.state.pool.acquire() as conn:
         async with conn.transaction():
-            case = await engine.operator_skip(conn, case_id, f"operator:{who.actor}", body.reason,
+            case = await engine.operator_skip(PostgresUnitOfWork(conn), case_id, f"operator:{who.actor}", body.reason,
                                               set(who.municipalities))
         return await _case_view(conn, engine, case)
 
@@ -244,8 +255,9 @@ async def list_tasks(request: Request, who: Clerk, queue: str | None = None,
 @router.post("/v1/tasks/{task_id}/claim", summary="Claim a task")
 async def claim_task(task_id: UUID, request: Request, who: ClerkOnly) -> TaskOut:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        task = await _engine(request).claim_task(conn, task_id, who.actor, set(who.municipalities))
-    return TaskOut(**task)
+        task = await _engine(request).claim_task(PostgresUnitOfWork(conn), task_id, who.actor,
+                                                 set(who.municipalities))
+    return _task_out(task)
 
 
 @router.post("/v1/tasks/{task_id}/complete", summary="Complete a claimed task with a decision")
@@ -253,17 +265,17 @@ async def complete_task(task_id: UUID, body: CompleteTask, request: Request, who
     engine = _engine(request)
     async with request.app.state.pool.acquire() as conn:
         async with conn.transaction():
-            case = await engine.complete_task(conn, task_id, body.decision, who.actor, set(who.municipalities),
-                                              body.reason)
+            case = await engine.complete_task(PostgresUnitOfWork(conn), task_id, body.decision, who.actor,
+                                              set(who.municipalities), body.reason)
         return await _case_view(conn, engine, case)
 
 
 @router.post("/v1/tasks/{task_id}/reassign", summary="Move a task to another queue or person")
 async def reassign_task(task_id: UUID, body: ReassignTask, request: Request, who: Clerk) -> TaskOut:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        task = await _engine(request).reassign_task(conn, task_id, who.actor, set(who.municipalities), body.queue,
-                                                    body.assignee, body.reason)
-    return TaskOut(**task)
+        task = await _engine(request).reassign_task(PostgresUnitOfWork(conn), task_id, who.actor,
+                                                    set(who.municipalities), body.queue, body.assignee, body.reason)
+    return _task_out(task)
 
 
 # --- FIT-Connect-style callbacks ----------------------------------------------------------------------

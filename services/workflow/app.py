@@ -26,6 +26,7 @@ from services.workflow.relay import CONSUMER as RELAY_CONSUMER
 from services.workflow.relay import RELAY_REASONS, make_relay_producer, run_relay
 from services.workflow.service import Engine
 from services.workflow.settings import WorkflowSettings
+from services.workflow.unit_of_work import postgres_lanes
 from services.workflow.views import views
 from shared.apidocs import install_api_docs
 from shared.asyncapi import CONTRACTS
@@ -94,6 +95,7 @@ def create_app(settings: WorkflowSettings | None = None, *, clock: Clock | None 
 
         pool = await create_pool(settings)
         holder["pool"] = app.state.pool = pool
+        holder["units"] = postgres_lanes(pool)
         await register_definitions(pool, registry)
         producer = make_relay_producer(settings)
         await producer.start()

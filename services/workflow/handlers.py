@@ -16,18 +16,17 @@ import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
-import asyncpg
 from aiokafka import TopicPartition
 from faststream.kafka import KafkaRouter
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
-from services.workflow.service import Engine, Sink
+from services.workflow.service import Engine
 from services.workflow.settings import WorkflowSettings
-from shared.db import Conn
+from services.workflow.unit_of_work import Lanes, UnitOfWork
 from shared.events import ApplicationEvent, application_event_adapter
 from shared.poison import (
     ConsumedRecord,
@@ -107,39 +106,9 @@ def lanes(events: list[ApplicationEvent], count: int) -> list[list[ApplicationEv
     return [lane for lane in out if lane]
 
 
-class SerialConnection:
-    """One connection shared by the concurrent applications of a lane: statements run one at a time."""
-
-    def __init__(self, conn: Conn) -> None:
-        self._conn = conn
-        self._lock = asyncio.Lock()
-
-    async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        async with self._lock:
-            return await self._conn.execute(*args, **kwargs)
-
-    async def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        async with self._lock:
-            return await self._conn.executemany(*args, **kwargs)
-
-    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
-        async with self._lock:
-            return await self._conn.fetch(*args, **kwargs)
-
-    async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
-        async with self._lock:
-            return await self._conn.fetchrow(*args, **kwargs)
-
-    async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
-        async with self._lock:
-            return await self._conn.fetchval(*args, **kwargs)
-
-
-async def apply_events(conn: Conn, engine: Engine, lane: list[ApplicationEvent], sink: Sink,
-                       concurrency: int) -> list[str]:
-    """Apply a prepared lane: each application's events in order, up to `concurrency` applications at a time
-    (so their external calls, e.g. E-Akte filings, overlap) on the lane's one connection and transaction."""
-    shared = cast(Conn, SerialConnection(conn))
+async def apply_events(uow: UnitOfWork, engine: Engine, lane: list[ApplicationEvent], concurrency: int) -> list[str]:
+    """Apply a lane: each application's events in order, up to `concurrency` applications at a time (so their
+    external calls, e.g. E-Akte filings, overlap) in the lane's one unit of work."""
     slots = asyncio.Semaphore(max(1, concurrency))
     by_application: dict[str, list[int]] = {}
     for i, e in enumerate(lane):
@@ -149,7 +118,7 @@ async def apply_events(conn: Conn, engine: Engine, lane: list[ApplicationEvent],
     async def one_application(indices: list[int]) -> None:
         async with slots:
             for i in indices:
-                results[i] = await engine.on_application_event(shared, lane[i], sink)
+                results[i] = await engine.on_application_event(uow, lane[i])
 
     try:
         async with asyncio.TaskGroup() as group:  # one failure cancels the rest; the lane is retried
@@ -160,15 +129,13 @@ async def apply_events(conn: Conn, engine: Engine, lane: list[ApplicationEvent],
     return results
 
 
-async def apply_lane_once(pool: asyncpg.Pool, engine: Engine, lane: Sequence[ApplicationEvent],
+async def apply_lane_once(units: Lanes, engine: Engine, lane: Sequence[ApplicationEvent],
                           concurrency: int = 1) -> None:
-    """A lane in one transaction (all or nothing)."""
+    """A lane in one unit of work (all or nothing)."""
     events = list(lane)
-    async with pool.acquire() as conn, conn.transaction():
-        sink = Sink()
-        await engine.prepare_lane(conn, events, sink)
-        results = await apply_events(conn, engine, events, sink, concurrency)
-        await sink.write(conn)
+    async with units() as uow:
+        await uow.prefetch(events, engine.new_case)
+        results = await apply_events(uow, engine, events, concurrency)
     for e, result in zip(events, results, strict=True):
         engine.metrics.event(e.type, result).inc()
 
@@ -176,12 +143,12 @@ async def apply_lane_once(pool: asyncpg.Pool, engine: Engine, lane: Sequence[App
 RejectEvent = Callable[[ApplicationEvent, BaseException], Awaitable[None]]
 
 
-async def apply_lane(pool: asyncpg.Pool, engine: Engine, lane: list[ApplicationEvent], concurrency: int = 1,
+async def apply_lane(units: Lanes, engine: Engine, lane: list[ApplicationEvent], concurrency: int = 1,
                      reject: RejectEvent | None = None) -> None:
     """Apply a lane; if its transaction fails for a reason that is not infrastructure, split it until the event
     that fails alone is found and handed to `reject` (without `reject` that failure propagates)."""
     async def apply(part: Sequence[ApplicationEvent]) -> None:
-        await apply_lane_once(pool, engine, part, concurrency)
+        await apply_lane_once(units, engine, part, concurrency)
 
     async def refuse(event: ApplicationEvent, exc: BaseException) -> None:
         if reject is None:
@@ -194,7 +161,7 @@ async def apply_lane(pool: asyncpg.Pool, engine: Engine, lane: list[ApplicationE
     await isolate(lane, apply, refuse, split)
 
 
-async def apply_batch(pool: asyncpg.Pool, engine: Engine, records: Sequence[ConsumedRecord], lane_count: int,
+async def apply_batch(units: Lanes, engine: Engine, records: Sequence[ConsumedRecord], lane_count: int,
                       lane_concurrency: int = 1, publish: Publish | None = None,
                       max_rejected_bytes: int = 1_000_000) -> None:
     """Apply one consumed batch; rejected records are published (and acknowledged by the broker) before this
@@ -217,7 +184,7 @@ async def apply_batch(pool: asyncpg.Pool, engine: Engine, records: Sequence[Cons
         await send(Rejected(record, reason_of(exc), error_detail(exc), event.source, str(event.id)))
 
     await asyncio.gather(*(send(r) for r in parsed.rejected))
-    await asyncio.gather(*(apply_lane(pool, engine, lane, lane_concurrency, reject)
+    await asyncio.gather(*(apply_lane(units, engine, lane, lane_concurrency, reject)
                            for lane in lanes(parsed.events, lane_count)))
 
 
@@ -265,7 +232,7 @@ def build_router(settings: WorkflowSettings, holder: dict[str, Any]) -> KafkaRou
     async def on_application_events(_body: Any, message: KafkaMessage) -> None:
         engine: Engine = holder["engine"]
         try:
-            await apply_batch(holder["pool"], engine, message.raw_message, settings.lanes,
+            await apply_batch(holder["units"], engine, message.raw_message, settings.lanes,
                               settings.lane_concurrency, publish, settings.rejected_max_bytes)
         except Exception:
             log.exception("batch failed; it will be redelivered")

@@ -10,20 +10,26 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.workflow.definitions import Definition
+from services.workflow.model import CaseState, TaskStatus, TimerKind
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NONE = "\N{EN DASH}"  # shown where a value is missing
 
-STATES = {"running": "in automatischer Bearbeitung", "waiting": "wartet", "task": "bei der Sachbearbeitung",
-          "retrying": "wird wiederholt", "parked": "angehalten", "closed": "abgeschlossen"}
+STATES: dict[str, str] = {
+    CaseState.RUNNING: "in automatischer Bearbeitung", CaseState.WAITING: "wartet",
+    CaseState.TASK: "bei der Sachbearbeitung", CaseState.RETRYING: "wird wiederholt",
+    CaseState.PARKED: "angehalten", CaseState.CLOSED: "abgeschlossen"}
 OUTCOMES = {"approved": "genehmigt", "rejected": "abgelehnt", "partially_approved": "teilweise genehmigt",
             "withdrawn": "zurückgenommen", "filed": "erledigt", "acknowledged": "bestätigt",
             "decision": "entschieden"}
 DECISIONS = {"approved": "Genehmigen", "rejected": "Ablehnen", "partially_approved": "Teilweise genehmigen",
              "extend": "Fiktionsfrist einmalig verlängern"}
-TIMERS = {"deadline": "Frist", "reminder": "Erinnerung", "retry": "neuer Versuch", "timer": "Wartezeit",
-          "fiction": "Genehmigungsfiktion", "fiction_alert": "Warnung vor der Genehmigungsfiktion"}
-TASK_STATUS = {"open": "offen", "claimed": "übernommen", "done": "erledigt", "cancelled": "entfallen"}
+TIMERS: dict[str, str] = {
+    TimerKind.DEADLINE: "Frist", TimerKind.REMINDER: "Erinnerung", TimerKind.RETRY: "neuer Versuch",
+    TimerKind.TIMER: "Wartezeit", TimerKind.FICTION: "Genehmigungsfiktion",
+    TimerKind.FICTION_ALERT: "Warnung vor der Genehmigungsfiktion"}
+TASK_STATUS: dict[str, str] = {TaskStatus.OPEN: "offen", TaskStatus.CLAIMED: "übernommen", TaskStatus.DONE: "erledigt",
+                               TaskStatus.CANCELLED: "entfallen"}
 QUEUES = {
     "allgemein": "Allgemeine Sachbearbeitung", "bauaufsicht": "Bauaufsicht", "parkausweise": "Parkausweise",
     "parkausweise-leitung": "Parkausweise (Leitung)", "gewerbe": "Gewerbeamt", "gewerbe-a": "Gewerbeamt, Team A",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -9,6 +11,7 @@ from uuid import UUID
 import asyncpg
 import orjson
 
+from services.workflow.model import Case, CaseContext, CaseState, Task, TaskStatus, Timer, TimerKind
 from shared.db import Conn
 
 CASE_COLUMNS = """case_id, application_id, municipality, service, definition, definition_version, state,
@@ -96,25 +99,54 @@ async def versions_in_use(conn: Conn) -> list[tuple[str, int]]:
 
 # --- cases ---------------------------------------------------------------------------------------------
 
-async def insert_case(conn: Conn, case: dict[str, Any]) -> bool:
+LOCKED_COLUMNS = f"""{CASE_COLUMNS},
+    (SELECT coalesce(jsonb_object_agg(d.name, d.step), '{{}}'::jsonb) FROM wf_due d WHERE d.case_id = c.case_id)
+        AS timers,
+    EXISTS (SELECT 1 FROM wf_tasks t WHERE t.case_id = c.case_id AND t.status IN ('open', 'claimed')) AS has_task"""
+
+
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """A row-locked case with what `wf_due` and `wf_tasks` hold for it at that moment (timer name -> step, an
+    active task), read in the same statement so steps without timers or tasks cost no further query."""
+
+    case: Case
+    timers: dict[str, str | None]
+    has_task: bool
+
+
+def case_from_row(row: asyncpg.Record) -> Case:
+    return Case(
+        case_id=row["case_id"], application_id=row["application_id"], municipality=row["municipality"],
+        service=row["service"], definition=row["definition"], definition_version=row["definition_version"],
+        state=CaseState(row["state"]), current_step=row["current_step"], step_entered_at=row["step_entered_at"],
+        opened_at=row["opened_at"], context=CaseContext.from_json(row["context"]), attempts=row["attempts"],
+        last_error=row["last_error"], event_seq=row["event_seq"], outcome=row["outcome"],
+        closed_at=row["closed_at"],
+    )
+
+
+def _locked(row: asyncpg.Record) -> Locked:
+    return Locked(case_from_row(row), row["timers"], row["has_task"])
+
+
+async def insert_case(conn: Conn, case: Case) -> bool:
     row = await conn.fetchval(
         """INSERT INTO wf_cases (case_id, application_id, municipality, service, definition, definition_version,
                                  state, current_step, step_entered_at, context, opened_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
            ON CONFLICT (application_id) DO NOTHING RETURNING case_id""",
-        case["case_id"], case["application_id"], case["municipality"], case["service"], case["definition"],
-        case["definition_version"], case["state"], case["current_step"], case["step_entered_at"],
-        case["context"], case["opened_at"],
+        case.case_id, case.application_id, case.municipality, case.service, case.definition,
+        case.definition_version, case.state.value, case.current_step, case.step_entered_at,
+        case.context.to_json(), case.opened_at,
     )
     return row is not None
 
 
-async def insert_cases(conn: Conn, cases: list[dict[str, Any]]) -> set[str]:
+async def insert_cases(conn: Conn, cases: list[Case]) -> set[str]:
     """`insert_case` for several cases in one statement; returns the application ids inserted."""
     if not cases:
         return set()
-    cols = ("case_id", "application_id", "municipality", "service", "definition", "definition_version", "state",
-            "current_step", "step_entered_at", "opened_at")
     rows = await conn.fetch(
         """INSERT INTO wf_cases (case_id, application_id, municipality, service, definition, definition_version,
                                  state, current_step, step_entered_at, opened_at, context)
@@ -123,29 +155,30 @@ async def insert_cases(conn: Conn, cases: list[dict[str, Any]]) -> set[str]:
                        $8::text[], $9::timestamptz[], $10::timestamptz[], $11::text[])
                 AS r(c, a, m, s, d, v, st, cs, se, o, ctx)
            ON CONFLICT (application_id) DO NOTHING RETURNING application_id""",
-        *[[c[col] for c in cases] for col in cols], [orjson.dumps(c["context"]).decode() for c in cases],
+        [c.case_id for c in cases], [c.application_id for c in cases], [c.municipality for c in cases],
+        [c.service for c in cases], [c.definition for c in cases], [c.definition_version for c in cases],
+        [c.state.value for c in cases], [c.current_step for c in cases], [c.step_entered_at for c in cases],
+        [c.opened_at for c in cases], [orjson.dumps(c.context.to_json()).decode() for c in cases],
     )
     return {r["application_id"] for r in rows}
 
 
-async def lock_cases_by_application(conn: Conn, application_ids: list[str]) -> list[dict[str, Any]]:
+async def lock_cases_by_application(conn: Conn, application_ids: list[str]) -> list[Locked]:
     """Row-lock the existing cases of several applications in one statement (in case id order)."""
     if not application_ids:
         return []
     rows = await conn.fetch(
-        f"""SELECT {CASE_COLUMNS} FROM wf_cases WHERE application_id = ANY($1::text[])
-            ORDER BY case_id FOR UPDATE""",
+        f"""SELECT {LOCKED_COLUMNS} FROM wf_cases c WHERE application_id = ANY($1::text[])
+            ORDER BY case_id FOR UPDATE OF c""",
         application_ids,
     )
-    return [dict(r) for r in rows]
+    return [_locked(r) for r in rows]
 
 
-async def save_cases(conn: Conn, cases: list[dict[str, Any]]) -> None:
+async def save_cases(conn: Conn, cases: list[Case]) -> None:
     """`save_case` for several cases in one statement."""
     if not cases:
         return
-    cols = ("case_id", "state", "current_step", "step_entered_at", "attempts", "last_error", "event_seq",
-            "outcome", "closed_at")
     await conn.execute(
         """UPDATE wf_cases w SET state = u.st, current_step = u.cs, step_entered_at = u.se, attempts = u.at,
                last_error = u.le, context = u.ctx::jsonb, event_seq = u.seq, outcome = u.oc, closed_at = u.cl,
@@ -153,46 +186,49 @@ async def save_cases(conn: Conn, cases: list[dict[str, Any]]) -> None:
            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::int[], $6::text[], $7::int[],
                        $8::text[], $9::timestamptz[], $10::text[]) AS u(id, st, cs, se, at, le, seq, oc, cl, ctx)
            WHERE w.case_id = u.id""",
-        *[[c[col] for c in cases] for col in cols], [orjson.dumps(c["context"]).decode() for c in cases],
+        [c.case_id for c in cases], [c.state.value for c in cases], [c.current_step for c in cases],
+        [c.step_entered_at for c in cases], [c.attempts for c in cases], [c.last_error for c in cases],
+        [c.event_seq for c in cases], [c.outcome for c in cases], [c.closed_at for c in cases],
+        [orjson.dumps(c.context.to_json()).decode() for c in cases],
     )
 
 
-async def lock_case(conn: Conn, case_id: UUID, skip_locked: bool = False) -> dict[str, Any] | None:
+async def lock_case(conn: Conn, case_id: UUID, skip_locked: bool = False) -> Locked | None:
     """Row-lock a case for an update; with skip_locked, None when another transaction holds it."""
-    suffix = "FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE"
-    row = await conn.fetchrow(f"SELECT {CASE_COLUMNS} FROM wf_cases WHERE case_id = $1 {suffix}", case_id)
-    return dict(row) if row else None
+    suffix = "FOR UPDATE OF c SKIP LOCKED" if skip_locked else "FOR UPDATE OF c"
+    row = await conn.fetchrow(f"SELECT {LOCKED_COLUMNS} FROM wf_cases c WHERE case_id = $1 {suffix}", case_id)
+    return _locked(row) if row else None
 
 
-async def lock_case_by_application(conn: Conn, application_id: str) -> dict[str, Any] | None:
+async def lock_case_by_application(conn: Conn, application_id: str) -> Locked | None:
     row = await conn.fetchrow(
-        f"SELECT {CASE_COLUMNS} FROM wf_cases WHERE application_id = $1 FOR UPDATE", application_id
+        f"SELECT {LOCKED_COLUMNS} FROM wf_cases c WHERE application_id = $1 FOR UPDATE OF c", application_id
     )
-    return dict(row) if row else None
+    return _locked(row) if row else None
 
 
-async def save_case(conn: Conn, case: dict[str, Any]) -> None:
+async def save_case(conn: Conn, case: Case) -> None:
     await conn.execute(
         """UPDATE wf_cases SET state = $2, current_step = $3, step_entered_at = $4, attempts = $5,
                last_error = $6, context = $7, event_seq = $8, outcome = $9, closed_at = $10, updated_at = now()
            WHERE case_id = $1""",
-        case["case_id"], case["state"], case["current_step"], case["step_entered_at"], case["attempts"],
-        case["last_error"], case["context"], case["event_seq"], case["outcome"], case["closed_at"],
+        case.case_id, case.state.value, case.current_step, case.step_entered_at, case.attempts,
+        case.last_error, case.context.to_json(), case.event_seq, case.outcome, case.closed_at,
     )
 
 
-async def get_case(conn: Conn, case_id: UUID) -> dict[str, Any] | None:
+async def get_case(conn: Conn, case_id: UUID) -> Case | None:
     row = await conn.fetchrow(f"SELECT {CASE_COLUMNS} FROM wf_cases WHERE case_id = $1", case_id)
-    return dict(row) if row else None
+    return case_from_row(row) if row else None
 
 
-async def list_cases(conn: Conn, municipalities: list[str], state: str | None, limit: int) -> list[dict[str, Any]]:
+async def list_cases(conn: Conn, municipalities: list[str], state: str | None, limit: int) -> list[Case]:
     rows = await conn.fetch(
         f"""SELECT {CASE_COLUMNS} FROM wf_cases WHERE municipality = ANY($1::text[])
             AND ($2::text IS NULL OR state = $2) ORDER BY opened_at DESC LIMIT $3""",
         municipalities, state, limit,
     )
-    return [dict(r) for r in rows]
+    return [case_from_row(r) for r in rows]
 
 
 async def count_cases_by_state(conn: Conn) -> dict[str, int]:
@@ -255,11 +291,11 @@ async def oldest_unpublished_age_s(conn: Conn) -> float:
 
 # --- timers --------------------------------------------------------------------------------------------
 
-async def set_timer(conn: Conn, case_id: UUID, name: str, step: str | None, due_at: datetime) -> None:
+async def set_timer(conn: Conn, case_id: UUID, kind: TimerKind, step: str | None, due_at: datetime) -> None:
     await conn.execute(
         """INSERT INTO wf_due (case_id, name, step, due_at) VALUES ($1, $2, $3, $4)
            ON CONFLICT (case_id, name) DO UPDATE SET step = EXCLUDED.step, due_at = EXCLUDED.due_at, attempts = 0""",
-        case_id, name, step, due_at,
+        case_id, kind.value, step, due_at,
     )
 
 
@@ -267,28 +303,23 @@ async def clear_step_timers(conn: Conn, case_id: UUID) -> None:
     await conn.execute("DELETE FROM wf_due WHERE case_id = $1 AND step IS NOT NULL", case_id)
 
 
-async def clear_timers(conn: Conn, case_id: UUID, names: list[str] | None = None) -> None:
-    if names is None:
+async def clear_timers(conn: Conn, case_id: UUID, kinds: Collection[TimerKind] | None = None) -> None:
+    if kinds is None:
         await conn.execute("DELETE FROM wf_due WHERE case_id = $1", case_id)
     else:
-        await conn.execute("DELETE FROM wf_due WHERE case_id = $1 AND name = ANY($2::text[])", case_id, names)
+        await conn.execute("DELETE FROM wf_due WHERE case_id = $1 AND name = ANY($2::text[])", case_id,
+                           [k.value for k in kinds])
 
 
-async def get_timer(conn: Conn, case_id: UUID, name: str) -> datetime | None:
-    due: datetime | None = await conn.fetchval(
-        "SELECT due_at FROM wf_due WHERE case_id = $1 AND name = $2", case_id, name
-    )
-    return due
-
-
-async def take_due(conn: Conn, now: datetime, limit: int) -> list[dict[str, Any]]:
+async def take_due(conn: Conn, now: datetime, limit: int) -> list[Timer]:
     """Lock due timers; another instance polling at the same time skips these rows."""
     rows = await conn.fetch(
         """SELECT id, case_id, name, step, due_at, attempts FROM wf_due WHERE due_at <= $1
            ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED""",
         now, limit,
     )
-    return [dict(r) for r in rows]
+    return [Timer(id=r["id"], case_id=r["case_id"], kind=TimerKind(r["name"]), step=r["step"], due_at=r["due_at"],
+                  attempts=r["attempts"]) for r in rows]
 
 
 async def delete_due(conn: Conn, due_id: int) -> None:
@@ -300,11 +331,25 @@ async def postpone_due(conn: Conn, due_id: int, due_at: datetime) -> None:
 
 
 async def timers_of(conn: Conn, case_id: UUID) -> list[dict[str, Any]]:
+    """The case's timers for display (name, step, due time), the next first."""
     rows = await conn.fetch("SELECT name, step, due_at FROM wf_due WHERE case_id = $1 ORDER BY due_at", case_id)
     return [dict(r) for r in rows]
 
 
 # --- tasks ---------------------------------------------------------------------------------------------
+
+TASK_COLUMNS = """task_id, case_id, step, queue, municipality, service, status, assignee, due_at, decision,
+    created_at, completed_at"""
+
+
+def task_from_row(row: asyncpg.Record) -> Task:
+    return Task(
+        task_id=row["task_id"], case_id=row["case_id"], step=row["step"], queue=row["queue"],
+        municipality=row["municipality"], service=row["service"], status=TaskStatus(row["status"]),
+        due_at=row["due_at"], created_at=row["created_at"], assignee=row["assignee"], decision=row["decision"],
+        completed_at=row["completed_at"],
+    )
+
 
 async def queue_loads(conn: Conn, municipality: str, queues: list[str]) -> dict[str, int]:
     rows = await conn.fetch(
@@ -315,33 +360,34 @@ async def queue_loads(conn: Conn, municipality: str, queues: list[str]) -> dict[
     return {r["queue"]: r["n"] for r in rows}
 
 
-async def create_task(conn: Conn, task: dict[str, Any]) -> None:
+async def create_task(conn: Conn, task: Task) -> None:
     await conn.execute(
         """INSERT INTO wf_tasks (task_id, case_id, step, queue, municipality, service, status, due_at, created_at)
-           VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8)""",
-        task["task_id"], task["case_id"], task["step"], task["queue"], task["municipality"], task["service"],
-        task["due_at"], task["created_at"],
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        task.task_id, task.case_id, task.step, task.queue, task.municipality, task.service, task.status.value,
+        task.due_at, task.created_at,
     )
 
 
-async def active_task(conn: Conn, case_id: UUID) -> dict[str, Any] | None:
+async def active_task(conn: Conn, case_id: UUID) -> Task | None:
     row = await conn.fetchrow(
-        "SELECT * FROM wf_tasks WHERE case_id = $1 AND status IN ('open', 'claimed')", case_id
+        f"SELECT {TASK_COLUMNS} FROM wf_tasks WHERE case_id = $1 AND status IN ('open', 'claimed')", case_id
     )
-    return dict(row) if row else None
+    return task_from_row(row) if row else None
 
 
-async def get_task(conn: Conn, task_id: UUID) -> dict[str, Any] | None:
-    row = await conn.fetchrow("SELECT * FROM wf_tasks WHERE task_id = $1", task_id)
-    return dict(row) if row else None
+async def get_task(conn: Conn, task_id: UUID) -> Task | None:
+    row = await conn.fetchrow(f"SELECT {TASK_COLUMNS} FROM wf_tasks WHERE task_id = $1", task_id)
+    return task_from_row(row) if row else None
 
 
-async def update_task(conn: Conn, task_id: UUID, **fields: Any) -> None:
-    allowed = {"status", "assignee", "queue", "due_at", "decision", "completed_at"}
-    assert set(fields) <= allowed, fields
-    names = sorted(fields)
-    sets = ", ".join(f"{n} = ${i + 2}" for i, n in enumerate(names))
-    await conn.execute(f"UPDATE wf_tasks SET {sets} WHERE task_id = $1", task_id, *[fields[n] for n in names])
+async def update_task(conn: Conn, task: Task) -> None:
+    """Write what a task's life changes: status, assignee, queue, due time, decision, completion time."""
+    await conn.execute(
+        """UPDATE wf_tasks SET status = $2, assignee = $3, queue = $4, due_at = $5, decision = $6, completed_at = $7
+           WHERE task_id = $1""",
+        task.task_id, task.status.value, task.assignee, task.queue, task.due_at, task.decision, task.completed_at,
+    )
 
 
 async def cancel_tasks(conn: Conn, case_id: UUID, now: datetime) -> None:
@@ -367,7 +413,7 @@ async def list_tasks(conn: Conn, municipalities: list[str], queue: str | None, s
 
 # --- audit ---------------------------------------------------------------------------------------------
 
-async def add_audit(conn: Conn, rows: list[tuple[UUID | str, datetime, str, str, Any, Any, Any]]) -> None:
+async def add_audit(conn: Conn, rows: Sequence[tuple[UUID | str, datetime, str, str, Any, Any, Any]]) -> None:
     """All rows in one statement; ids follow the list order (the trail's order).
 
     The rows travel as one JSON array of arrays (a single C-level serialisation) instead of seven parameter

@@ -27,6 +27,7 @@ from services.workflow.definitions import Definition, HumanStep
 from services.workflow.oidc import OidcError
 from services.workflow.service import Engine, NotFound, WorkflowError
 from services.workflow.sessions import LOGIN_COOKIE, SESSION_COOKIE
+from services.workflow.unit_of_work import PostgresUnitOfWork
 from shared.events.text import refused_character
 from shared.reference import municipalities
 
@@ -283,36 +284,36 @@ async def _case_page(request: Request, viewer: Viewer, case_id: UUID, hinweis: s
     engine: Engine = request.app.state.engine
     async with request.app.state.pool.acquire() as conn:
         case = await repository.get_case(conn, case_id)
-        if case is None or case["municipality"] not in who.municipalities:
+        if case is None or case.municipality not in who.municipalities:
             return _render("fehler.html", status=404, viewer=viewer, fehler="Dieser Vorgang wurde nicht gefunden.")
         audit = await repository.audit_of(conn, case_id)
         timers = await repository.timers_of(conn, case_id)
         task = await repository.active_task(conn, case_id)
-    definition = _definition(engine, case["definition"], case["definition_version"])
+    definition = _definition(engine, case.definition, case.definition_version)
     history = [{"at": a["at"], "who": labels.actor(a["actor"], who.subject),
                 "text": labels.sentence(a["action"], a["detail"], a["before"], a["after"], definition)}
                for a in reversed(audit)]
     decisions: list[tuple[str, str]] = []
-    queue_choices = [q for q in _queue_choices(definition, task["step"], case["municipality"])
-                     if q != task["queue"]] if task is not None else []
+    queue_choices = [q for q in _queue_choices(definition, task.step, case.municipality)
+                     if q != task.queue] if task is not None else []
     if task is not None and definition is not None:
-        step = next((s for s in definition.steps if s.id == task["step"]), None)
+        step = next((s for s in definition.steps if s.id == task.step), None)
         if isinstance(step, HumanStep):
             decisions = [(d, labels.DECISIONS.get(d, d)) for d in step.decisions
-                         if d != "extend" or not case["context"].get("fiction_extended")]
-    ctx = case["context"]
+                         if d != "extend" or not case.context.fiction_extended]
+    ctx = case.context.to_json()
     return _render(
         "vorgang.html", case=case, ctx=ctx, history=history, viewer=viewer, task=task,
         next_timer=timers[0] if timers else None, timer_names=labels.TIMERS, decisions=decisions,
         queue_choices=queue_choices,
-        definition_title=definition.title if definition else case["definition"],
-        step_title=labels.step_title(definition, case["current_step"]) if case["current_step"] else labels.NONE,
-        task_step_title=labels.step_title(definition, task["step"]) if task else None,
-        state=labels.STATES.get(case["state"], case["state"]),
-        outcome=labels.OUTCOMES.get(case["outcome"] or "", case["outcome"]),
-        municipality_name=_names().get(case["municipality"], case["municipality"]),
-        hinweis=NOTICES.get(hinweis or ""), overdue=task is not None and task["due_at"] is not None
-        and task["due_at"] < _now())
+        definition_title=definition.title if definition else case.definition,
+        step_title=labels.step_title(definition, case.current_step) if case.current_step else labels.NONE,
+        task_step_title=labels.step_title(definition, task.step) if task else None,
+        state=labels.STATES.get(case.state, case.state),
+        outcome=labels.OUTCOMES.get(case.outcome or "", case.outcome),
+        municipality_name=_names().get(case.municipality, case.municipality),
+        hinweis=NOTICES.get(hinweis or ""), overdue=task is not None and task.due_at is not None
+        and task.due_at < _now())
 
 
 def _uuid(value: str) -> UUID | None:
@@ -388,7 +389,7 @@ async def claim(task_id: str, request: Request, authorization: Annotated[str | N
     engine: Engine = request.app.state.engine
     try:
         async with request.app.state.pool.acquire() as conn, conn.transaction():
-            task = await engine.claim_task(conn, task_uuid, viewer.principal.actor,
+            task = await engine.claim_task(PostgresUnitOfWork(conn), task_uuid, viewer.principal.actor,
                                            set(viewer.principal.municipalities))
     except NotFound:
         return _render("fehler.html", status=404, viewer=viewer, fehler=NOT_FOUND)
@@ -397,7 +398,7 @@ async def claim(task_id: str, request: Request, authorization: Annotated[str | N
     back = form.get("ziel")
     if back and sessions.safe_return_path(back) == back and back.startswith(f"{BASE}?"):
         return RedirectResponse(f"{back}&hinweis=uebernommen", status_code=303)
-    return RedirectResponse(f"{BASE}/vorgaenge/{task['case_id']}?hinweis=uebernommen", status_code=303)
+    return RedirectResponse(f"{BASE}/vorgaenge/{task.case_id}?hinweis=uebernommen", status_code=303)
 
 
 @views.post(f"{BASE}/aufgaben/{{task_id}}/erledigen")
@@ -414,7 +415,7 @@ async def complete(task_id: str, request: Request, authorization: Annotated[str 
         return _render("fehler.html", status=422, viewer=viewer, fehler="Bitte wählen Sie eine Entscheidung.")
     try:
         async with request.app.state.pool.acquire() as conn, conn.transaction():
-            await engine.complete_task(conn, task_uuid, decision, viewer.principal.actor,
+            await engine.complete_task(PostgresUnitOfWork(conn), task_uuid, decision, viewer.principal.actor,
                                        set(viewer.principal.municipalities), reason or None)
     except NotFound:
         return _render("fehler.html", status=404, viewer=viewer, fehler=NOT_FOUND)
@@ -437,17 +438,17 @@ async def reassign(task_id: str, request: Request, authorization: Annotated[str 
     try:
         async with request.app.state.pool.acquire() as conn, conn.transaction():
             task = await repository.get_task(conn, task_uuid)
-            case = await repository.get_case(conn, task["case_id"]) if task else None
+            case = await repository.get_case(conn, task.case_id) if task else None
             if task is None or case is None:
                 raise NotFound("task")
-            definition = _definition(engine, case["definition"], case["definition_version"])
-            if form.get("queue") not in _queue_choices(definition, task["step"], case["municipality"]) or not reason:
+            definition = _definition(engine, case.definition, case.definition_version)
+            if form.get("queue") not in _queue_choices(definition, task.step, case.municipality) or not reason:
                 return _render("fehler.html", status=422, viewer=viewer,
                                fehler="Bitte wählen Sie eine Warteschlange und geben Sie eine Begründung an.")
-            await engine.reassign_task(conn, task_uuid, viewer.principal.actor, set(viewer.principal.municipalities),
-                                       form["queue"], None, reason)
+            await engine.reassign_task(PostgresUnitOfWork(conn), task_uuid, viewer.principal.actor,
+                                       set(viewer.principal.municipalities), form["queue"], None, reason)
     except NotFound:
         return _render("fehler.html", status=404, viewer=viewer, fehler=NOT_FOUND)
     except WorkflowError:
         return _render("fehler.html", status=409, viewer=viewer, fehler=WORKFLOW_CONFLICT)
-    return RedirectResponse(f"{BASE}/vorgaenge/{task['case_id']}?hinweis=umverteilt", status_code=303)
+    return RedirectResponse(f"{BASE}/vorgaenge/{task.case_id}?hinweis=umverteilt", status_code=303)

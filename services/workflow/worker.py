@@ -10,7 +10,9 @@ import asyncpg
 
 from services.workflow import repository
 from services.workflow.metrics import WorkflowMetrics
+from services.workflow.model import CaseState
 from services.workflow.service import Engine
+from services.workflow.unit_of_work import PostgresUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -19,15 +21,15 @@ async def fire_due_once(pool: asyncpg.Pool, engine: Engine, limit: int) -> int:
     """Fire the timers that are due now; each in its own savepoint so one failure does not block the rest."""
     fired = 0
     async with pool.acquire() as conn, conn.transaction():
-        for due in await repository.take_due(conn, engine.clock.now(), limit):
+        for timer in await repository.take_due(conn, engine.clock.now(), limit):
             try:
                 async with conn.transaction():
-                    if await engine.on_timer(conn, due):
+                    if await engine.on_timer(PostgresUnitOfWork(conn), timer):
                         fired += 1
             except Exception:
-                log.exception("timer %s of case %s failed; postponed", due["name"], due["case_id"])
-                backoff = timedelta(seconds=min(600, 2 ** min(due["attempts"], 9)))
-                await repository.postpone_due(conn, due["id"], engine.clock.now() + backoff)
+                log.exception("timer %s of case %s failed; postponed", timer.kind.value, timer.case_id)
+                backoff = timedelta(seconds=min(600, 2 ** min(timer.attempts, 9)))
+                await repository.postpone_due(conn, timer.id, engine.clock.now() + backoff)
     return fired
 
 
@@ -51,9 +53,9 @@ async def refresh_metrics(pool: asyncpg.Pool, metrics: WorkflowMetrics, interval
         try:
             async with pool.acquire() as conn:
                 counts = await repository.count_cases_by_state(conn)
-                for state in ("running", "waiting", "task", "retrying", "parked", "closed", *counts):
+                for state in (*CaseState, *counts):
                     metrics.cases_by_state.labels(state).set(counts.get(state, 0))
-                metrics.parked_cases.set(counts.get("parked", 0))
+                metrics.parked_cases.set(counts.get(CaseState.PARKED, 0))
                 metrics.outbox_oldest.set(await repository.oldest_unpublished_age_s(conn))
         except asyncio.CancelledError:
             raise

@@ -15,7 +15,6 @@ from shared.events.text import Text
 Device = Literal["desktop", "mobile", "tablet", "other"]
 PagePath = Annotated[str, Text(200, pattern=r"^/[^?#\s]*$")]
 """A path without query or fragment: at most 200 characters and 400 UTF-8 bytes, no control characters."""
-Count = Annotated[int, Field(ge=0, strict=True)]
 
 
 class UsageEventBase(Envelope):

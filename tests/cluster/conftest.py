@@ -30,7 +30,6 @@ from bench.probes import aggregator_lag, counted
 from kp.cluster import KafkaCluster
 from kp.local import LocalStack, ServiceProcess
 from kp.pgreplica import PostgresPair
-from kp.stack import KafkaNode
 from services.workflow.adapters import FileSystemEAkte
 from shared.kafka import APPLICATION_EVENTS, USAGE_EVENTS, make_producer
 from tests.waiting import eventually
@@ -203,10 +202,6 @@ async def assert_exact(cs: ClusterStack, ags: str, result: LoadResult) -> None:
     await eventually(lag, lambda n: n == 0, timeout=90, interval=0.25)
     # Drained: nothing more can arrive, so the count must be exact, not just large enough.
     assert await now_counted() == accepted
-
-
-def node_of(cs: ClusterStack, node_id: int) -> KafkaNode:
-    return cs.kafka.node(node_id)
 
 
 DOCS = ["wohnungsgeberbestaetigung", "ausweisdokument"]

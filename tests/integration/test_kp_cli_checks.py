@@ -79,3 +79,28 @@ class TestNetworkErrors:
         result = kp("apikey", "list", env=env)
         assert result.returncode == 1
         assert "KP_DATABASE_URL" in _one_line_error(result)
+
+
+class TestRevoke:
+    @pytest.mark.parametrize(("group", "table", "what"),
+                             [("apikey", "ingest_api_keys", "key"), ("sitetoken", "ingest_site_tokens", "site token")])
+    async def test_revokes_once_then_says_there_is_no_active_one(
+        self, stack_env: dict[str, str], db: asyncpg.Connection, unique: str, group: str, table: str, what: str
+    ) -> None:
+        create = (["apikey", "create", "--platform", f"p-{unique}", "-m", "06534014"] if group == "apikey" else
+                  ["sitetoken", "create", "-m", "06534014", "--service", "99115005104000", "--origin", f"https://{unique}.example"])
+        created = kp(*create, env=stack_env)
+        assert created.returncode == 0, created.stderr
+        given = created.stdout.split()[1]
+        first = kp(group, "revoke", given, env=stack_env)
+        assert (first.returncode, first.stdout.strip()) == (0, f"revoked {given}"), first.stderr
+        assert await db.fetchval(f"SELECT revoked_at IS NOT NULL FROM {table} WHERE id = $1::uuid", given)
+        again = kp(group, "revoke", given, env=stack_env)
+        assert again.returncode == 1
+        assert _one_line_error(again) == f"error: no active {what} {given}"
+
+    @pytest.mark.parametrize("group", ["apikey", "sitetoken"])
+    def test_refuses_what_is_no_id(self, stack_env: dict[str, str], group: str) -> None:
+        result = kp(group, "revoke", "not-an-id", env=stack_env)
+        assert result.returncode == 2
+        assert "'not-an-id' is not a" in _one_line_error(result)

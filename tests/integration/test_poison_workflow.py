@@ -114,10 +114,10 @@ class TestIsolation:
         bad = events[13]["application_id"]
         original: Callable[..., Any] = wf.engine.on_application_event
 
-        async def failing(conn: Any, event: Any, sink: Any = None) -> str:
+        async def failing(uow: Any, event: Any) -> str:
             if event.application_id == bad:
                 raise RuntimeError("unexpected state")
-            result: str = await original(conn, event, sink)
+            result: str = await original(uow, event)
             return result
 
         monkeypatch.setattr(wf.engine, "on_application_event", failing)
@@ -172,10 +172,10 @@ class TestReplay:
         event = submitted(ags, WOHNSITZ, DOCS)
         original: Callable[..., Any] = wf.engine.on_application_event
 
-        async def failing(conn: Any, e: Any, sink: Any = None) -> str:
+        async def failing(uow: Any, e: Any) -> str:
             if e.application_id == event["application_id"]:
                 raise RuntimeError("bug in a step")
-            result: str = await original(conn, e, sink)
+            result: str = await original(uow, e)
             return result
 
         monkeypatch.setattr(wf.engine, "on_application_event", failing)

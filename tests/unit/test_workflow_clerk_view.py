@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -15,8 +16,9 @@ import pytest
 from kp.keycloak import REALM_FILE, demo_users
 from services.workflow import labels
 from services.workflow.definitions import load_definitions
+from services.workflow.model import Case, CaseContext, CaseState
 from services.workflow.oidc import Discovery, OidcError, RelyingParty
-from services.workflow.service import _statutory_due
+from services.workflow.service import statutory_due
 from services.workflow.sessions import safe_return_path, same_secret
 from services.workflow.settings import WorkflowSettings
 from shared.reference import municipalities
@@ -82,13 +84,18 @@ class TestDueDates:
     def test_a_step_without_deadline_is_due_at_the_statutory_deadline_or_the_fiction_if_earlier(self) -> None:
         bau = load_definitions().get("baugenehmigung-vereinfacht", 1)
         opened = datetime(2026, 1, 10, 9, 0, tzinfo=UTC)
-        case = {"opened_at": opened, "context": {}}
-        assert _statutory_due(bau, case) == opened + timedelta(days=90)
+
+        def case(fiction_due: datetime | None = None) -> Case:
+            return Case(case_id=uuid.uuid4(), application_id="A-1", municipality="06413000",
+                        service="99012070006001", definition=bau.name, definition_version=1,
+                        state=CaseState.TASK, current_step="pruefung", step_entered_at=opened, opened_at=opened,
+                        context=CaseContext(fiction_due=fiction_due))
+
+        assert statutory_due(bau, case()) == opened + timedelta(days=90)
         fiction = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
-        assert _statutory_due(bau, {**case, "context": {"fiction_due": fiction.isoformat()}}) == fiction
+        assert statutory_due(bau, case(fiction)) == fiction
         late = datetime(2026, 6, 1, tzinfo=UTC)
-        assert _statutory_due(bau, {**case, "context": {"fiction_due": late.isoformat()}}) == opened + timedelta(
-            days=90)
+        assert statutory_due(bau, case(late)) == opened + timedelta(days=90)
 
 
 def _provider(token_status: int = 200, issuer: str = ISSUER) -> tuple[httpx.MockTransport, list[httpx.Request]]:

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
-from types import SimpleNamespace
 from typing import Any, cast, get_args
 
 import orjson
 import pytest
 from asyncpg.pgproto.pgproto import UUID as PgUUID
 
-from services.workflow import service
-from services.workflow.adapters import ManualClock
-from services.workflow.service import Engine, Run, event_id
+from services.workflow import run as hot_path
+from services.workflow.model import Case, CaseContext, CaseState
+from services.workflow.run import Run, event_id
 from shared.events import workflow as wf
 from shared.events.base import Contract
 
@@ -39,12 +38,12 @@ DATA: dict[str, Contract] = {
 
 
 def a_run() -> Run:
-    # The case row as asyncpg returns it (its own UUID type, which JSON encoders do not all know).
-    case = {"case_id": PgUUID("6f1c2b7e-3d5a-4c1e-9b8f-0a1b2c3d4e5f"), "application_id": "FIT-2026-000123",
-            "municipality": "06413000", "service": "99115005104000", "definition": "wohnsitz_anmeldung",
-            "definition_version": 2, "event_seq": 4}
-    engine = SimpleNamespace(clock=ManualClock(NOW), topic="workflow.events.v1")
-    return Run(cast(Engine, engine), cast(Any, None), case, cast(Any, None))
+    # The case id as asyncpg returns it (its own UUID type, which JSON encoders do not all know).
+    case = Case(case_id=PgUUID("6f1c2b7e-3d5a-4c1e-9b8f-0a1b2c3d4e5f"), application_id="FIT-2026-000123",
+                municipality="06413000", service="99115005104000", definition="wohnsitz_anmeldung",
+                definition_version=2, state=CaseState.RUNNING, current_step="eingang", step_entered_at=NOW,
+                opened_at=NOW, context=CaseContext(), event_seq=4)
+    return Run(cast(Any, None), case, cast(Any, None), NOW, "workflow.events.v1", cast(Any, None))
 
 
 def test_every_contract_type_is_covered() -> None:
@@ -62,8 +61,8 @@ def test_emitted_event_is_the_contract_event(type_: str) -> None:
     assert key == event.kafka_key
     assert event.type == type_
     assert event.data == DATA[type_]
-    assert event.id == uuid.uuid5(run.case["case_id"], "event:5")  # deterministic: a re-run emits the same id
-    assert run.case["event_seq"] == 5
+    assert event.id == uuid.uuid5(run.case.case_id, "event:5")  # deterministic: a re-run emits the same id
+    assert run.case.event_seq == 5
     assert event.time == NOW
     # Field for field what the contract's own JSON serialisation gives.
     assert orjson.loads(payload) == orjson.loads(event.model_dump_json())
@@ -74,7 +73,7 @@ def test_ids_follow_the_case_sequence() -> None:
     for _ in range(3):
         run.emit("workflow.case.opened", wf.CaseOpenedData())
     ids = [wf.workflow_event_adapter.validate_json(p).id for _, _, p in run.outbox]
-    assert ids == [uuid.uuid5(run.case["case_id"], f"event:{n}") for n in (5, 6, 7)]
+    assert ids == [uuid.uuid5(run.case.case_id, f"event:{n}") for n in (5, 6, 7)]
 
 
 @pytest.mark.parametrize("seq", [1, 17, 10_000])
@@ -86,21 +85,21 @@ def test_event_id_is_the_rfc_4122_name_based_uuid(seq: int) -> None:
 
 # The hot-path builders against their contract models: same fields, same values, defaults included.
 BUILT: list[tuple[str, dict[str, Any], Contract]] = [
-    ("workflow.case.opened", service.CASE_OPENED, wf.CaseOpenedData()),
-    ("workflow.step.started", service.step_started("pruefung", "automatic"),
+    ("workflow.case.opened", hot_path.CASE_OPENED, wf.CaseOpenedData()),
+    ("workflow.step.started", hot_path.step_started("pruefung", "automatic"),
      wf.StepStartedData(step="pruefung", kind="automatic")),
-    ("workflow.step.completed", service.step_completed("pruefung", 0), wf.StepCompletedData(step="pruefung")),
-    ("workflow.step.completed", service.step_completed("ablage", 987),
+    ("workflow.step.completed", hot_path.step_completed("pruefung", 0), wf.StepCompletedData(step="pruefung")),
+    ("workflow.step.completed", hot_path.step_completed("ablage", 987),
      wf.StepCompletedData(step="ablage", duration_ms=987)),
-    ("workflow.case.closed", service.case_closed("approved", 3_600),
+    ("workflow.case.closed", hot_path.case_closed("approved", 3_600),
      wf.CaseClosedData(outcome="approved", processing_time_s=3_600)),
-    ("workflow.notification.requested", service.notification("bescheid"),
+    ("workflow.notification.requested", hot_path.notification("bescheid"),
      wf.NotificationRequestedData(kind="bescheid")),
     ("workflow.notification.requested",
-     service.notification("eingangsbestaetigung", deadline=DEADLINE, consequence="genehmigungsfiktion"),
+     hot_path.notification("eingangsbestaetigung", deadline=DEADLINE, consequence="genehmigungsfiktion"),
      wf.NotificationRequestedData(kind="eingangsbestaetigung", deadline=DEADLINE, consequence="genehmigungsfiktion")),
     ("workflow.notification.requested",
-     service.notification("zahlungsaufforderung", amount_cents=1_200, documents=["ausweisdokument"]),
+     hot_path.notification("zahlungsaufforderung", amount_cents=1_200, documents=["ausweisdokument"]),
      wf.NotificationRequestedData(kind="zahlungsaufforderung", amount_cents=1_200, documents=["ausweisdokument"])),
 ]
 
