@@ -478,7 +478,6 @@ KPI_FAMILIES: Final[tuple[KpiFamily, ...]] = (
         ("Bearbeitungsdauer", "Fristen", "Fachverfahren"),
     ),
 )
-KPI_FAMILY_BY_KEY: Final = {f.key: f for f in KPI_FAMILIES}
 RANGE_NOTE: Final = (
     "Tageswerte der letzten 30 Tage; andere Zeiträume und Zeiteinheiten über die Parameter from, to und period "
     "der Schnittstelle (Beschreibung unter /docs)."
