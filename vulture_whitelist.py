@@ -9,13 +9,15 @@ _.model_config
 
 # pydantic + FastAPI: fields of API responses, event contracts and rejected-record envelopes; validated and
 # serialized by pydantic (and part of the published JSON/AsyncAPI schemas), never read as Python attributes
-_.from_  # services/publisher/schemas.py (alias "from")
-_.perturbation  # services/publisher/schemas.py
-_.total_items  # services/publisher/schemas.py
-_.hessen_suppressed  # services/publisher/schemas.py
-_.size_class_suppressed  # services/publisher/schemas.py
-_.hessen_members  # services/publisher/schemas.py
-_.invalid_params  # services/publisher/schemas.py (RFC 9457 problem details)
+_.from_  # services/publisher/kpis/schemas.py (alias "from")
+_.perturbation  # services/publisher/kpis/schemas.py
+_.total_items  # services/publisher/kpis/schemas.py
+_.suppressed  # services/publisher/kpis/schemas.py (always false, kept for compatibility)
+_.hessen_suppressed  # services/publisher/kpis/schemas.py
+_.size_class_suppressed  # services/publisher/kpis/schemas.py
+_.hessen_members  # services/publisher/kpis/schemas.py
+_.instance  # services/publisher/kpis/schemas.py (RFC 9457 problem details)
+_.invalid_params  # services/publisher/kpis/schemas.py (RFC 9457 problem details)
 _.completed_at  # services/workflow/schemas.py
 _.current_step  # services/workflow/schemas.py
 _.current_step_title  # services/workflow/schemas.py
@@ -35,7 +37,7 @@ _.step_name  # shared/events/usage.py
 _.value_bytes  # shared/rejections.py
 _.truncated  # shared/rejections.py
 
-# Jinja2: view-model fields read only by the dashboard templates (services/publisher/templates/)
+# Jinja2: view-model fields read only by the dashboard templates (services/publisher/dashboard/templates/)
 _.category_label
 _.download_label
 _.has_data
@@ -78,11 +80,5 @@ _.do_PUT
 
 # --- Not framework entry points: unused code in services that are being refactored in parallel. ----------------
 # Delete each name from the code and from this list together; this section is meant to become empty.
-_.count_published  # services/publisher/portal/repository.py
-_.published_per_municipality  # services/publisher/portal/repository.py
-_.default_rate_per_s  # services/ingest/settings.py (KP_DEFAULT_RATE_PER_S is never read)
-_.default_burst  # services/ingest/settings.py (KP_DEFAULT_BURST is never read)
-_.KPI_FAMILY_BY_KEY  # services/publisher/catalog.py
-_.BY_METRIC  # services/publisher/definitions.py
-_.hostable  # services/publisher/portal/vocab.py (set, never read)
+_.BY_METRIC  # services/publisher/kpis/definitions.py
 _.expires_at  # services/workflow/sessions.py (Session.expires_at set, never read)

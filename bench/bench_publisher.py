@@ -34,11 +34,11 @@ import httpx
 from asgi_lifespan import LifespanManager
 
 from bench.harness import bench_stack
-from services.publisher import repository
-from services.publisher import service as kpi_service
-from services.publisher.api import VersionedCache
 from services.publisher.app import create_app
-from services.publisher.service import BERLIN
+from services.publisher.kpis import repository
+from services.publisher.kpis import service as kpi_service
+from services.publisher.kpis.api import VersionedCache
+from services.publisher.kpis.service import BERLIN
 from services.publisher.settings import PublisherSettings
 from shared import ckm
 from shared.reference import municipalities

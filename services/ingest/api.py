@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import Any
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from fastapi import APIRouter, Request, Security
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.security import HTTPBearer
 
 from services.ingest import service
 from services.ingest.schemas import BatchResult, Problem
-from services.ingest.service import Item, ProblemError, Runtime
+from services.ingest.service import Item, Runtime, refusal
+from shared.http import PROBLEM, ProblemError, read_body
 
 router = APIRouter(tags=["ingest"])
 bearer = HTTPBearer(auto_error=False, description="The platform's API key: `Authorization: Bearer kpk_...`.")
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "description": text, "content": {"application/problem+json": {}}}
+    status: {"model": Problem, "description": text, "content": {PROBLEM: {}}}
     for status, text in {
         400: "Body not parseable (invalid JSON, not an array, invalid gzip).",
         401: "API key missing, unknown or revoked.",
@@ -38,26 +38,21 @@ ENCODING_HEADER = {
 }
 
 
-def problem(exc: ProblemError) -> JSONResponse:
-    """Render problem details; `code` repeats the type's last segment for clients that switch on it."""
-    body = {"type": f"/problems/{exc.code.replace('_', '-')}", "title": HTTPStatus(exc.status).phrase,
-            "status": exc.status, "detail": exc.detail, "code": exc.code}
-    return JSONResponse(body, status_code=exc.status, media_type="application/problem+json", headers=exc.headers)
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 `payload_too_large` beyond `limit` bytes."""
+    return await read_body(request, limit, refusal(413, "payload_too_large", f"body exceeds {limit} bytes"))
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read at most `limit` bytes; a longer body is refused without buffering it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ProblemError(413, "payload_too_large", f"body exceeds {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ProblemError(413, "payload_too_large", f"body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+def not_written(exc: KafkaError | TimeoutError, retry_after_s: int, too_large: str,
+                unacknowledged: str) -> ProblemError:
+    """Kafka did not take the events: a record too large is permanent (413), anything else is worth a retry (503;
+    `unacknowledged` gets the error's class name)."""
+    if isinstance(exc, MessageSizeTooLargeError):
+        # Contracts and rejected records are bounded well below the broker's limit; should one still be refused,
+        # the answer is permanent, not "retry".
+        return refusal(413, "record_too_large", too_large)
+    return refusal(503, "event_store_unavailable", unacknowledged.format(type(exc).__name__),
+                   {"Retry-After": str(retry_after_s)})
 
 
 async def handle(request: Request, to_items: Callable[[Runtime, bytes], list[Item]]) -> Any:
@@ -67,7 +62,7 @@ async def handle(request: Request, to_items: Callable[[Runtime, bytes], list[Ite
     try:
         caller = await rt.auth.authenticate(request.headers.get("authorization"))
         rt.limiter.check(caller)
-        body = await read_body(request, rt.max_body_bytes)
+        body = await read_capped(request, rt.max_body_bytes)
         body = service.decompress(body, request.headers.get("content-encoding"), rt.max_body_bytes)
         request.app.state.metrics.body_bytes.observe(len(body))
         items = to_items(rt, body)
@@ -79,17 +74,11 @@ async def handle(request: Request, to_items: Callable[[Runtime, bytes], list[Ite
             request.app.state.metrics.auth_failures.inc()
         elif exc.status == 429 and caller is not None:
             request.app.state.metrics.rate_limited.labels(caller.platform).inc()
-        return problem(exc)
-    except MessageSizeTooLargeError:
-        # Contracts and rejected records are bounded well below the broker's limit; should one still be refused,
-        # the answer is permanent, not "retry".
-        return problem(ProblemError(413, "record_too_large", "an event of the batch is larger than the event "
-                                    "store accepts; nothing was accepted, do not retry it unchanged"))
+        raise
     except (KafkaError, TimeoutError) as exc:
-        return problem(ProblemError(503, "event_store_unavailable",
-                                    f"Kafka did not acknowledge the batch ({type(exc).__name__}); nothing was "
-                                    "accepted, retry with the same event ids",
-                                    {"Retry-After": str(rt.retry_after_s)}))
+        raise not_written(exc, rt.retry_after_s, "an event of the batch is larger than the event store accepts; "
+                          "nothing was accepted, do not retry it unchanged", "Kafka did not acknowledge the batch "
+                          "({}); nothing was accepted, retry with the same event ids") from exc
 
 
 @router.post(
@@ -154,7 +143,7 @@ async def post_platform_events(platform: str, request: Request) -> Any:
 
     def to_items(rt: Runtime, body: bytes) -> list[Item]:
         if mapping is None:
-            raise ProblemError(404, "unknown_platform", f"no mapping for platform {platform!r}")
+            raise refusal(404, "unknown_platform", f"no mapping for platform {platform!r}")
         document = service.parse_json_document(body, request.headers.get("content-type"))
         return service.map_items(document, mapping, rt.max_batch_events)
 

@@ -12,17 +12,16 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.ingest import repository
-from services.ingest.api import problem, router
+from services.ingest.adapters import KafkaSink
+from services.ingest.api import router
 from services.ingest.mapping import load_mappings
 from services.ingest.metrics import IngestMetrics
-from services.ingest.repository import KafkaSink
-from services.ingest.service import ApiKey, Authenticator, Policy, ProblemError, RateLimiter, Runtime
+from services.ingest.service import ApiKey, Authenticator, Policy, RateLimiter, Runtime, refusal
 from services.ingest.settings import IngestSettings
 from services.ingest.tracker import repository as tracker_repository
 from services.ingest.tracker.api import router as tracker_router
@@ -30,6 +29,7 @@ from services.ingest.tracker.service import ClientLimiter, SiteToken, SiteTokens
 from shared.apidocs import install_api_docs
 from shared.db import create_pool
 from shared.events import usage_event_adapter
+from shared.http import ProblemError, install_problem_handlers
 from shared.http_metrics import install_http_metrics
 from shared.kafka import make_producer
 from shared.observability import install_asyncapi, install_ops
@@ -64,7 +64,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
                 async with pool.acquire(timeout=5) as conn:
                     return await repository.find_active_key(conn, key_hash)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                raise ProblemError(503, "key_store_unavailable",
+                raise refusal(503, "key_store_unavailable",
                                    f"API keys cannot be checked: {type(exc).__name__}",
                                    {"Retry-After": str(settings.retry_after_s)}) from exc
 
@@ -73,7 +73,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
                 async with pool.acquire(timeout=5) as conn:
                     return await tracker_repository.find_active_site_token(conn, token)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                raise ProblemError(503, "key_store_unavailable",
+                raise refusal(503, "key_store_unavailable",
                                    f"site tokens cannot be checked: {type(exc).__name__}",
                                    {"Retry-After": str(settings.retry_after_s)}) from exc
 
@@ -130,26 +130,23 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
                      produces=[settings.usage_topic, settings.rejected_topic])
     app.include_router(router)
     app.include_router(tracker_router)
-    install_problem_handlers(app)
+    install_problems(app)
     app.openapi = lambda: openapi_with_events(app)  # type: ignore[method-assign]
     install_unique_operation_ids(app)
     return app
 
 
-def install_problem_handlers(app: FastAPI) -> None:
+def install_problems(app: FastAPI) -> None:
     """Framework errors (unknown route, wrong method, bad path parameter) as problem details too."""
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    def on_http(_request: Request, exc: StarletteHTTPException) -> ProblemError:
         code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
-        response = problem(ProblemError(exc.status_code, code, str(exc.detail)))
-        for name, value in (exc.headers or {}).items():
-            response.headers[name] = value
-        return response
+        return refusal(exc.status_code, code, str(exc.detail), exc.headers)
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem(ProblemError(400, "invalid_request", str(exc.errors())[:500]))
+    def on_validation(_request: Request, exc: RequestValidationError) -> ProblemError:
+        return refusal(400, "invalid_request", str(exc.errors())[:500])
+
+    install_problem_handlers(app, http=on_http, validation=on_validation)
 
 
 def openapi_with_events(app: FastAPI) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Ingest logic: decode a batch, authenticate and limit the caller, check each event, produce durably.
 
 Nothing here knows HTTP or Kafka client types: the API adapter passes bytes and headers in, the sink is a
-protocol, and failures that end a request are `ProblemError`s the adapter renders as RFC 9457 documents.
+protocol, and failures that end a request are `ProblemError`s (`refusal`), answered as RFC 9457 documents.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import secrets
 import time
 import uuid
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from typing import Any, Protocol
 
 import orjson
@@ -27,20 +28,17 @@ from shared.events import UsageEvent, upcast, usage_event_adapter
 from shared.events.base import Envelope
 from shared.events.text import refused_character
 from shared.events.usage import FeedbackGiven, UsageEventBase
+from shared.http import ProblemError
 from shared.rejections import Reason, bounded_errors, rejected_payload
 
 # ------------------------------------------------------------------------------------------------ problems
 
 
-class ProblemError(Exception):
-    """A request-level failure; rendered as problem details with `status`."""
-
-    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.headers = headers or {}
+def refusal(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> ProblemError:
+    """A failure that ends a request; `code` repeats the problem type's last segment for clients that switch on
+    it."""
+    return ProblemError(status, HTTPStatus(status).phrase, detail, type=f"/problems/{code.replace('_', '-')}",
+                        headers=headers, code=code)
 
 
 # ------------------------------------------------------------------------------------------------ body
@@ -92,17 +90,17 @@ def decompress(body: bytes, content_encoding: str | None, max_bytes: int) -> byt
     if encoding in ("identity", ""):
         return body
     if encoding not in ("gzip", "x-gzip"):
-        raise ProblemError(415, "unsupported_content_encoding",
+        raise refusal(415, "unsupported_content_encoding",
                            f"Content-Encoding {encoding!r} is not supported; use gzip or none")
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
         out = inflater.decompress(body, max_bytes + 1)
     except zlib.error as exc:
-        raise ProblemError(400, "invalid_gzip", f"body is not valid gzip: {exc}") from exc
+        raise refusal(400, "invalid_gzip", f"body is not valid gzip: {exc}") from exc
     if len(out) > max_bytes or inflater.unconsumed_tail:
-        raise ProblemError(413, "payload_too_large", f"decompressed body exceeds {max_bytes} bytes")
+        raise refusal(413, "payload_too_large", f"decompressed body exceeds {max_bytes} bytes")
     if not inflater.eof:
-        raise ProblemError(400, "invalid_gzip", "gzip stream is truncated")
+        raise refusal(400, "invalid_gzip", "gzip stream is truncated")
     return out
 
 
@@ -116,9 +114,9 @@ def parse_items(body: bytes, content_type: str | None, max_events: int) -> list[
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise ProblemError(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
+            raise refusal(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
         if not isinstance(parsed, list):
-            raise ProblemError(400, "not_a_batch", "body must be a JSON array of events")
+            raise refusal(400, "not_a_batch", "body must be a JSON array of events")
         check_count(len(parsed), max_events)
         return [Item(i, item, item) for i, item in enumerate(parsed)]
     if kind in NDJSON_TYPES:
@@ -134,7 +132,7 @@ def parse_items(body: bytes, content_type: str | None, max_events: int) -> list[
                 continue
             items.append(Item(i, value, value))
         return items
-    raise ProblemError(415, "unsupported_media_type",
+    raise refusal(415, "unsupported_media_type",
                        f"Content-Type {kind or '(none)'!r} is not supported; use application/json or "
                        "application/x-ndjson")
 
@@ -169,19 +167,19 @@ def validate_whole_batch(body: bytes, max_events: int) -> list[Item] | None:
 
 def check_count(count: int, max_events: int) -> None:
     if count > max_events:
-        raise ProblemError(413, "payload_too_large", f"batch has {count} events; the limit is {max_events}")
+        raise refusal(413, "payload_too_large", f"batch has {count} events; the limit is {max_events}")
 
 
 def parse_json_document(body: bytes, content_type: str | None) -> Any:
     """A platform callback: one JSON document (object or array)."""
     kind = media_type(content_type)
     if not (kind in JSON_TYPES or kind.endswith("+json")):
-        raise ProblemError(415, "unsupported_media_type",
+        raise refusal(415, "unsupported_media_type",
                            f"Content-Type {kind or '(none)'!r} is not supported; use application/json")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ProblemError(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
+        raise refusal(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
 
 
 # ------------------------------------------------------------------------------------------------ API keys
@@ -236,9 +234,8 @@ def new_api_key(platform: str, municipalities: Sequence[str], rate_per_s: float,
     return plain, key, hash_key(plain)
 
 
-class AuthError(ProblemError):
-    def __init__(self, detail: str) -> None:
-        super().__init__(401, "unauthorized", detail, {"WWW-Authenticate": 'Bearer realm="kommunal-pulse-ingest"'})
+def unauthorized(detail: str) -> ProblemError:
+    return refusal(401, "unauthorized", detail, {"WWW-Authenticate": 'Bearer realm="kommunal-pulse-ingest"'})
 
 
 KeyLookup = Callable[[str], Awaitable[ApiKey | None]]
@@ -259,11 +256,11 @@ class Authenticator:
         if not authorization:
             if not self._required:
                 return ANONYMOUS
-            raise AuthError("an API key is required: send `Authorization: Bearer <key>`")
+            raise unauthorized("an API key is required: send `Authorization: Bearer <key>`")
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise AuthError("use `Authorization: Bearer <key>`")
+            raise unauthorized("use `Authorization: Bearer <key>`")
         digest = hash_key(token)
         now = self._clock()
         cached = self._cache.get(digest)
@@ -272,7 +269,7 @@ class Authenticator:
         key = await self._lookup(digest)
         if key is None:
             self._cache.pop(digest, None)
-            raise AuthError("the API key is unknown or revoked")
+            raise unauthorized("the API key is unknown or revoked")
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (now, key)
@@ -311,7 +308,7 @@ class RateLimiter:
         wait = self.acquire(key)
         if wait is not None:
             retry = max(1, math.ceil(wait))
-            raise ProblemError(429, "rate_limited",
+            raise refusal(429, "rate_limited",
                                f"rate limit of {key.rate_per_s:g} requests/s (burst {key.burst}) exceeded",
                                {"Retry-After": str(retry)})
 

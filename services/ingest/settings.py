@@ -24,8 +24,6 @@ class IngestSettings(KPSettings):
     """Require an API key (`KP_INGEST_AUTH_REQUIRED`); only `dev`/`test` may switch it off."""
     api_key_cache_s: float = 10.0
     """How long a looked-up key is trusted before PostgreSQL is asked again (a revocation takes this long)."""
-    default_rate_per_s: float = 50.0
-    default_burst: int = 100
     clock_skew_s: int = 300
     """Events up to this far in the future are accepted (platform clocks drift)."""
     mappings_dir: Path = MAPPINGS_DIR

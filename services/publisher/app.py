@@ -3,28 +3,62 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
 
-from services.publisher import catalog
-from services.publisher.api import VersionedCache, install_problem_handlers, router
-from services.publisher.catalog_api import router as catalog_router
-from services.publisher.changes import ChangeTracker
-from services.publisher.dashboard import router as dashboard_router
-from services.publisher.dashboard import static_files
+from services.publisher.catalog import service as catalog
+from services.publisher.catalog.api import router as catalog_router
+from services.publisher.dashboard.api import router as dashboard_router
+from services.publisher.dashboard.api import static_files
+from services.publisher.dashboard.pwa import router as pwa_router
+from services.publisher.kpis.api import VersionedCache, invalid, router
+from services.publisher.kpis.changes import ChangeTracker
 from services.publisher.portal import install as install_portal
-from services.publisher.pwa import router as pwa_router
 from services.publisher.settings import PublisherSettings
 from shared.apidocs import install_api_docs
 from shared.db import create_pool
+from shared.http import ProblemError, install_problem_handlers
 from shared.http_metrics import install_http_metrics
 from shared.observability import install_ops
 from shared.openapi import install_unique_operation_ids
+
+log = logging.getLogger(__name__)
+
+
+def install_problems(app: FastAPI) -> None:
+    """Every error leaves as application/problem+json naming the request path; unexpected ones without
+    internals."""
+
+    def on_validation(request: Request, exc: RequestValidationError) -> ProblemError:
+        params = [{"name": str(e["loc"][-1]) if e.get("loc") else "", "in": str(e["loc"][0]) if e.get("loc") else "",
+                   "reason": str(e.get("msg", "invalid"))} for e in exc.errors()]
+        names = ", ".join(sorted({p["name"] for p in params}))
+        return invalid(request, f"invalid: {names}", params)
+
+    def on_http(request: Request, exc: StarletteHTTPException) -> ProblemError:
+        return ProblemError(exc.status_code, str(exc.detail), instance=request.url.path, headers=exc.headers)
+
+    def on_unavailable(request: Request, exc: Exception) -> ProblemError:
+        log.warning("database unavailable on %s: %s", request.url.path, exc)
+        return ProblemError(503, "Service Unavailable", "the database is not reachable", instance=request.url.path,
+                            headers={"Retry-After": "5"})
+
+    def on_error(request: Request, exc: Exception) -> ProblemError:
+        log.exception("unhandled error on %s", request.url.path)
+        return ProblemError(500, "Internal Server Error", instance=request.url.path)
+
+    unavailable = dict.fromkeys((ConnectionError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError),
+                                on_unavailable)
+    install_problem_handlers(app, http=on_http, validation=on_validation, errors={**unavailable, Exception: on_error})
 
 
 def create_app(settings: PublisherSettings | None = None) -> FastAPI:
@@ -52,7 +86,7 @@ def create_app(settings: PublisherSettings | None = None) -> FastAPI:
     app.state.changes = ChangeTracker(settings.database_url, settings.change_poll_s)
     app.state.etags = VersionedCache(settings.etag_cache_size)
     app.state.tables = VersionedCache(settings.table_cache_size)
-    install_problem_handlers(app)
+    install_problems(app)
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "OPTIONS"],
                        expose_headers=["ETag", "Last-Modified", "Link"])

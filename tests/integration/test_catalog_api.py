@@ -17,8 +17,8 @@ from rdflib import Graph, URIRef
 from rdflib import namespace as rns
 from rdflib.namespace import DCTERMS, RDF
 
-from services.publisher import catalog
 from services.publisher.app import create_app
+from services.publisher.catalog import service as catalog
 from services.publisher.settings import PublisherSettings
 from shared.reference import municipalities
 from tests.dcat_shapes import SHAPES_DIR, assert_conforms, load_shapes

@@ -260,7 +260,7 @@ class TestApiDocs:
         # the page fixture then asserts that no request left the host
 
 def test_vendored_chart_library_matches_npm_package() -> None:
-    vendored = ROOT / "services" / "publisher" / "static" / "vendor" / "chartjs" / "chart.umd.min.js"
+    vendored = ROOT / "services" / "publisher" / "dashboard" / "static" / "vendor" / "chartjs" / "chart.umd.min.js"
     installed = ROOT / "node_modules" / "chart.js" / "dist" / "chart.umd.min.js"
     if not installed.exists():
         pytest.skip("node_modules/chart.js missing: run `npm install`")

@@ -11,9 +11,9 @@ from rdflib import Graph, Literal, URIRef
 from rdflib import namespace as rns
 from rdflib.namespace import DCTERMS, RDF
 
-from services.publisher import catalog
-from services.publisher.catalog_api import negotiate
-from services.publisher.definitions import FAMILIES
+from services.publisher.catalog import service as catalog
+from services.publisher.catalog.api import negotiate
+from services.publisher.kpis.definitions import FAMILIES
 from shared.reference import municipalities
 from tests.dcat_shapes import assert_conforms, load_shapes, shacl_report
 

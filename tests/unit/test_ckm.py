@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from services.aggregator import fold
 from services.aggregator.fold import Record
-from services.publisher import service as publisher
+from services.publisher.kpis import service as publisher
 from shared import ckm
 from shared.events import usage_event_adapter
 from tests.factories import usage_event

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import date
 
-from services.publisher.dashboard_view import CellIndex, Filters, Value, web_usage_charts
+from services.publisher.dashboard.service import CellIndex, Filters, Value, web_usage_charts
 
 
 def _cells(rows: list[tuple[str, str, int | None]]) -> CellIndex:
-    return CellIndex([("", "06534014", "99115005104000", m, d, v, v is None) for m, d, v in rows])
+    return CellIndex([("", "06534014", "99115005104000", m, d, v, False) for m, d, v in rows])
 
 
 class TestWebUsageCharts:

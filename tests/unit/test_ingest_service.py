@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from services.ingest import service
-from services.ingest.service import ApiKey, Authenticator, Item, Policy, ProblemError, RateLimiter
+from services.ingest.service import ApiKey, Authenticator, Item, Policy, RateLimiter
+from shared.http import ProblemError
 from tests.factories import MARBURG, OFFENBACH, usage_event
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -49,7 +50,7 @@ class TestDecompress:
     def test_truncated_gzip_is_400(self) -> None:
         with pytest.raises(ProblemError) as err:
             service.decompress(gzip.compress(b"[1, 2, 3]")[:-6], "gzip", 100)
-        assert (err.value.status, err.value.code) == (400, "invalid_gzip")
+        assert (err.value.status, err.value.extra["code"]) == (400, "invalid_gzip")
 
     def test_other_encoding_is_415(self) -> None:
         with pytest.raises(ProblemError) as err:

@@ -13,7 +13,8 @@ from services.publisher.portal.catalog import descriptor
 from services.publisher.portal.repository import AllOf, Cond, Everything
 from services.publisher.portal.schemas import Dataset
 from services.publisher.portal.service import preview_rows
-from services.publisher.portal.validation import Problem, check_file, parse_dataset
+from services.publisher.portal.validation import check_file, parse_dataset
+from shared.http import ProblemError
 from tests.factories import MARBURG, portal_dataset
 
 
@@ -26,14 +27,14 @@ class TestParseDataset:
         doc = portal_dataset()
         doc["distributions"][0]["format"] = "EXE"
         doc["contact_point"] = {"name": "Team", "email": "kaputt"}
-        with pytest.raises(Problem) as exc:
+        with pytest.raises(ProblemError) as exc:
             parse_dataset(orjson.dumps(doc))
         assert exc.value.status == 422
-        assert {e["field"] for e in exc.value.body()["errors"]} == {"distributions[0].format", "contact_point.email"}
+        assert {e["field"] for e in exc.value.extra["errors"]} == {"distributions[0].format", "contact_point.email"}
 
     @pytest.mark.parametrize("raw", [b"[1, 2]", b"{kaputt", b""])
     def test_body_that_is_no_object_is_a_bad_request(self, raw: bytes) -> None:
-        with pytest.raises(Problem) as exc:
+        with pytest.raises(ProblemError) as exc:
             parse_dataset(raw)
         assert exc.value.status == 400
 
@@ -53,18 +54,18 @@ class TestCheckFile:
         assert checked.media_type == "text/csv"
 
     def test_duplicate_header_is_refused_with_report(self) -> None:
-        with pytest.raises(Problem) as exc:
+        with pytest.raises(ProblemError) as exc:
             check_file("x.csv", b"a,a\n1,2\n", 1000)
         assert exc.value.extra["report"]["errors"][0]["type"] == "duplicate-label"
 
     @pytest.mark.parametrize("name", ["../x.csv", "a/b.csv", ".hidden.csv", 'x".csv'])
     def test_path_like_names_are_refused(self, name: str) -> None:
-        with pytest.raises(Problem) as exc:
+        with pytest.raises(ProblemError) as exc:
             check_file(name, b"a\n1\n", 1000)
         assert exc.value.status == 400
 
     def test_size_limit(self) -> None:
-        with pytest.raises(Problem) as exc:
+        with pytest.raises(ProblemError) as exc:
             check_file("x.json", b"[" + b"1," * 600 + b"1]", 1000)
         assert exc.value.status == 413
 

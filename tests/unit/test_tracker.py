@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from services.ingest.service import ProblemError
 from services.ingest.tracker.service import (
     ClientLimiter,
     Site,
@@ -29,6 +28,7 @@ from services.ingest.tracker.service import (
     refuses_tracking,
 )
 from shared.events import usage_event_adapter
+from shared.http import ProblemError
 from tests.factories import OFFENBACH, WOHNSITZ_ANMELDUNG
 
 STATIC = Path(__file__).resolve().parents[2] / "services" / "ingest" / "tracker" / "static"
@@ -110,7 +110,7 @@ class TestOrigins:
                              ("null", "forbidden_origin"), (f"http://{SITE_HOST}", "forbidden_origin")):
             with pytest.raises(ProblemError) as exc:
                 check_origin(token, forged)
-            assert (exc.value.status, exc.value.code) == (403, code)
+            assert (exc.value.status, exc.value.extra["code"]) == (403, code)
 
     @pytest.mark.parametrize("bad", ["www.x.de", "https://x.de/pfad", "ftp://x.de", "https://x.de?a=1"])
     def test_only_scheme_host_port(self, bad: str) -> None:
@@ -203,7 +203,7 @@ class TestHits:
     def test_request_level_errors(self, body: bytes, code: str) -> None:
         with pytest.raises(ProblemError) as exc:
             parse_body(body)
-        assert exc.value.code == code
+        assert exc.value.extra["code"] == code
 
 
 class TestScripts:

@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from services.ingest import service
-from services.ingest.api import problem, read_body
-from services.ingest.service import ProblemError, Runtime
+from services.ingest.api import not_written, read_capped
+from services.ingest.service import Runtime, refusal
 from services.ingest.tracker.schemas import CollectResult
 from services.ingest.tracker.service import (
     Site,
@@ -24,6 +24,7 @@ from services.ingest.tracker.service import (
     parse_body,
     refuses_tracking,
 )
+from shared.http import PROBLEM, ProblemError
 
 router = APIRouter(tags=["tracker"])
 STATIC = Path(__file__).resolve().parent / "static"
@@ -66,7 +67,7 @@ def _result(result: CollectResult, headers: dict[str, str]) -> Response:
         "event (id and time made here) and is checked like every event of `/v1/events`; a hit that cannot be "
         "mapped is rejected alone (`mapping_failed`, in the rejected topic). 200 only after Kafka acknowledged."
     ),
-    responses={status: {"description": text, "content": {"application/problem+json": {}}} for status, text in {
+    responses={status: {"description": text, "content": {PROBLEM: {}}} for status, text in {
         400: "Body is not JSON or not a collect request.", 403: "Unknown site token, or Origin not bound to it.",
         413: "Body or hit count over the limit.", 415: "Other content type.",
         429: "Rate limit of the client or of the site token exceeded; see `Retry-After`.",
@@ -90,8 +91,8 @@ async def collect(request: Request) -> Any:
         tracker.clients.check(request.client.host if request.client else "")
         kind = service.media_type(request.headers.get("content-type"))
         if kind not in COLLECT_TYPES:
-            raise ProblemError(415, "unsupported_media_type", f"Content-Type {kind or '(none)'!r}; use text/plain")
-        body = await read_body(request, tracker.max_body_bytes)
+            raise refusal(415, "unsupported_media_type", f"Content-Type {kind or '(none)'!r}; use text/plain")
+        body = await read_capped(request, tracker.max_body_bytes)
         token_value, hits = parse_body(body)
         token = await tracker.tokens.resolve(token_value)
         origin = check_origin(token, request.headers.get("origin"))
@@ -107,21 +108,14 @@ async def collect(request: Request) -> Any:
         if exc.status == 429:
             metrics.tracker_filtered.labels("rate_limited").inc()
         elif exc.status == 403:
-            metrics.tracker_filtered.labels(exc.code).inc()
-        return _with(problem(exc), cors)
-    except MessageSizeTooLargeError:
-        return _with(problem(ProblemError(413, "record_too_large", "a hit is larger than the event store "
-                                          "accepts; nothing was accepted")), cors)
+            metrics.tracker_filtered.labels(exc.extra["code"]).inc()
+        exc.headers.update(cors)
+        raise
     except (KafkaError, TimeoutError) as exc:
-        return _with(problem(ProblemError(503, "event_store_unavailable",
-                                          f"Kafka did not acknowledge ({type(exc).__name__}); nothing was accepted",
-                                          {"Retry-After": str(rt.retry_after_s)})), cors)
-
-
-def _with(response: JSONResponse, headers: dict[str, str]) -> JSONResponse:
-    for name, value in headers.items():
-        response.headers[name] = value
-    return response
+        problem = not_written(exc, rt.retry_after_s, "a hit is larger than the event store accepts; nothing was "
+                              "accepted", "Kafka did not acknowledge ({}); nothing was accepted")
+        problem.headers.update(cors)
+        raise problem from exc
 
 
 @router.get("/tracker.js", summary="The web tracker script (embed with a site token)")

@@ -20,7 +20,7 @@ from urllib.parse import unquote
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from services.ingest.service import ApiKey, Item, ProblemError, pydantic_reasons
+from services.ingest.service import ApiKey, Item, pydantic_reasons, refusal
 from services.ingest.tracker.schemas import (
     DownloadHit,
     FeedbackHit,
@@ -116,20 +116,20 @@ class SiteTokens:
                 self._cache.clear()
             self._cache[token] = (now, found)
         if found is None:
-            raise ProblemError(403, "unknown_site_token", "the site token is unknown or revoked")
+            raise refusal(403, "unknown_site_token", "the site token is unknown or revoked")
         return found
 
 
 def check_origin(token: SiteToken, origin: str | None) -> str:
     """The request's `Origin` must be one the token is bound to; returns it for the CORS answer."""
     if not origin:
-        raise ProblemError(403, "origin_required", "requests must carry an Origin header (browsers send it)")
+        raise refusal(403, "origin_required", "requests must carry an Origin header (browsers send it)")
     try:
         value = normalise_origin(origin)
     except ValueError:
         value = ""
     if value not in token.origins:
-        raise ProblemError(403, "forbidden_origin", f"the site token is not bound to origin {origin[:100]!r}")
+        raise refusal(403, "forbidden_origin", f"the site token is not bound to origin {origin[:100]!r}")
     return value
 
 
@@ -182,7 +182,7 @@ class ClientLimiter:
             bucket.tokens -= 1.0
             return
         retry = max(1, math.ceil((1.0 - bucket.tokens) / self.rate_per_s))
-        raise ProblemError(429, "rate_limited", f"too many requests from this client ({self.rate_per_s:g}/s)",
+        raise refusal(429, "rate_limited", f"too many requests from this client ({self.rate_per_s:g}/s)",
                            {"Retry-After": str(retry)})
 
 
@@ -287,14 +287,14 @@ def parse_body(body: bytes) -> tuple[str, list[Any]]:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ProblemError(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
+        raise refusal(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("token"), str) or not isinstance(doc.get("hits"), list):
-        raise ProblemError(400, "not_a_collect_request", 'body must be {"token": "kps_...", "hits": [...]}')
+        raise refusal(400, "not_a_collect_request", 'body must be {"token": "kps_...", "hits": [...]}')
     if set(doc) - {"token", "hits"}:
-        raise ProblemError(400, "not_a_collect_request", f"unknown fields: {sorted(set(doc) - {'token', 'hits'})}")
+        raise refusal(400, "not_a_collect_request", f"unknown fields: {sorted(set(doc) - {'token', 'hits'})}")
     hits: list[Any] = doc["hits"]
     if len(hits) > MAX_HITS:
-        raise ProblemError(413, "payload_too_large", f"{len(hits)} hits; the limit is {MAX_HITS}")
+        raise refusal(413, "payload_too_large", f"{len(hits)} hits; the limit is {MAX_HITS}")
     return doc["token"], hits
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from services.publisher import catalog
+from services.publisher.catalog import service as catalog
 from services.publisher.portal import repository, service, vocab
 from services.publisher.portal.schemas import Dataset
 from shared.reference import municipality_by_ags

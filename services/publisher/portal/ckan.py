@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from services.publisher import catalog
+from services.publisher.catalog import service as catalog
 from services.publisher.portal import repository, service, solr, vocab
 from services.publisher.portal.repository import AllOf, AnyOf, CkanFilter, Cond, Everything, Negated
 from services.publisher.portal.schemas import Dataset

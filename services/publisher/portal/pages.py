@@ -13,7 +13,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from services.publisher.portal import service, vocab
 from services.publisher.portal.repository import SearchQuery
 from services.publisher.portal.schemas import SearchResult
-from services.publisher.portal.validation import Problem, has_nul
+from services.publisher.portal.validation import has_nul
+from shared.http import Connection, ProblemError
 from shared.reference import municipality_by_ags
 
 router = APIRouter(tags=["portal pages"], include_in_schema=False)
@@ -69,7 +70,7 @@ def _facet_view(base: str, params: list[tuple[str, str]], result: SearchResult) 
 
 @router.get("/portal", response_class=HTMLResponse)
 async def search_page(
-    request: Request,
+    request: Request, conn: Connection,
     q: Annotated[str | None, Query(max_length=500)] = None,
     kommune: Annotated[list[str] | None, Query()] = None,
     thema: Annotated[list[str] | None, Query()] = None,
@@ -85,8 +86,7 @@ async def search_page(
     text = (q or "").strip() or None
     query = SearchQuery(text=text, municipalities=kommune or [], themes=thema or [], formats=format or [],
                         licences=lizenz or [], sort=sort)
-    async with request.app.state.pool.acquire() as conn:
-        result = await service.search(conn, query, seite, PAGE_SIZE, base)
+    result = await service.search(conn, query, seite, PAGE_SIZE, base)
     filters = [(p, v) for p, vals in (("kommune", kommune), ("thema", thema), ("format", format),
                                       ("lizenz", lizenz)) for v in (vals or [])]
     params = ([("q", text)] if text else []) + filters + ([("sort", sort)] if sort != "relevance" else [])
@@ -100,27 +100,26 @@ async def search_page(
 
 
 @router.get("/portal/datensaetze/{name}", response_class=HTMLResponse)
-async def dataset_page(request: Request, name: str) -> HTMLResponse:
+async def dataset_page(request: Request, conn: Connection, name: str) -> HTMLResponse:
     base = str(request.app.state.settings.public_base_url).rstrip("/")
     if has_nul(name):
         return _render(request, "gone.html", status=404, heading="Datensatz nicht gefunden",
                        message="Diesen Datensatz gibt es nicht.")
-    async with request.app.state.pool.acquire() as conn:
-        try:
-            d = await service.get(conn, name, base)
-        except Problem as p:
-            heading = "Datensatz zurückgezogen" if p.status == 410 else "Datensatz nicht gefunden"
-            message = ("Die Kommune hat diesen Datensatz zurückgezogen. Frühere Fassungen bleiben in der "
-                       "Versionsgeschichte erhalten." if p.status == 410 else
-                       f"Es gibt keinen Datensatz mit dem Namen „{name}“.")
-            return _render(request, "gone.html", status=p.status, heading=heading, message=message)
-        previews = []
-        for r in d.distributions:
-            if r.file and r.format == "CSV":
-                preview = await service.csv_preview(conn, r.file.id)
-                if preview:
-                    previews.append({"title": r.title or r.file.filename, "header": preview.header,
-                                     "rows": preview.rows, "report": preview.report})
+    try:
+        d = await service.get(conn, name, base)
+    except ProblemError as p:
+        heading = "Datensatz zurückgezogen" if p.status == 410 else "Datensatz nicht gefunden"
+        message = ("Die Kommune hat diesen Datensatz zurückgezogen. Frühere Fassungen bleiben in der "
+                   "Versionsgeschichte erhalten." if p.status == 410 else
+                   f"Es gibt keinen Datensatz mit dem Namen „{name}“.")
+        return _render(request, "gone.html", status=p.status, heading=heading, message=message)
+    previews = []
+    for r in d.distributions:
+        if r.file and r.format == "CSV":
+            preview = await service.csv_preview(conn, r.file.id)
+            if preview:
+                previews.append({"title": r.title or r.file.filename, "header": preview.header,
+                                 "rows": preview.rows, "report": preview.report})
     return _render(
         request, "dataset.html", d=d, municipality=municipality_by_ags()[d.municipality], previews=previews,
         themes=[vocab.THEMES.get(t, t) for t in d.themes], licence=vocab.LICENCES.get(d.licence, d.licence),

@@ -235,17 +235,6 @@ async def published(conn: Conn, limit: int, offset: int) -> list[asyncpg.Record]
     )
 
 
-async def count_published(conn: Conn) -> int:
-    return int(await conn.fetchval("SELECT count(*) FROM portal_datasets WHERE status = 'published'"))
-
-
-async def published_per_municipality(conn: Conn) -> dict[str, int]:
-    rows = await conn.fetch(
-        "SELECT municipality, count(*) AS n FROM portal_datasets WHERE status = 'published' GROUP BY municipality"
-    )
-    return {r["municipality"]: int(r["n"]) for r in rows}
-
-
 async def tags(conn: Conn, prefix: str | None, limit: int) -> list[str]:
     rows = await conn.fetch(
         """SELECT DISTINCT k FROM portal_datasets, unnest(keywords) k

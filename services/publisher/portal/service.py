@@ -26,8 +26,9 @@ from services.publisher.portal.schemas import (
     SearchResult,
     UploadResult,
 )
-from services.publisher.portal.validation import Problem, check_file
+from services.publisher.portal.validation import check_file
 from shared.db import Conn
+from shared.http import PROBLEM_BASE, ProblemError
 from shared.reference import municipality_by_ags
 
 KEY_PREFIX = "kpp_"
@@ -70,17 +71,18 @@ def bearer_key(authorization: str | None, api_key: str | None) -> str | None:
 
 async def authenticate(conn: Conn, key: str | None) -> Officer:
     if not key:
-        raise Problem(401, "Unauthorized", "an API key is required (Authorization: Bearer <key>)", "unauthorized")
+        raise ProblemError(401, "Unauthorized", "an API key is required (Authorization: Bearer <key>)",
+                           type=PROBLEM_BASE + "unauthorized")
     row = await repository.key_scope(conn, hash_key(key))
     if row is None:
-        raise Problem(401, "Unauthorized", "unknown or revoked API key", "unauthorized")
+        raise ProblemError(401, "Unauthorized", "unknown or revoked API key", type=PROBLEM_BASE + "unauthorized")
     return Officer(label=row["label"], municipalities=frozenset(m.strip() for m in row["municipalities"]))
 
 
 def _authorize(officer: Officer, municipality: str) -> None:
     if municipality not in officer.municipalities:
-        raise Problem(403, "Forbidden", f"this key may not write datasets of municipality {municipality}",
-                      "forbidden")
+        raise ProblemError(403, "Forbidden", f"this key may not write datasets of municipality {municipality}",
+                           type=PROBLEM_BASE + "forbidden")
 
 
 # --- documents ------------------------------------------------------------------------------------------------
@@ -147,13 +149,15 @@ async def create(conn: Conn, officer: Officer, ds: DatasetIn, now: datetime, bas
     """Register a new dataset (published at once) and record version 1."""
     _authorize(officer, ds.municipality)
     if ds.name.startswith(RESERVED_PREFIXES):
-        raise Problem(422, "Invalid dataset description", "name uses a reserved prefix", "invalid-dataset",
-                      {"errors": [{"field": "name", "code": "reserved",
-                                   "detail": f"names starting with {', '.join(RESERVED_PREFIXES)} are reserved"}]})
+        raise ProblemError(422, "Invalid dataset description", "name uses a reserved prefix",
+                           type=PROBLEM_BASE + "invalid-dataset",
+                           errors=[{"field": "name", "code": "reserved",
+                                    "detail": f"names starting with {', '.join(RESERVED_PREFIXES)} are reserved"}])
     doc = _document(ds, [])
     row = _row(uuid.uuid4(), doc, "published", 1, now, now)
     if not await repository.insert_dataset(conn, row):
-        raise Problem(409, "Conflict", f"a dataset named {ds.name!r} already exists", "name-taken")
+        raise ProblemError(409, "Conflict", f"a dataset named {ds.name!r} already exists",
+                           type=PROBLEM_BASE + "name-taken")
     await repository.insert_version(conn, row.id, 1, "published", "created", doc, officer.label, now)
     stored = await repository.get_dataset(conn, ds.name)
     return to_dataset(stored, base_url)
@@ -162,7 +166,7 @@ async def create(conn: Conn, officer: Officer, ds: DatasetIn, now: datetime, bas
 async def _owned(conn: Conn, officer: Officer, name: str) -> Any:
     current = await repository.get_dataset(conn, name, for_update=True)
     if current is None:
-        raise Problem(404, "Not Found", f"no dataset named {name!r}", "not-found")
+        raise ProblemError(404, "Not Found", f"no dataset named {name!r}", type=PROBLEM_BASE + "not-found")
     _authorize(officer, current["municipality"].strip())
     return current
 
@@ -170,9 +174,9 @@ async def _owned(conn: Conn, officer: Officer, name: str) -> Any:
 async def update(conn: Conn, officer: Officer, name: str, ds: DatasetIn, now: datetime, base_url: str) -> Dataset:
     """Replace the description; hosted files stay. A withdrawn dataset is published again by an update."""
     if ds.name != name:
-        raise Problem(422, "Invalid dataset description", "the name in the body differs from the URL",
-                      "invalid-dataset", {"errors": [{"field": "name", "code": "mismatch",
-                                                      "detail": f"expected {name!r}"}]})
+        raise ProblemError(422, "Invalid dataset description", "the name in the body differs from the URL",
+                           type=PROBLEM_BASE + "invalid-dataset",
+                           errors=[{"field": "name", "code": "mismatch", "detail": f"expected {name!r}"}])
     current = await _owned(conn, officer, name)
     _authorize(officer, ds.municipality)
     old = repository.loads(current["document"])
@@ -202,7 +206,8 @@ async def add_file(
     """Check an upload and, only if it passes, store it and publish it as a new distribution in one step."""
     current = await _owned(conn, officer, name)
     if current["status"] != "published":
-        raise Problem(409, "Conflict", "the dataset is withdrawn; update it first", "withdrawn")
+        raise ProblemError(409, "Conflict", "the dataset is withdrawn; update it first",
+                           type=PROBLEM_BASE + "withdrawn")
     # Frictionless is synchronous and CPU-bound: keep the event loop free.
     checked = await asyncio.to_thread(check_file, filename, body, max_bytes)
     file_id = uuid.uuid4()
@@ -226,16 +231,17 @@ async def add_file(
 async def get(conn: Conn, name: str, base_url: str) -> Dataset:
     row = await repository.get_dataset(conn, name)
     if row is None:
-        raise Problem(404, "Not Found", f"no dataset named {name!r}", "not-found")
+        raise ProblemError(404, "Not Found", f"no dataset named {name!r}", type=PROBLEM_BASE + "not-found")
     if row["status"] != "published":
-        raise Problem(410, "Gone", f"dataset {name!r} was withdrawn; its history stays available", "withdrawn")
+        raise ProblemError(410, "Gone", f"dataset {name!r} was withdrawn; its history stays available",
+                           type=PROBLEM_BASE + "withdrawn")
     return to_dataset(row, base_url)
 
 
 async def history(conn: Conn, name: str) -> History:
     row = await repository.get_dataset(conn, name)
     if row is None:
-        raise Problem(404, "Not Found", f"no dataset named {name!r}", "not-found")
+        raise ProblemError(404, "Not Found", f"no dataset named {name!r}", type=PROBLEM_BASE + "not-found")
     versions = [
         DatasetVersion(version=v["version"], status=v["status"], action=v["action"], changed_by=v["changed_by"],
                        changed_at=v["changed_at"], document=repository.loads(v["document"]))
@@ -271,10 +277,11 @@ async def hosted_file(conn: Conn, file_id: str, filename: str, if_none_match: st
     try:
         fid = uuid.UUID(file_id)
     except ValueError as exc:
-        raise Problem(404, "Not Found", "no such file", "not-found") from exc
+        raise ProblemError(404, "Not Found", "no such file", type=PROBLEM_BASE + "not-found") from exc
     head = await repository.published_file(conn, fid, with_content=False)
     if head is None or head["filename"] != filename:
-        raise Problem(404, "Not Found", "no such file (or its dataset was withdrawn)", "not-found")
+        raise ProblemError(404, "Not Found", "no such file (or its dataset was withdrawn)",
+                           type=PROBLEM_BASE + "not-found")
     etag = etag_of(head["sha256"])
     media = head["media_type"] + ("; charset=utf-8" if head["format"] == "CSV" else "")
     if etag_matches(if_none_match, etag):
@@ -379,7 +386,8 @@ async def data_package(conn: Conn, name: str, base_url: str) -> dict[str, Any]:
     d = await get(conn, name, base_url)
     hosted = [r for r in d.distributions if r.file is not None]
     if not hosted:
-        raise Problem(404, "Not Found", f"dataset {name!r} has no files hosted by the portal", "not-found")
+        raise ProblemError(404, "Not Found", f"dataset {name!r} has no files hosted by the portal",
+                           type=PROBLEM_BASE + "not-found")
     resources: list[dict[str, Any]] = []
     seen: set[str] = set()
     for r in hosted:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -13,26 +13,11 @@ from pydantic import ValidationError
 
 from services.publisher.portal import vocab
 from services.publisher.portal.schemas import DatasetIn
+from shared.http import PROBLEM_BASE, ProblemError
 
-PROBLEM_BASE = "https://kommunal-pulse.de/problems/"
 MAX_REPORTED_ERRORS = 100
 GEOJSON_TYPES = {"FeatureCollection", "Feature", "Point", "MultiPoint", "LineString", "MultiLineString", "Polygon",
                  "MultiPolygon", "GeometryCollection"}
-
-
-@dataclass
-class Problem(Exception):
-    """An error the client can act on; rendered as application/problem+json."""
-
-    status: int
-    title: str
-    detail: str
-    kind: str = "about:blank"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def body(self) -> dict[str, Any]:
-        kind = self.kind if self.kind == "about:blank" else PROBLEM_BASE + self.kind
-        return {"type": kind, "title": self.title, "status": self.status, "detail": self.detail, **self.extra}
 
 
 def has_nul(*values: object) -> bool:
@@ -64,16 +49,16 @@ def parse_dataset(raw: bytes) -> DatasetIn:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise Problem(400, "Bad Request", f"body is not valid JSON: {exc}") from exc
+        raise ProblemError(400, "Bad Request", f"body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise Problem(400, "Bad Request", "body must be a JSON object describing one dataset")
+        raise ProblemError(400, "Bad Request", "body must be a JSON object describing one dataset")
     try:
         return DatasetIn.model_validate(data)
     except ValidationError as exc:
         errors = field_errors(exc)
-        raise Problem(422, "Invalid dataset description",
-                      f"{len(errors)} field(s) invalid: {', '.join(e['field'] for e in errors)}",
-                      "invalid-dataset", {"errors": errors}) from exc
+        raise ProblemError(422, "Invalid dataset description",
+                           f"{len(errors)} field(s) invalid: {', '.join(e['field'] for e in errors)}",
+                           type=PROBLEM_BASE + "invalid-dataset", errors=errors) from exc
 
 
 @dataclass(frozen=True)
@@ -92,8 +77,9 @@ def _safe_filename(filename: str) -> str:
     if name != filename or not name or name.startswith(".") or len(name) > 200 or any(
         c in name for c in '\\"<>|\x00\r\n'
     ):
-        raise Problem(400, "Bad Request", f"file name {filename!r} is not a plain file name", "invalid-file",
-                      {"errors": [{"field": "filename", "code": "invalid", "detail": "plain file name expected"}]})
+        raise ProblemError(400, "Bad Request", f"file name {filename!r} is not a plain file name",
+                           type=PROBLEM_BASE + "invalid-file",
+                           errors=[{"field": "filename", "code": "invalid", "detail": "plain file name expected"}])
     return name
 
 
@@ -121,29 +107,33 @@ def check_file(filename: str, body: bytes, max_bytes: int) -> CheckedFile:
     suffix = PurePosixPath(name).suffix.lower()
     fmt = vocab.UPLOAD_SUFFIXES.get(suffix)
     if fmt is None:
-        raise Problem(415, "Unsupported Media Type",
-                      f"only {', '.join(sorted(vocab.UPLOAD_SUFFIXES))} files can be hosted", "unsupported-file")
+        raise ProblemError(415, "Unsupported Media Type",
+                           f"only {', '.join(sorted(vocab.UPLOAD_SUFFIXES))} files can be hosted",
+                           type=PROBLEM_BASE + "unsupported-file")
     if len(body) > max_bytes:
-        raise Problem(413, "Payload Too Large", f"file exceeds {max_bytes} bytes", "file-too-large")
+        raise ProblemError(413, "Payload Too Large", f"file exceeds {max_bytes} bytes",
+                           type=PROBLEM_BASE + "file-too-large")
     if not body:
-        raise Problem(422, "Invalid file", "the file is empty", "invalid-file")
+        raise ProblemError(422, "Invalid file", "the file is empty", type=PROBLEM_BASE + "invalid-file")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise Problem(422, "Invalid file", f"the file is not UTF-8 encoded: {exc}", "invalid-file") from exc
+        raise ProblemError(422, "Invalid file", f"the file is not UTF-8 encoded: {exc}",
+                           type=PROBLEM_BASE + "invalid-file") from exc
     report: dict[str, Any] | None = None
     if fmt == "CSV":
         report = frictionless_report(body)
         if not report["valid"]:
-            raise Problem(422, "Invalid CSV file",
-                          f"Frictionless found {report['error_count']} error(s); nothing was published",
-                          "invalid-csv", {"report": report})
+            raise ProblemError(422, "Invalid CSV file",
+                               f"Frictionless found {report['error_count']} error(s); nothing was published",
+                               type=PROBLEM_BASE + "invalid-csv", report=report)
     else:
         try:
             doc = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
-            raise Problem(422, "Invalid file", f"the file is not valid JSON: {exc}", "invalid-file") from exc
+            raise ProblemError(422, "Invalid file", f"the file is not valid JSON: {exc}",
+                               type=PROBLEM_BASE + "invalid-file") from exc
         if fmt == "GEOJSON" and not (isinstance(doc, dict) and doc.get("type") in GEOJSON_TYPES):
-            raise Problem(422, "Invalid file", "GeoJSON needs a top-level object with a GeoJSON type (RFC 7946)",
-                          "invalid-file")
+            raise ProblemError(422, "Invalid file", "GeoJSON needs a top-level object with a GeoJSON type (RFC 7946)",
+                               type=PROBLEM_BASE + "invalid-file")
     return CheckedFile(name, fmt, vocab.FORMATS[fmt].media_types[0], hashlib.sha256(body).hexdigest(), report)

@@ -69,7 +69,6 @@ class Format:
 
     name: str
     media_types: tuple[str, ...]
-    hostable: bool = False
 
     @property
     def iri(self) -> str:
@@ -80,9 +79,9 @@ class Format:
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
-        Format("CSV", ("text/csv",), hostable=True),
-        Format("JSON", ("application/json",), hostable=True),
-        Format("GEOJSON", ("application/geo+json", "application/vnd.geo+json"), hostable=True),
+        Format("CSV", ("text/csv",)),
+        Format("JSON", ("application/json",)),
+        Format("GEOJSON", ("application/geo+json", "application/vnd.geo+json")),
         Format("XML", ("application/xml", "text/xml")),
         Format("PDF", ("application/pdf",)),
         Format("XLSX", ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",)),

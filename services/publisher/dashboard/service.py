@@ -1,4 +1,4 @@
-"""What the German dashboard shows: charts with their tables, built from published (suppressed) KPI cells.
+"""What the German dashboard shows: charts with their tables, built from published (perturbed) KPI cells.
 
 No I/O here. Input are the cells the open-data API publishes for one municipality x service (per period and
 over the whole range) and the comparison items; output are `Chart`s that the template renders as a table and
@@ -13,9 +13,9 @@ from datetime import date, datetime
 from typing import Any, Final, Literal
 from urllib.parse import urlencode
 
-from services.publisher import repository
-from services.publisher import service as kpi_service
-from services.publisher.definitions import FAMILIES, metrics_of
+from services.publisher.kpis import repository
+from services.publisher.kpis import service as kpi_service
+from services.publisher.kpis.definitions import FAMILIES, metrics_of
 from shared.db import Conn
 from shared.reference import Municipality, municipalities, services
 
@@ -42,14 +42,13 @@ COMPARED_LABELS: Final[dict[str, tuple[str, Unit]]] = {
 
 @dataclass(frozen=True, slots=True)
 class Value:
-    """One published number; `None` with `suppressed` when the API withholds it."""
+    """One published number; `None` when there is none (a rate without a denominator, an absent cell)."""
 
     value: float | None
-    suppressed: bool = False
 
     @property
     def known(self) -> bool:
-        return self.value is not None and not self.suppressed
+        return self.value is not None
 
 
 EMPTY: Final = Value(None)
@@ -80,32 +79,21 @@ class Chart:
     facts: list[tuple[str, str]] = field(default_factory=list)
     download_label: str = "CSV-Datei mit diesen Werten herunterladen"
 
-    @property
-    def empty(self) -> bool:
-        return not any(v.value is not None or v.suppressed for s in self.series for v in s.values)
-
-    def blank_reason(self, k: int) -> str | None:
+    def blank_reason(self) -> str | None:
         """Why the chart has nothing to draw (German), or None when it has; an axis alone never shows."""
         values = [v for s in self.series for v in s.values]
         if any(v.known and v.value for v in values):
             return None
-        if any(v.suppressed for v in values):
-            return (f"Alle Werte liegen unter {k} Fällen und werden zum Schutz der Privatsphäre nicht "
-                    "veröffentlicht. Ein längerer Zeitraum oder die Monatsansicht fasst mehr Fälle zusammen.")
         if any(v.known for v in values):
             return "Im gewählten Zeitraum gab es hierzu keine Fälle."
         return "Für die gewählten Filter liegen keine Daten vor."
 
-    def data(self, k: int) -> dict[str, Any]:
+    def data(self) -> dict[str, Any]:
         """The numbers for the browser (data island): exactly what the table shows."""
         return {
             "id": self.id, "type": self.kind, "unit": self.unit, "stacked": self.stacked,
-            "horizontal": self.horizontal, "labels": self.categories, "k": k,
-            "datasets": [
-                {"label": s.label, "data": [v.value if v.known else None for v in s.values],
-                 "suppressed": [v.suppressed for v in s.values]}
-                for s in self.series
-            ],
+            "horizontal": self.horizontal, "labels": self.categories,
+            "datasets": [{"label": s.label, "data": [v.value for v in s.values]} for s in self.series],
         }
 
 
@@ -143,9 +131,7 @@ def fmt_duration(seconds: float) -> str:
     return f"{_dec(days)} {'Tag' if days == 1 else 'Tage'}"
 
 
-def fmt_cell(v: Value, unit: Unit, k: int) -> str:
-    if v.suppressed:
-        return f"unterdrückt (< {k})" if unit == "count" else "unterdrückt"
+def fmt_cell(v: Value, unit: Unit) -> str:
     return fmt_number(v.value, unit)
 
 
@@ -184,7 +170,8 @@ class Filters:
 
 
 Cell = tuple[str, str, str, str, str, float | int | None, bool]
-"""(period_start or '' for the range total, municipality, service, metric, dimension, value, suppressed)."""
+"""(period_start or '' for the range total, municipality, service, metric, dimension, value, suppressed); the
+API's `suppressed` is always false since counts are perturbed instead."""
 
 
 class CellIndex:
@@ -192,8 +179,8 @@ class CellIndex:
 
     def __init__(self, cells: Iterable[Cell]) -> None:
         self.cells: dict[tuple[str, str, str], Value] = {}
-        for period, _m, _s, metric, dim, value, suppressed in cells:
-            self.cells[(period, metric, dim)] = Value(None if suppressed else value, suppressed)
+        for period, _m, _s, metric, dim, value, _suppressed in cells:
+            self.cells[(period, metric, dim)] = Value(value)
 
     def get(self, period: str, metric: str, dim: str = "") -> Value:
         """A derived value (rate, mean, percentile); absent when it cannot be computed."""
@@ -224,20 +211,20 @@ def _csv(base: str, family: str, f: Filters, totals: bool = True) -> str:
     return f"{base}/v1/kpis{'/totals' if totals else ''}.csv?{f.query(family=family)}"
 
 
-def _fact(label: str, v: Value, unit: Unit, k: int) -> tuple[str, str]:
-    return (label, fmt_cell(v, unit, k))
+def _fact(label: str, v: Value, unit: Unit) -> tuple[str, str]:
+    return (label, fmt_cell(v, unit))
 
 
-def _compare_fact(c: dict[str, Any], name: str, k: int) -> tuple[str, str]:
+def _compare_fact(c: dict[str, Any], name: str) -> tuple[str, str]:
     label, unit = COMPARED_LABELS[c["metric"]]
-    own = fmt_cell(Value(c["value"], c["suppressed"]), unit, k)
-    hessen = fmt_cell(Value(c["hessen"], c["hessen_suppressed"]), unit, k)
+    own = fmt_number(c["value"], unit)
+    hessen = fmt_number(c["hessen"], unit)
     return (f"{label} ({name} / Hessen)", f"{own} / {hessen}")
 
 
 def municipality_charts(
     per_period: Sequence[Cell], totals: Sequence[Cell], comparison: Sequence[dict[str, Any]], f: Filters,
-    base: str, k: int, municipality_name: str,
+    base: str, municipality_name: str,
 ) -> list[Chart]:
     """The charts of a municipality's page for one service."""
     cells = CellIndex(per_period)
@@ -252,9 +239,9 @@ def municipality_charts(
         categories=[period_label(p, f.period) for p in periods],
         series=[Series(label, tuple(cells.count(p, m) for p in periods)) for m, label in usage_metrics],
         unit="count", csv_url=_csv(base, "funnel", f, totals=False),
-        facts=[_fact(label, tot.count("", m), "count", k) for m, label in usage_metrics]
-        + [_fact("Abschlussquote", tot.get("", "conversion_rate"), "percent", k),
-           _fact("Abbruchquote", tot.get("", "abandonment_rate"), "percent", k)],
+        facts=[_fact(label, tot.count("", m), "count") for m, label in usage_metrics]
+        + [_fact("Abschlussquote", tot.get("", "conversion_rate"), "percent"),
+           _fact("Abbruchquote", tot.get("", "abandonment_rate"), "percent")],
     ))
 
     steps = sorted(set(tot.dims("", "step_completed")) | set(tot.dims("", "abandoned_after_step")), key=_num_key)
@@ -295,8 +282,8 @@ def municipality_charts(
         categories=[f"{s} {'Stern' if s == '1' else 'Sterne'}" for s in stars],
         series=[Series("Bewertungen", tuple(tot.count("", "feedback", s) for s in stars))],
         unit="count", csv_url=_csv(base, "feedback", f),
-        facts=[_fact("Bewertungen insgesamt", tot.count("", "feedback_count"), "count", k),
-               _fact("Mittlere Bewertung", tot.get("", "mean_stars"), "stars", k)],
+        facts=[_fact("Bewertungen insgesamt", tot.count("", "feedback_count"), "count"),
+               _fact("Mittlere Bewertung", tot.get("", "mean_stars"), "stars")],
         note="Freitextkommentare werden nicht veröffentlicht.",
     ))
 
@@ -306,8 +293,8 @@ def municipality_charts(
         category_label="Dauer vom Start bis zum Absenden", categories=[bucket_label(b) for b in durations],
         series=[Series("Abgeschickte Anträge", tuple(tot.count("", "duration_le", b) for b in durations))],
         unit="count", csv_url=_csv(base, "duration", f),
-        facts=[_fact("Median", tot.get("", "duration_p50_s"), "seconds", k),
-               _fact("90. Perzentil", tot.get("", "duration_p90_s"), "seconds", k)],
+        facts=[_fact("Median", tot.get("", "duration_p50_s"), "seconds"),
+               _fact("90. Perzentil", tot.get("", "duration_p90_s"), "seconds")],
     ))
 
     buckets = sorted(tot.dims("", "processing_le"), key=_num_key)
@@ -316,8 +303,8 @@ def municipality_charts(
         category_label="Bearbeitungsdauer", categories=[bucket_label(b) for b in buckets],
         series=[Series("Abgeschlossene Fälle", tuple(tot.count("", "processing_le", b) for b in buckets))],
         unit="count", csv_url=_csv(base, "processing", f),
-        facts=[_fact("Median", tot.get("", "processing_p50_s"), "seconds", k),
-               _fact("90. Perzentil", tot.get("", "processing_p90_s"), "seconds", k)],
+        facts=[_fact("Median", tot.get("", "processing_p50_s"), "seconds"),
+               _fact("90. Perzentil", tot.get("", "processing_p90_s"), "seconds")],
     ))
 
     charts.extend(web_usage_charts(tot, f, base))
@@ -329,15 +316,13 @@ def municipality_charts(
         id="vergleich", title="Vergleich mit dem Hessen-Durchschnitt", kind="bar", category_label="Kennzahl",
         categories=[COMPARED_LABELS[c["metric"]][0] for c in rate_rows],
         series=[
-            Series(municipality_name, tuple(Value(c["value"], c["suppressed"]) for c in rate_rows)),
-            Series("Hessen (alle teilnehmenden Kommunen)",
-                   tuple(Value(c["hessen"], c["hessen_suppressed"]) for c in rate_rows)),
-            Series("Kommunen gleicher Größenklasse",
-                   tuple(Value(c["size_class"], c["size_class_suppressed"]) for c in rate_rows)),
+            Series(municipality_name, tuple(Value(c["value"]) for c in rate_rows)),
+            Series("Hessen (alle teilnehmenden Kommunen)", tuple(Value(c["hessen"]) for c in rate_rows)),
+            Series("Kommunen gleicher Größenklasse", tuple(Value(c["size_class"]) for c in rate_rows)),
         ],
         unit=compare_unit, csv_url=f"{base}/v1/comparison?{f.query()}",
         download_label="JSON-Datei mit diesen Werten herunterladen",
-        facts=[_compare_fact(c, municipality_name, k) for c in rows if COMPARED_LABELS[c["metric"]][1] != compare_unit],
+        facts=[_compare_fact(c, municipality_name) for c in rows if COMPARED_LABELS[c["metric"]][1] != compare_unit],
     ))
     return charts
 
@@ -414,7 +399,7 @@ class Page:
     has_data: bool
 
 
-async def _tables(conn: Conn, f: Filters, agss: list[str], service_keys: list[str], k: int) -> list[kpi_service.Table]:
+async def _tables(conn: Conn, f: Filters, agss: list[str], service_keys: list[str]) -> list[kpi_service.Table]:
     """Perturbed tables (municipality x service) exactly as the open-data API builds them."""
     q = kpi_service.KpiQuery(
         municipalities=tuple(agss), services=tuple(service_keys), period=f.period, date_from=f.date_from,
@@ -441,8 +426,8 @@ async def busiest_service(conn: Conn, ags: str | None, f: Filters) -> str | None
     return max(started, key=lambda s: (started[s], s)) if started else None
 
 
-async def municipality_page(conn: Conn, m: Municipality, f: Filters, base: str, k: int) -> Page:
-    tables = await _tables(conn, f, [x.ags for x in municipalities()], [f.service], k)
+async def municipality_page(conn: Conn, m: Municipality, f: Filters, base: str) -> Page:
+    tables = await _tables(conn, f, [x.ags for x in municipalities()], [f.service])
     own = next((t for t in tables if t.municipality == m.ags), None)
     metrics = metrics_of(FAMILIES)
     per_period: list[Cell] = []
@@ -452,12 +437,12 @@ async def municipality_page(conn: Conn, m: Municipality, f: Filters, base: str, 
             per_period.extend(kpi_service.table_cells(own, metrics, p))
         totals = kpi_service.table_cells(own, metrics, kpi_service.TOTAL)
     comparison = kpi_service.comparison_items(m, tables, [f.service]) if own is not None else []
-    charts = municipality_charts(per_period, totals, comparison, f, base, k, m.name)
+    charts = municipality_charts(per_period, totals, comparison, f, base, m.name)
     return Page(title=m.name, filters=f, charts=charts, services=service_options(f.service), has_data=own is not None)
 
 
-async def hessen_page(conn: Conn, f: Filters, base: str, k: int) -> Page:
-    tables = await _tables(conn, f, [m.ags for m in municipalities()], [f.service], k)
+async def hessen_page(conn: Conn, f: Filters, base: str) -> Page:
+    tables = await _tables(conn, f, [m.ags for m in municipalities()], [f.service])
     by_ags = {t.municipality: t for t in tables}
     metrics = metrics_of(FAMILIES)
     rows = [
@@ -476,10 +461,10 @@ def service_options(selected: str | None = None) -> list[tuple[str, str]]:
     return known
 
 
-def summary(chart: Chart, k: int) -> str:
+def summary(chart: Chart) -> str:
     """Text alternative of a chart (aria-label): what it shows and, when short, every value."""
     kind = "Liniendiagramm" if chart.kind == "line" else "Balkendiagramm"
-    reason = chart.blank_reason(k)
+    reason = chart.blank_reason()
     if reason is not None:
         return f"{kind}: {chart.title}. {reason}"
     text = f"{kind}: {chart.title}."
@@ -487,7 +472,7 @@ def summary(chart: Chart, k: int) -> str:
         parts = []
         for s in chart.series:
             pairs = zip(chart.categories, s.values, strict=True)
-            vals = ", ".join(f"{c} {fmt_cell(v, chart.unit, k)}" for c, v in pairs)
+            vals = ", ".join(f"{c} {fmt_cell(v, chart.unit)}" for c, v in pairs)
             parts.append(f"{s.label}: {vals}")
         text += " " + "; ".join(parts) + "."
     else:

@@ -8,10 +8,11 @@ from collections.abc import Hashable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse
 
-from services.publisher import catalog
-from services.publisher.catalog import FORMATS, RdfFormat
+from services.publisher.catalog import service as catalog
+from services.publisher.catalog.service import FORMATS, RdfFormat
+from shared.db import Conn
+from shared.http import Connection, ProblemError
 
 router = APIRouter(tags=["catalog"])
 
@@ -23,13 +24,6 @@ MEDIA_TYPES["application/json"] = "json-ld"
 _RDF_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {media: {} for media, _ in FORMATS.values()}, "description": "DCAT-AP.de 3.0"}
 }
-
-
-def _problem(status: int, title: str, detail: str) -> JSONResponse:
-    return JSONResponse(
-        {"type": "about:blank", "title": title, "status": status, "detail": detail},
-        status_code=status, media_type="application/problem+json",
-    )
 
 
 def negotiate(accept: str | None) -> RdfFormat | None:
@@ -89,15 +83,14 @@ def _info(settings: Any, base: str) -> catalog.CatalogInfo:
     )
 
 
-async def _render(request: Request, fmt: RdfFormat, page: int, page_size: int | None) -> Response:
+async def _render(request: Request, conn: Conn, fmt: RdfFormat, page: int, page_size: int | None) -> Response:
     settings = request.app.state.settings
     size = page_size or settings.catalog_page_size
     base = settings.public_base_url.rstrip("/")
-    async with request.app.state.pool.acquire() as conn:
-        datasets = await request.app.state.catalog_registry.collect(catalog.CatalogContext(conn=conn, base_url=base))
+    datasets = await request.app.state.catalog_registry.collect(catalog.CatalogContext(conn=conn, base_url=base))
     p = catalog.Page(number=page, size=size, total=len(datasets))
     if page > p.last:
-        return _problem(404, "Not Found", f"page {page} does not exist; the last page is {p.last}")
+        raise ProblemError(404, "Not Found", f"page {page} does not exist; the last page is {p.last}")
     info = _info(settings, base)
     cache: RenderCache | None = getattr(request.app.state, "catalog_render_cache", None)
     if cache is None:
@@ -119,35 +112,35 @@ SizeQ = Annotated[int | None, Query(ge=1, le=1000, description="datasets per pag
 
 @router.api_route("/catalog", methods=["GET", "HEAD"], responses=_RDF_RESPONSES,
                   summary="DCAT-AP.de 3.0 catalog (Turtle, RDF/XML or JSON-LD by Accept)")
-async def get_catalog(request: Request, page: PageQ = 1, page_size: SizeQ = None) -> Response:
+async def get_catalog(request: Request, conn: Connection, page: PageQ = 1, page_size: SizeQ = None) -> Response:
     fmt = negotiate(request.headers.get("accept"))
     if fmt is None:
-        return _problem(406, "Not Acceptable", "offered: " + ", ".join(m for m, _ in FORMATS.values()))
-    return await _render(request, fmt, page, page_size)
+        raise ProblemError(406, "Not Acceptable", "offered: " + ", ".join(m for m, _ in FORMATS.values()))
+    return await _render(request, conn, fmt, page, page_size)
 
 
 @router.api_route("/catalog.{suffix}", methods=["GET", "HEAD"], responses=_RDF_RESPONSES,
                   summary="DCAT-AP.de 3.0 catalog in the format of the suffix (ttl, rdf, jsonld)")
-async def get_catalog_suffix(request: Request, suffix: str, page: PageQ = 1, page_size: SizeQ = None) -> Response:
+async def get_catalog_suffix(request: Request, conn: Connection, suffix: str, page: PageQ = 1,
+                             page_size: SizeQ = None) -> Response:
     fmt = SUFFIXES.get(suffix)
     if fmt is None:
-        return _problem(404, "Not Found", f"unknown catalog suffix {suffix!r}; use ttl, rdf or jsonld")
-    return await _render(request, fmt, page, page_size)
+        raise ProblemError(404, "Not Found", f"unknown catalog suffix {suffix!r}; use ttl, rdf or jsonld")
+    return await _render(request, conn, fmt, page, page_size)
 
 
 @router.api_route("/catalog/datasets/{dataset_id}", methods=["GET", "HEAD"], responses=_RDF_RESPONSES,
                   summary="One dataset of the catalog (its IRI dereferenced; format by Accept)")
-async def get_dataset(request: Request, dataset_id: str) -> Response:
+async def get_dataset(request: Request, conn: Connection, dataset_id: str) -> Response:
     fmt = negotiate(request.headers.get("accept"))
     if fmt is None:
-        return _problem(406, "Not Acceptable", "offered: " + ", ".join(m for m, _ in FORMATS.values()))
+        raise ProblemError(406, "Not Acceptable", "offered: " + ", ".join(m for m, _ in FORMATS.values()))
     settings = request.app.state.settings
     base = settings.public_base_url.rstrip("/")
-    async with request.app.state.pool.acquire() as conn:
-        datasets = await request.app.state.catalog_registry.collect(catalog.CatalogContext(conn=conn, base_url=base))
+    datasets = await request.app.state.catalog_registry.collect(catalog.CatalogContext(conn=conn, base_url=base))
     found = next((d for d in datasets if d.id == dataset_id), None)
     if found is None:
-        return _problem(404, "Not Found", f"no dataset {dataset_id!r} in the catalog")
+        raise ProblemError(404, "Not Found", f"no dataset {dataset_id!r} in the catalog")
     body = catalog.serialize(catalog.build_dataset_graph(_info(settings, base), found), fmt)
     return Response(body, media_type=f"{FORMATS[fmt][0]}; charset=utf-8",
                     headers={"Vary": "Accept", "Cache-Control": "public, max-age=300"})

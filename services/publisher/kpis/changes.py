@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from services.publisher import repository
+from services.publisher.kpis import repository
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import logging
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -13,16 +12,14 @@ from email.utils import format_datetime
 from typing import Annotated, Any, Final, Literal, cast
 from urllib.parse import urlencode
 
-import asyncpg
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.publisher import csvdata, repository, service
-from services.publisher.definitions import DEFINITIONS, FAMILIES, Family
-from services.publisher.schemas import (
+from services.publisher.kpis import csvdata, repository, service
+from services.publisher.kpis.definitions import DEFINITIONS, FAMILIES, Family
+from services.publisher.kpis.schemas import (
     Comparison,
     KpiDefinitionList,
     KpiPage,
@@ -33,13 +30,12 @@ from services.publisher.schemas import (
 )
 from services.publisher.settings import PublisherSettings
 from shared import ckm
+from shared.http import PROBLEM, ProblemError
 from shared.kpis import Granularity
 from shared.reference import Municipality, municipalities, municipality_by_ags, services
 
-log = logging.getLogger(__name__)
 router = APIRouter(tags=["open data"])
 
-PROBLEM = "application/problem+json"
 CSV = "text/csv; charset=utf-8; header=present"
 JSON = "application/json"
 _AGS = re.compile(r"^\d{8}$")
@@ -59,64 +55,15 @@ _CSV_CONTENT = {"text/csv": {"schema": {"type": "string"}, "example": (
 
 # --- problem details ----------------------------------------------------------------------------------------
 
-class ParamError(Exception):
-    """A query parameter is invalid; answered as RFC 9457 problem details naming it."""
-
-    def __init__(self, name: str, reason: str, status: int = 422) -> None:
-        super().__init__(f"{name}: {reason}")
-        self.name, self.reason, self.status = name, reason, status
+def invalid_param(request: Request, name: str, reason: str) -> ProblemError:
+    """A query parameter is invalid: problem details naming it."""
+    return invalid(request, f"{name}: {reason}", [{"name": name, "in": "query", "reason": reason}])
 
 
-def problem(status: int, title: str, detail: str | None = None, instance: str | None = None,
-            invalid: list[dict[str, str]] | None = None) -> Response:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
-    if detail:
-        body["detail"] = detail
-    if instance:
-        body["instance"] = instance
-    if invalid:
-        body["invalid-params"] = invalid
-    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM)
-
-
-def install_problem_handlers(app: FastAPI) -> None:
-    """Every error leaves as application/problem+json; unexpected ones without internals."""
-
-    async def on_validation(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        invalid = [{"name": str(e["loc"][-1]) if e.get("loc") else "", "in": str(e["loc"][0]) if e.get("loc") else "",
-                    "reason": str(e.get("msg", "invalid"))} for e in exc.errors()]
-        names = ", ".join(sorted({i["name"] for i in invalid}))
-        return problem(422, "Invalid request parameter", f"invalid: {names}", request.url.path, invalid)
-
-    async def on_param(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ParamError)
-        return problem(exc.status, "Invalid request parameter", f"{exc.name}: {exc.reason}", request.url.path,
-                       [{"name": exc.name, "in": "query", "reason": exc.reason}])
-
-    async def on_http(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        resp = problem(exc.status_code, str(exc.detail), None, request.url.path)
-        for k, v in (exc.headers or {}).items():
-            resp.headers[k] = v
-        return resp
-
-    async def on_unavailable(request: Request, exc: Exception) -> Response:
-        log.warning("database unavailable on %s: %s", request.url.path, exc)
-        resp = problem(503, "Service Unavailable", "the database is not reachable", request.url.path)
-        resp.headers["Retry-After"] = "5"
-        return resp
-
-    async def on_error(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s", request.url.path)
-        return problem(500, "Internal Server Error", None, request.url.path)
-
-    app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(ParamError, on_param)
-    app.add_exception_handler(StarletteHTTPException, on_http)
-    for unavailable in (ConnectionError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
-        app.add_exception_handler(unavailable, on_unavailable)
-    app.add_exception_handler(Exception, on_error)
+def invalid(request: Request, detail: str, params: list[dict[str, str]]) -> ProblemError:
+    """422 naming the request path and each invalid parameter (`invalid-params`)."""
+    members: dict[str, Any] = {"instance": request.url.path, "invalid-params": params}
+    return ProblemError(422, "Invalid request parameter", detail, **members)
 
 
 # --- conditional responses ----------------------------------------------------------------------------------
@@ -232,10 +179,10 @@ def _split(values: list[str] | None) -> list[str]:
     return sorted({v.strip() for raw in values or [] for v in raw.split(",") if v.strip()})
 
 
-def _checked(name: str, values: list[str], pattern: re.Pattern[str], what: str) -> tuple[str, ...]:
+def _checked(request: Request, name: str, values: list[str], pattern: re.Pattern[str], what: str) -> tuple[str, ...]:
     for v in values:
         if not pattern.match(v):
-            raise ParamError(name, f"{v[:40]!r} is not {what}")
+            raise invalid_param(request, name, f"{v[:40]!r} is not {what}")
     return tuple(values)
 
 
@@ -253,19 +200,20 @@ FamilyParam = Annotated[list[str] | None, Query(
     description="KPI families: " + ", ".join(FAMILIES) + "; repeat or separate by commas (default: all)")]
 
 
-def _dates(settings: PublisherSettings, period: Granularity, date_from: date | None,
+def _dates(request: Request, period: Granularity, date_from: date | None,
            date_to: date | None) -> tuple[date, date]:
     for name, d in (("from", date_from), ("to", date_to)):
         if d is not None and not _EARLIEST <= d <= _LATEST:
-            raise ParamError(name, f"must lie between {_EARLIEST} and {_LATEST}")
+            raise invalid_param(request, name, f"must lie between {_EARLIEST} and {_LATEST}")
+    settings: PublisherSettings = request.app.state.settings
     to = date_to or service.today_berlin()
     default_span = {"hour": 1, "day": 30, "month": 365}[period]
     frm = date_from or max(_EARLIEST, to - timedelta(days=default_span))
     if frm > to:
-        raise ParamError("from", "must not be after 'to'")
+        raise invalid_param(request, "from", "must not be after 'to'")
     limit = {"hour": settings.max_hour_range_days, "day": settings.max_day_range_days}.get(period)
     if limit is not None and (to - frm).days + 1 > limit:
-        raise ParamError("to", f"a {period} query covers at most {limit} days")
+        raise invalid_param(request, "to", f"a {period} query covers at most {limit} days")
     return frm, to
 
 
@@ -273,14 +221,13 @@ def kpi_query(
     request: Request, municipality: MunicipalityParam = None, service_: ServiceParam = None,
     period: PeriodParam = "day", date_from: FromParam = None, date_to: ToParam = None, family: FamilyParam = None,
 ) -> service.KpiQuery:
-    settings: PublisherSettings = request.app.state.settings
-    munis = _checked("municipality", _split(municipality), _AGS, "an AGS of 8 digits")
-    svcs = _checked("service", _split(service_), _LEIKA, "a LeiKa key of 14 digits")
+    munis = _checked(request, "municipality", _split(municipality), _AGS, "an AGS of 8 digits")
+    svcs = _checked(request, "service", _split(service_), _LEIKA, "a LeiKa key of 14 digits")
     fams = _split(family)
     for f in fams:
         if f not in FAMILIES:
-            raise ParamError("family", f"{f[:40]!r} is not one of {', '.join(FAMILIES)}")
-    frm, to = _dates(settings, period, date_from, date_to)
+            raise invalid_param(request, "family", f"{f[:40]!r} is not one of {', '.join(FAMILIES)}")
+    frm, to = _dates(request, period, date_from, date_to)
     chosen: tuple[Family, ...] = tuple(f for f in FAMILIES if f in fams) or FAMILIES
     return service.KpiQuery(munis, svcs, period, frm, to, chosen)
 
@@ -295,7 +242,7 @@ def _page(request: Request, limit: int | None) -> int:
     settings: PublisherSettings = request.app.state.settings
     n = limit or settings.default_page_size
     if n > settings.max_page_size:
-        raise ParamError("limit", f"must not exceed {settings.max_page_size}")
+        raise invalid_param(request, "limit", f"must not exceed {settings.max_page_size}")
     return n
 
 
@@ -333,12 +280,13 @@ async def _tables(request: Request, q: service.KpiQuery) -> list[service.Table]:
             return cast(list[service.Table], cached)
     start, end = q.bounds()
     most = st.settings.max_query_values
+    # a connection only on a miss: answers from the caches (and 304s) must not wait for the pool
     async with st.pool.acquire() as conn:
         rows = await repository.kpi_rows(conn, q.period, start, end, list(q.municipalities) or None,
                                          list(q.services) or None, most + 1)
     if len(rows) > most:
-        raise ParamError("to", f"the query covers more than {most} stored values; narrow municipality, service "
-                               "or the range", status=422)
+        raise invalid_param(request, "to", f"the query covers more than {most} stored values; narrow municipality, "
+                                           "service or the range")
     tables = service.build_tables(rows)
     if live:
         st.tables.put(key, version, tables)
@@ -465,10 +413,9 @@ async def get_comparison(
 ) -> Response:
     subject = municipality_by_ags().get(municipality)
     if subject is None:
-        raise ParamError("municipality", "not one of the member municipalities (see /v1/municipalities)")
-    settings: PublisherSettings = request.app.state.settings
-    svcs = _checked("service", _split(service_), _LEIKA, "a LeiKa key of 14 digits")
-    frm, to = _dates(settings, period, date_from, date_to)
+        raise invalid_param(request, "municipality", "not one of the member municipalities (see /v1/municipalities)")
+    svcs = _checked(request, "service", _split(service_), _LEIKA, "a LeiKa key of 14 digits")
+    frm, to = _dates(request, period, date_from, date_to)
     members = tuple(sorted(m.ags for m in municipalities()))
     q = service.KpiQuery(members, svcs, period, frm, to)
 

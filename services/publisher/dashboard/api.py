@@ -7,13 +7,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.staticfiles import StaticFiles
 
-from services.publisher import dashboard_view as view
-from services.publisher.service import today_berlin
+from services.publisher.dashboard import service as view
+from services.publisher.kpis.service import today_berlin
 from shared import ckm
+from shared.db import Conn
+from shared.http import Connection, ProblemError
 from shared.reference import municipalities, municipality_by_ags, service_by_key
 
 HERE = Path(__file__).resolve().parent
@@ -30,11 +32,8 @@ FromQ = Annotated[date | None, Query(alias="from", description="first day (Europ
 ToQ = Annotated[date | None, Query(alias="to", description="last day (Europe/Berlin), inclusive")]
 
 
-def _problem(status: int, detail: str, param: str) -> JSONResponse:
-    return JSONResponse(
-        {"type": "about:blank", "title": "Bad Request", "status": status, "detail": detail, "parameter": param},
-        status_code=status, media_type="application/problem+json",
-    )
+def _bad(detail: str, param: str) -> ProblemError:
+    return ProblemError(400, "Bad Request", detail, parameter=param)
 
 
 def _range(period: str, date_from: date | None, date_to: date | None) -> tuple[date, date]:
@@ -56,42 +55,38 @@ def _context(request: Request, page: view.Page, current: str, **extra: Any) -> d
 
 
 async def _filters(
-    request: Request, ags: str | None, service: str | None, period: Literal["day", "month"],
+    request: Request, conn: Conn, ags: str | None, service: str | None, period: Literal["day", "month"],
     date_from: date | None, date_to: date | None,
-) -> view.Filters | JSONResponse:
+) -> view.Filters:
     for name, d in (("from", date_from), ("to", date_to)):
         if d is not None and not EARLIEST <= d <= LATEST:
-            return _problem(400, f"'{name}' must lie between {EARLIEST} and {LATEST}", name)
+            raise _bad(f"'{name}' must lie between {EARLIEST} and {LATEST}", name)
     start, end = _range(period, date_from, date_to)
     if start > end:
-        return _problem(400, "'from' must not be after 'to'", "from")
+        raise _bad("'from' must not be after 'to'", "from")
     if (end - start).days > request.app.state.settings.max_day_range_days:
-        return _problem(400, f"range longer than {request.app.state.settings.max_day_range_days} days", "from")
+        raise _bad(f"range longer than {request.app.state.settings.max_day_range_days} days", "from")
     f = view.Filters(ags, service or "", period, start, end)
     if service is None:
-        async with request.app.state.pool.acquire() as conn:
-            busiest = await view.busiest_service(conn, ags, f)
+        busiest = await view.busiest_service(conn, ags, f)
         f = view.Filters(ags, busiest or view.service_options()[0][0], period, start, end)
     return f
 
 
 @router.get("/dashboard", response_class=HTMLResponse, summary="Dashboard: Hessen overview (German)")
 async def hessen(
-    request: Request, service: ServiceQ = None, period: PeriodQ = "day", date_from: FromQ = None,
+    request: Request, conn: Connection, service: ServiceQ = None, period: PeriodQ = "day", date_from: FromQ = None,
     date_to: ToQ = None,
 ) -> Response:
-    f = await _filters(request, None, service, period, date_from, date_to)
-    if isinstance(f, JSONResponse):
-        return f
-    async with request.app.state.pool.acquire() as conn:
-        page = await view.hessen_page(conn, f, "", ckm.MAX_DEVIATION)
+    f = await _filters(request, conn, None, service, period, date_from, date_to)
+    page = await view.hessen_page(conn, f, "")
     return templates.TemplateResponse(request, "hessen.html", _context(request, page, "hessen"))
 
 
 @router.get("/dashboard/{ags}", response_class=HTMLResponse, summary="Dashboard: one municipality (German)")
 async def municipality(
-    request: Request, ags: str, service: ServiceQ = None, period: PeriodQ = "day", date_from: FromQ = None,
-    date_to: ToQ = None,
+    request: Request, conn: Connection, ags: str, service: ServiceQ = None, period: PeriodQ = "day",
+    date_from: FromQ = None, date_to: ToQ = None,
 ) -> Response:
     m = municipality_by_ags().get(ags)
     if m is None:
@@ -102,9 +97,6 @@ async def municipality(
             _context(request, page, "", message=f"Zum Gemeindeschlüssel {ags} gibt es keine Seite."),
             status_code=404,
         )
-    f = await _filters(request, ags, service, period, date_from, date_to)
-    if isinstance(f, JSONResponse):
-        return f
-    async with request.app.state.pool.acquire() as conn:
-        page = await view.municipality_page(conn, m, f, "", ckm.MAX_DEVIATION)
+    f = await _filters(request, conn, ags, service, period, date_from, date_to)
+    page = await view.municipality_page(conn, m, f, "")
     return templates.TemplateResponse(request, "municipality.html", _context(request, page, m.ags, ags=m.ags))

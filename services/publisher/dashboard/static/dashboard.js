@@ -15,38 +15,6 @@
     return nf.format(v);
   }
 
-  // Marks suppressed values at the base of their category, so they are not mistaken for zero.
-  var suppressedMarks = {
-    id: "suppressedMarks",
-    afterDatasetsDraw: function (chart) {
-      var spec = chart.$kpSpec;
-      if (!spec) { return; }
-      var ctx = chart.ctx;
-      var catScale = spec.horizontal ? chart.scales.y : chart.scales.x;
-      ctx.save();
-      ctx.font = "italic 12px system-ui, sans-serif";
-      ctx.fillStyle = "#4a4a4a";
-      spec.datasets.forEach(function (ds, di) {
-        if (!chart.isDatasetVisible(di)) { return; }
-        var meta = chart.getDatasetMeta(di);
-        ds.suppressed.forEach(function (hidden, i) {
-          if (!hidden) { return; }
-          var el = meta.data[i];
-          var pos = el ? (spec.horizontal ? el.y : el.x) : catScale.getPixelForValue(i);
-          var label = spec.unit === "count" ? "< " + spec.k : "unterdr.";
-          if (spec.horizontal) {
-            ctx.textAlign = "left"; ctx.textBaseline = "middle";
-            ctx.fillText(label, chart.chartArea.left + 4, pos);
-          } else {
-            ctx.textAlign = "center"; ctx.textBaseline = "bottom";
-            ctx.fillText(label, pos, chart.chartArea.bottom - 2 - 14 * di);
-          }
-        });
-      });
-      ctx.restore();
-    }
-  };
-
   function draw(figure) {
     var id = figure.getAttribute("data-chart");
     var island = document.getElementById(id + "-data");
@@ -62,7 +30,7 @@
       grid: { color: "#d0d0d0" }
     };
     scales[catAxis] = { stacked: spec.stacked, ticks: { color: "#1a1a1a" }, grid: { display: false } };
-    var chart = new Chart(canvas, {
+    new Chart(canvas, {
       type: spec.type,
       data: {
         labels: spec.labels,
@@ -84,18 +52,12 @@
           legend: { labels: { color: "#1a1a1a", usePointStyle: true } },
           tooltip: {
             callbacks: {
-              label: function (item) {
-                var hidden = spec.datasets[item.datasetIndex].suppressed[item.dataIndex];
-                return item.dataset.label + ": " + (hidden ? "unterdrückt (< " + spec.k + ")" : format(spec.unit, item.raw));
-              }
+              label: function (item) { return item.dataset.label + ": " + format(spec.unit, item.raw); }
             }
           }
         }
-      },
-      plugins: [suppressedMarks]
+      }
     });
-    chart.$kpSpec = spec;
-    chart.update();
     figure.setAttribute("data-rendered", "true");
   }
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo
 
-from services.publisher.definitions import FAMILIES, METRIC_ORDER, STORED_COUNTS, Family, metrics_of
+from services.publisher.kpis.definitions import FAMILIES, METRIC_ORDER, STORED_COUNTS, Family, metrics_of
 from shared import ckm
 from shared.kpis import DURATION_BUCKETS_S, PROCESSING_BUCKETS_S, Granularity
 from shared.reference import Municipality, municipalities

@@ -50,7 +50,7 @@
     .then(function (body) {
       var sums = {}, dl = document.getElementById("kennzahlen");
       (body.items || []).forEach(function (i) {
-        if (labels[i.metric] && !i.suppressed && typeof i.value === "number")
+        if (labels[i.metric] && typeof i.value === "number")
           sums[i.metric] = (sums[i.metric] || 0) + i.value;
       });
       dl.textContent = "";

@@ -22,8 +22,8 @@ from rdflib import BNode, Graph, Namespace, URIRef
 from rdflib import Literal as RdfLiteral
 from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, SKOS, XSD
 
-from services.publisher import catalog_repository
-from services.publisher.definitions import DEFINITIONS
+from services.publisher.catalog import repository as catalog_repository
+from services.publisher.kpis.definitions import DEFINITIONS
 from shared import ckm
 from shared.db import Conn
 from shared.events.text import Text
@@ -478,7 +478,6 @@ KPI_FAMILIES: Final[tuple[KpiFamily, ...]] = (
         ("Bearbeitungsdauer", "Fristen", "Fachverfahren"),
     ),
 )
-KPI_FAMILY_BY_KEY: Final = {f.key: f for f in KPI_FAMILIES}
 RANGE_NOTE: Final = (
     "Tageswerte der letzten 30 Tage; andere Zeiträume und Zeiteinheiten über die Parameter from, to und period "
     "der Schnittstelle (Beschreibung unter /docs)."

@@ -7,7 +7,7 @@ import io
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from services.publisher.definitions import PUBLISHED_METRICS
+from services.publisher.kpis.definitions import PUBLISHED_METRICS
 from shared import ckm
 
 SUPPRESSED: Final = "."

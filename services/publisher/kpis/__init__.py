@@ -1,0 +1,1 @@
+"""Open-data KPI API: queries, Cell Key Method perturbation, JSON/CSV representations, conditional answers."""
