@@ -87,7 +87,12 @@ def _login_page(request: Request, status: int, message: str | None = None) -> HT
 
 
 async def _viewer(request: Request, authorization: str | None) -> Viewer | None:
-    """The signed-in user, None without credentials; AuthError for a bad token or missing rights."""
+    """The signed-in user, None without credentials; AuthError for a bad token or missing rights.
+
+    The clerk view's pages check the sign-in before they take a connection (so they acquire their own instead
+    of using `shared.http.Connection`): a stranger's request never holds one of the pool's connections, and the
+    sign-in routes never hold one while they wait on the identity provider.
+    """
     viewer: Viewer
     if authorization and authorization.lower().startswith("bearer "):
         principal: Principal = await request.app.state.verifier.verify(authorization[7:].strip())
