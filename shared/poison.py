@@ -17,7 +17,7 @@ import asyncio
 import dataclasses
 import enum
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import asyncpg
 import orjson
@@ -27,6 +27,9 @@ from pydantic import ValidationError
 
 from shared import kafka_records
 from shared.rejections import MAX_ERROR_TEXT, Reason, text
+
+if TYPE_CHECKING:
+    from faststream.kafka import KafkaRouter
 
 kafka_records.install()  # header names that are not UTF-8 must not stall a consumer before this rule runs
 
@@ -152,6 +155,21 @@ async def raw_batch_parser(msg: tuple[Any, ...], original: Callable[..., Any]) -
         parsed = await original(tuple(dataclasses.replace(r, headers=()) for r in msg))
         parsed.raw_message = msg
         return parsed
+
+
+Publish = Callable[[bytes, bytes], Awaitable[Any]]
+"""Sends one rejected record (key, value) to its rejected topic; returns once the broker has it."""
+
+
+def rejected_publisher(router: KafkaRouter, topic: str, title: str, description: str) -> Publish:
+    """The consumer's rejected topic as a FastStream publisher object of its router (so the AsyncAPI document
+    names it), sending the JSON records of `shared.rejections`."""
+    rejected = router.publisher(topic, title=title, description=description)
+
+    async def publish(key: bytes, value: bytes) -> None:
+        await rejected.publish(value, key=key, headers={"content-type": "application/json"})
+
+    return publish
 
 
 async def no_decode(_msg: Any) -> None:

@@ -28,7 +28,7 @@ from services.aggregator.settings import AggregatorSettings
 from services.aggregator.unit_of_work import Begin
 from shared.events import usage_event_adapter
 from shared.events.workflow import workflow_event_adapter
-from shared.poison import no_decode, raw_batch_parser
+from shared.poison import Publish, no_decode, raw_batch_parser, rejected_publisher
 from shared.rejections import REASONS
 
 log = logging.getLogger(__name__)
@@ -119,14 +119,7 @@ def build_router(settings: AggregatorSettings, begin: Begin,
     router = KafkaRouter()
     subs: list[Subscription] = []
 
-    def publisher(topic: str, title: str, description: str) -> service.Publish:
-        rejected = router.publisher(topic, title=title, description=description)
-
-        async def publish(key: bytes, value: bytes) -> None:
-            await rejected.publish(value, key=key, headers={"content-type": "application/json"})
-        return publish
-
-    def subscribe(stream: service.Stream, publish: service.Publish, title: str, description: str) -> None:
+    def subscribe(stream: service.Stream, publish: Publish, title: str, description: str) -> None:
         async def on_batch(_body: None, message: KafkaMessage) -> None:
             await service.consume_batch(stream, message.raw_message, begin, publish)
             try:
@@ -152,7 +145,7 @@ def build_router(settings: AggregatorSettings, begin: Begin,
         _stream(settings, metrics, topic=settings.usage_topic, group=settings.consumer_group,
                 consumer="aggregator/usage", adapter=usage_event_adapter, contributions=fold.usage_contributions,
                 daily_counts=True),
-        publisher(settings.rejected_topic, "usage-events-rejected",
+        rejected_publisher(router, settings.rejected_topic, "usage-events-rejected",
                   "Records the aggregator cannot count: invalid, too_late, from_future, tombstone, refused by the "
                   "database, …, with reasons, source position, key and headers."),
         "usage-events-aggregate", "Folds usage events into eGovSAD KPIs, exactly once per event id.",
@@ -162,7 +155,7 @@ def build_router(settings: AggregatorSettings, begin: Begin,
             _stream(settings, metrics, topic=settings.workflow_topic, group=settings.workflow_consumer_group,
                     consumer="aggregator/workflow", adapter=workflow_event_adapter,
                     contributions=fold.workflow_contributions, daily_counts=False),
-            publisher(settings.workflow_rejected_topic, "workflow-events-rejected",
+            rejected_publisher(router, settings.workflow_rejected_topic, "workflow-events-rejected",
                       "Workflow events the aggregator cannot count, with reasons and source position."),
             "workflow-events-aggregate", "Folds workflow events into processing-time KPIs, exactly once.",
         )

@@ -18,7 +18,7 @@ import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,14 +44,10 @@ from services.aggregator.fold import (
 )
 from services.aggregator.metrics import AggregatorMetrics
 from services.aggregator.unit_of_work import Begin, UnitOfWork
-from shared.poison import declared, error_detail, headers_of, isolate, reason_of
+from shared.poison import Publish, declared, error_detail, headers_of, isolate, reason_of
 from shared.rejections import rejected_payload
 
 log = logging.getLogger(__name__)
-
-Publish = Callable[[bytes, bytes], Awaitable[Any]]
-"""Sends one rejected record (key, value) to the stream's rejected topic; returns once the broker has it."""
-
 
 @dataclass
 class Stream:

@@ -30,6 +30,7 @@ from services.workflow.unit_of_work import Lanes, UnitOfWork
 from shared.events import ApplicationEvent, application_event_adapter
 from shared.poison import (
     ConsumedRecord,
+    Publish,
     declared,
     error_detail,
     headers_of,
@@ -37,6 +38,7 @@ from shared.poison import (
     no_decode,
     raw_batch_parser,
     reason_of,
+    rejected_publisher,
     validation_errors,
 )
 from shared.rejections import REASONS, Reason, rejected_payload
@@ -44,7 +46,6 @@ from shared.rejections import REASONS, Reason, rejected_payload
 log = logging.getLogger(__name__)
 
 CONSUMER = "workflow/application"
-Publish = Callable[[bytes, bytes], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,14 +218,10 @@ def build_router(settings: WorkflowSettings, holder: dict[str, Any]) -> KafkaRou
         title="application-events-workflow",
         description="Opens and advances cases from application events (inbox dedup, outbox).",
     )
-    rejected = router.publisher(
-        settings.application_rejected_topic, title="application-events-rejected",
-        description="Application events the workflow cannot apply: undecodable, invalid, refused by the database, "
-                    "…, with reason, source position, key, headers and the bounded raw payload.",
-    )
-
-    async def publish(key: bytes, value: bytes) -> None:
-        await rejected.publish(value, key=key, headers={"content-type": "application/json"})
+    publish = rejected_publisher(
+        router, settings.application_rejected_topic, "application-events-rejected",
+        "Application events the workflow cannot apply: undecodable, invalid, refused by the database, …, with "
+        "reason, source position, key, headers and the bounded raw payload.")
 
     for reason in REASONS:  # every series exists from the start (at 0)
         holder["engine"].metrics.rejected.labels(CONSUMER, reason)
