@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.publisher import csvdata, repository, service
+from services.publisher import csvdata, fastpath, repository, service
 from services.publisher.definitions import DEFINITIONS, FAMILIES, Family
 from services.publisher.schemas import (
     Comparison,
@@ -269,7 +269,7 @@ def _dates(settings: PublisherSettings, period: Granularity, date_from: date | N
     return frm, to
 
 
-def kpi_query(
+async def kpi_query(
     request: Request, municipality: MunicipalityParam = None, service_: ServiceParam = None,
     period: PeriodParam = "day", date_from: FromParam = None, date_to: ToParam = None, family: FamilyParam = None,
 ) -> service.KpiQuery:
@@ -334,12 +334,12 @@ async def _tables(request: Request, q: service.KpiQuery) -> list[service.Table]:
     start, end = q.bounds()
     most = st.settings.max_query_values
     async with st.pool.acquire() as conn:
-        rows = await repository.kpi_rows(conn, q.period, start, end, list(q.municipalities) or None,
-                                         list(q.services) or None, most + 1)
+        rows = await repository.kpi_rows_epoch(conn, q.period, start, end, list(q.municipalities) or None,
+                                               list(q.services) or None, most + 1)
     if len(rows) > most:
         raise ParamError("to", f"the query covers more than {most} stored values; narrow municipality, service "
                                "or the range", status=422)
-    tables = service.build_tables(rows)
+    tables = fastpath.build_tables(rows)
     if live:
         st.tables.put(key, version, tables)
     return tables
@@ -355,7 +355,7 @@ async def _cells(request: Request, q: service.KpiQuery, totals: bool) -> list[se
         if cached is not None:
             return cast(list[service.Cell], cached)
     tables = await _tables(request, q)
-    cells = service.total_cells(tables, q.families) if totals else service.kpi_cells(tables, q.families)
+    cells = fastpath.total_cells(tables, q.families) if totals else fastpath.kpi_cells(tables, q.families)
     if live:
         st.tables.put(key, version, cells)
     return cells
