@@ -19,14 +19,16 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import asyncpg
 
 from services.publisher.definitions import DEFINITIONS, METRIC_ORDER, STORED_COUNTS, Family, metrics_of
-from services.publisher.service import TOTAL, Cell, Raw, Table, derived_values, dimension_key, local_iso
+from services.publisher.service import TOTAL, Cell, Raw, Table, dimension_key, local_iso
 from shared import ckm
+from shared.kpis import DURATION_BUCKETS_S, PROCESSING_BUCKETS_S
 
 EpochRow = tuple[str, str, int, str, str, int, int]
 """(municipality, service, period start in microseconds since 1970-01-01 UTC, metric, dimension, value,
@@ -117,29 +119,89 @@ def build_tables(rows: Iterable[EpochRow] | Iterable[asyncpg.Record]) -> list[Ta
     return tables
 
 
-def _order(t: Table, metrics: frozenset[str]) -> list[tuple[str, str, bool]]:
-    """(metric, dimension, derived) of every published key a table may have, in the order of the cells."""
-    keys: set[tuple[str, str]] = set()
+Key = tuple[str, str]
+"""(metric, dimension) of a cell within a period."""
+_STARTED: Final = ("sessions_started", "")
+_SUBMITTED: Final = ("sessions_submitted", "")
+_ABANDONED: Final = ("sessions_abandoned", "")
+_BUCKETS: Final = (("duration", DURATION_BUCKETS_S), ("processing", PROCESSING_BUCKETS_S))
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """What one table's periods share: the order of their published keys and where derived values come from."""
+
+    order: list[tuple[str, str, Key, bool]]
+    """(metric, dimension, key, derived) of every key the table's cells may have, in the order of the cells."""
+    stars: list[tuple[Key, str]]
+    """The table's feedback keys and their dimensions (the stars)."""
+    buckets: list[tuple[str, list[Key], list[tuple[int, Key]]]]
+    """Per histogram: metric name, the table's keys of its buckets, and (bound, key) of each fixed bound."""
+
+
+def _layout(t: Table, metrics: frozenset[str]) -> _Layout:
+    keys: set[Key] = set()
     for period in t.by_period.values():
         keys.update(period)
-    out = [(m, d, False) for m, d in keys if m in metrics]
-    out += [(m, "", True) for m in _DERIVED if m in metrics]
-    out.sort(key=lambda r: (METRIC_ORDER[r[0]], dimension_key(r[1])))
+    order = [(m, d, (m, d), False) for m, d in keys if m in metrics]
+    order += [(m, "", (m, ""), True) for m in _DERIVED if m in metrics]
+    order.sort(key=lambda r: (METRIC_ORDER[r[0]], dimension_key(r[1])))
+    stars = sorted((k, k[1]) for k in keys if k[0] == "feedback")
+    buckets = [(name, sorted(k for k in keys if k[0] == f"{name}_le"),
+                [(b, (f"{name}_le", str(b))) for b in bounds]) for name, bounds in _BUCKETS]
+    return _Layout(order, stars, buckets)
+
+
+def _percentile(c: dict[Key, int], bounds: list[tuple[int, Key]], n: int, q: float) -> float | None:
+    """`service.percentile` over the bucket counts of one period (n: their sum)."""
+    if n <= 0:
+        return None
+    target, below, lower = q * n, 0, 0
+    for upper, key in bounds:
+        got = c.get(key, 0)
+        if got and below + got >= target:
+            return round(lower + (upper - lower) * (target - below) / got, 1)
+        below += got
+        lower = upper
+    return float(lower)
+
+
+def _derived(c: dict[Key, int], layout: _Layout) -> dict[str, float | None]:
+    """`service.derived_values` of one period, by metric, with lookups of the table's keys instead of a scan."""
+    out: dict[str, float | None] = {}
+    started = c.get(_STARTED, 0)
+    if started > 0:
+        out["conversion_rate"] = round(c.get(_SUBMITTED, 0) / started, 4)
+        out["abandonment_rate"] = round(c.get(_ABANDONED, 0) / started, 4)
+    rated = weighted = 0
+    for key, d in layout.stars:
+        v = c.get(key)
+        if v is not None:
+            rated += v
+            if d.isdigit():
+                weighted += int(d) * v
+    if rated > 0:
+        out["mean_stars"] = round(weighted / rated, 2)
+    for name, keys, bounds in layout.buckets:
+        present = [v for v in map(c.get, keys) if v is not None]
+        if present:
+            n = sum(present)
+            out[f"{name}_p50_s"] = _percentile(c, bounds, n, 0.5)
+            out[f"{name}_p90_s"] = _percentile(c, bounds, n, 0.9)
     return out
 
 
-def _table_cells(t: Table, order: list[tuple[str, str, bool]], period: Any, out: list[Cell]) -> None:
+def _table_cells(t: Table, layout: _Layout, period: Any, out: list[Cell]) -> None:
     label = "" if period == TOTAL else local_iso(period)
     muni, svc = t.municipality, t.service
     c = t.by_period.get(period, {})
-    derived = {m: (d, value, hidden) for m, d, value, hidden in derived_values(c)}
-    for m, d, is_derived in order:
+    derived = _derived(c, layout)
+    for m, d, key, is_derived in layout.order:
         if is_derived:
-            got = derived.get(m)
-            if got is not None:
-                out.append((label, muni, svc, m, got[0], got[1], got[2]))
+            if m in derived:
+                out.append((label, muni, svc, m, "", derived[m], False))
         else:
-            v = c.get((m, d))
+            v = c.get(key)
             if v:
                 out.append((label, muni, svc, m, d, v, False))
 
@@ -149,9 +211,9 @@ def kpi_cells(tables: list[Table], families: tuple[Family, ...]) -> list[Cell]:
     metrics = metrics_of(families)
     out: list[Cell] = []
     for t in tables:
-        order = _order(t, metrics)
+        layout = _layout(t, metrics)
         for p in t.periods:
-            _table_cells(t, order, p, out)
+            _table_cells(t, layout, p, out)
     return out
 
 
@@ -160,5 +222,5 @@ def total_cells(tables: list[Table], families: tuple[Family, ...]) -> list[Cell]
     metrics = metrics_of(families)
     out: list[Cell] = []
     for t in tables:
-        _table_cells(t, _order(t, metrics), TOTAL, out)
+        _table_cells(t, _layout(t, metrics), TOTAL, out)
     return out

@@ -26,8 +26,8 @@ STARTS = ([SPRING + timedelta(hours=h) for h in range(-2, 4)] + [AUTUMN + timede
 OTHER_METRICS = ("payment_amount_cents", "duration_sum_s", "processing_sum_s", "not_a_metric")
 DIMENSIONS: dict[str, tuple[str, ...]] = {
     "feedback": ("1", "2", "3", "4", "5", "x"),
-    "duration_le": (*(str(b) for b in DURATION_BUCKETS_S), "inf"),
-    "processing_le": (*(str(b) for b in PROCESSING_BUCKETS_S), "inf"),
+    "duration_le": (*(str(b) for b in DURATION_BUCKETS_S), "inf", "45", "60.0"),
+    "processing_le": (*(str(b) for b in PROCESSING_BUCKETS_S), "inf", "7"),
     "page_views": ("/start", "/formular", "/bestaetigung", "/a,b", ""),
     "step_completed": ("1", "2", "10", "1.5"),
     "abandoned_after_step": ("0", "1", "3"),
