@@ -44,10 +44,6 @@ def create_app(settings: PublisherSettings | None = None) -> FastAPI:
         # the collector's full scans, which otherwise pause a request for tens of milliseconds
         gc.collect()
         gc.freeze()
-        # a computed KPI request keeps some 10,000 small objects alive at once (rows, cells, keys); at the default
-        # threshold the young generation was collected about twice per request and scanned them again each time
-        # (0.6-0.8 ms of its CPU, ADR 0052); they die with the request and form no cycles, so collect less often
-        gc.set_threshold(20_000, 10, 10)
         try:
             yield
         finally:
