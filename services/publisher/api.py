@@ -269,7 +269,7 @@ def _dates(settings: PublisherSettings, period: Granularity, date_from: date | N
     return frm, to
 
 
-async def kpi_query(
+def kpi_query(
     request: Request, municipality: MunicipalityParam = None, service_: ServiceParam = None,
     period: PeriodParam = "day", date_from: FromParam = None, date_to: ToParam = None, family: FamilyParam = None,
 ) -> service.KpiQuery:
