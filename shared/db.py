@@ -18,10 +18,13 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _LOCK_KEY = 0x4B50_4D49  # advisory lock id so concurrent starters migrate once
 
 
-async def create_pool(url: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """Create a pool; connections use UTC so timestamps come back unambiguous."""
+async def create_pool(url: str, min_size: int = 1, max_size: int = 10, *,
+                      server_settings: dict[str, str] | None = None) -> asyncpg.Pool:
+    """Create a pool; connections use UTC so timestamps come back unambiguous. `server_settings` are further
+    session defaults of every connection (they survive the reset when a connection returns to the pool)."""
     pool = await asyncpg.create_pool(
-        url, min_size=min_size, max_size=max_size, server_settings={"timezone": "UTC"}, command_timeout=30
+        url, min_size=min_size, max_size=max_size, server_settings={"timezone": "UTC", **(server_settings or {})},
+        command_timeout=30,
     )
     assert pool is not None
     track_pool(pool)

@@ -37,6 +37,28 @@ async def kpi_rows(
         )
 
 
+async def kpi_rows_epoch(
+    conn: Conn, granularity: str, start: datetime, end: datetime, municipalities: list[str] | None,
+    services: list[str] | None, limit: int | None = None,
+) -> list[asyncpg.Record]:
+    """The rows of `kpi_rows` with `period_start` as microseconds since 1970-01-01 UTC (an exact integer): for
+    `fastpath.build_tables`, which turns the few distinct starts of a query into datetimes once each instead
+    of asyncpg building a datetime per row (about half of the client's CPU time for a query's rows).
+
+    One statement, no transaction: the publisher's pool plans every statement for its parameters
+    (`plan_cache_mode = force_custom_plan`, see `app.py`), which `kpi_rows` sets per transaction."""
+    return await conn.fetch(
+        """SELECT municipality::text, service::text, (extract(epoch FROM period_start) * 1000000)::bigint,
+                  metric, dimension, value, key_sum
+           FROM kpi_values
+           WHERE granularity = $1 AND period_start >= $2 AND period_start < $3
+             AND ($4::text[] IS NULL OR municipality = ANY($4::text[]::char(8)[]))
+             AND ($5::text[] IS NULL OR service = ANY($5::text[]::char(14)[]))
+           LIMIT $6""",
+        granularity, start, end, municipalities, services, limit,
+    )
+
+
 async def last_change(conn: Conn) -> datetime | None:
     """When kpi_values last changed (kept per writing backend by the table's statement trigger, migration 0500)."""
     value: datetime | None = await conn.fetchval("SELECT max(at) FROM kpi_values_writes")
