@@ -15,12 +15,12 @@ import httpx
 import orjson
 import pytest
 from asgi_lifespan import LifespanManager
-from services.publisher.api import VersionedCache
-from services.publisher.schemas import KpiPage, TotalsPage
 
 from services.publisher.app import create_app
 from services.publisher.kpis import fastpath, repository, service
+from services.publisher.kpis.api import VersionedCache
 from services.publisher.kpis.definitions import FAMILIES, STORED_COUNTS
+from services.publisher.kpis.schemas import KpiPage, TotalsPage
 from services.publisher.settings import PublisherSettings
 from tests.waiting import eventually
 
