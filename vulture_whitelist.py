@@ -77,8 +77,3 @@ _.pytestmark
 # http.server: BaseHTTPRequestHandler methods of the test doubles (tests/integration/)
 _.log_message
 _.do_PUT
-
-# --- Not framework entry points: unused code in services that are being refactored in parallel. ----------------
-# Delete each name from the code and from this list together; this section is meant to become empty.
-_.BY_METRIC  # services/publisher/kpis/definitions.py
-_.expires_at  # services/workflow/sessions.py (Session.expires_at set, never read)

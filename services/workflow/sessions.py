@@ -57,7 +57,6 @@ class Session:
     display_name: str
     csrf_token: str
     id_token: str
-    expires_at: datetime
 
     def csrf_ok(self, submitted: str | None) -> bool:
         return same_secret(submitted, self.csrf_token)
@@ -104,7 +103,7 @@ async def load(conn: Conn, settings: WorkflowSettings, cookie: str | None, now: 
     if row is None:
         return None
     principal = Principal(row["subject"], frozenset(row["roles"]), frozenset(row["municipalities"]))
-    return Session(principal, row["display_name"], row["csrf_token"], row["id_token"], row["expires_at"])
+    return Session(principal, row["display_name"], row["csrf_token"], row["id_token"])
 
 
 async def end(conn: Conn, cookie: str | None) -> str | None:

@@ -179,13 +179,18 @@ def _in(event: dict[str, object], granularity: str, start: datetime) -> bool:
     return {"hour": h, "day": fold.day_start(h), "month": fold.month_start(h)}[granularity] == start
 
 
+def _us(t: datetime) -> int:
+    """A period start as the repository returns it: microseconds since 1970-01-01 UTC."""
+    return (t - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
 class TestPublishedCells:
     def test_totals_and_feedback_count_are_cells_of_their_own(self) -> None:
         rng = random.Random(7)
         rows = []
         for d in range(5):
             for stars in ("1", "5"):
-                rows.append(("06413000", "99115005104000", datetime(2026, 3, d + 1, tzinfo=UTC), "feedback", stars,
+                rows.append(("06413000", "99115005104000", _us(datetime(2026, 3, d + 1, tzinfo=UTC)), "feedback", stars,
                              rng.randint(1, 6), rng.getrandbits(32)))
         (table,) = publisher.build_tables(rows)
         for cell, (value, key) in table.raw.items():
@@ -195,7 +200,7 @@ class TestPublishedCells:
         assert total[1] == sum(r[6] for r in rows if r[4] == "5")
 
     def test_sums_of_amounts_and_durations_are_not_published(self) -> None:
-        rows = [("06413000", "99115005104000", NOW, m, "paypal" if m.startswith("pay") else "", 1250, 99)
+        rows = [("06413000", "99115005104000", _us(NOW), m, "paypal" if m.startswith("pay") else "", 1250, 99)
                 for m in ("payment", "payment_amount_cents", "duration_sum_s", "processing_sum_s")]
         (table,) = publisher.build_tables(rows)
         assert {m for _, m, _ in table.cells} == {"payment"}

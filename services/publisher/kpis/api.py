@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.publisher.kpis import csvdata, fastpath, repository, service
+from services.publisher.kpis import csvdata, repository, service
 from services.publisher.kpis.definitions import DEFINITIONS, FAMILIES, Family
 from services.publisher.kpis.schemas import (
     Comparison,
@@ -282,12 +282,12 @@ async def _tables(request: Request, q: service.KpiQuery) -> list[service.Table]:
     most = st.settings.max_query_values
     # a connection only on a miss: answers from the caches (and 304s) must not wait for the pool
     async with st.pool.acquire() as conn:
-        rows = await repository.kpi_rows_epoch(conn, q.period, start, end, list(q.municipalities) or None,
+        rows = await repository.kpi_rows(conn, q.period, start, end, list(q.municipalities) or None,
                                                list(q.services) or None, most + 1)
     if len(rows) > most:
         raise invalid_param(request, "to", f"the query covers more than {most} stored values; narrow municipality, "
                                            "service or the range")
-    tables = fastpath.build_tables(rows)
+    tables = service.build_tables(rows)
     if live:
         st.tables.put(key, version, tables)
     return tables
@@ -303,7 +303,7 @@ async def _cells(request: Request, q: service.KpiQuery, totals: bool) -> list[se
         if cached is not None:
             return cast(list[service.Cell], cached)
     tables = await _tables(request, q)
-    cells = fastpath.total_cells(tables, q.families) if totals else fastpath.kpi_cells(tables, q.families)
+    cells = service.total_cells(tables, q.families) if totals else service.kpi_cells(tables, q.families)
     if live:
         st.tables.put(key, version, cells)
     return cells

@@ -131,7 +131,6 @@ DEFINITIONS: Final[tuple[KpiDefinition, ...]] = (
        "lower + (upper - lower) * (0.9 * n - below) / in_bucket"),
 )
 
-BY_METRIC: Final = {d.metric: d for d in DEFINITIONS}
 PUBLISHED_METRICS: Final = tuple(d.metric for d in DEFINITIONS)
 METRIC_ORDER: Final = {m: i for i, m in enumerate(PUBLISHED_METRICS)}
 STORED_COUNTS: Final = frozenset(d.metric for d in DEFINITIONS if d.kind == "count" and d.metric in METRICS)

@@ -16,37 +16,19 @@ async def kpi_rows(
     conn: Conn, granularity: str, start: datetime, end: datetime, municipalities: list[str] | None,
     services: list[str] | None, limit: int | None = None,
 ) -> list[asyncpg.Record]:
-    """(municipality, service, period_start, metric, dimension, value, key_sum) of periods starting in
-    [start, end); at most `limit` rows when given. `key_sum` is the row's Cell Key Method key sum (migration
-    0640), to be added up and perturbed, never published.
+    """(municipality, service, period start, metric, dimension, value, key_sum) of periods starting in [start, end);
+    at most `limit` rows when given. `key_sum` is the row's Cell Key Method key sum (migration 0640), to be added
+    up and perturbed, never published.
 
-    Planned for the actual parameters every time: after five executions PostgreSQL would otherwise switch the
-    prepared statement to a generic plan, which cannot see which filters are set or how long the range is and
-    scans the period index over every municipality and service of the range (about 5 ms instead of 0.5 ms
-    for a month of one city and service)."""
-    async with conn.transaction():
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        return await conn.fetch(
-            """SELECT municipality::text, service::text, period_start, metric, dimension, value, key_sum
-               FROM kpi_values
-               WHERE granularity = $1 AND period_start >= $2 AND period_start < $3
-                 AND ($4::text[] IS NULL OR municipality = ANY($4::text[]::char(8)[]))
-                 AND ($5::text[] IS NULL OR service = ANY($5::text[]::char(14)[]))
-               LIMIT $6""",
-            granularity, start, end, municipalities, services, limit,
-        )
+    The period start comes as microseconds since 1970-01-01 UTC (an exact integer): `service.build_tables` turns
+    the few distinct starts of a query into datetimes once each instead of asyncpg building a datetime per row
+    (about half of the client's CPU time for a query's rows).
 
-
-async def kpi_rows_epoch(
-    conn: Conn, granularity: str, start: datetime, end: datetime, municipalities: list[str] | None,
-    services: list[str] | None, limit: int | None = None,
-) -> list[asyncpg.Record]:
-    """The rows of `kpi_rows` with `period_start` as microseconds since 1970-01-01 UTC (an exact integer): for
-    `fastpath.build_tables`, which turns the few distinct starts of a query into datetimes once each instead
-    of asyncpg building a datetime per row (about half of the client's CPU time for a query's rows).
-
-    One statement, no transaction: the publisher's pool plans every statement for its parameters
-    (`plan_cache_mode = force_custom_plan`, see `app.py`), which `kpi_rows` sets per transaction."""
+    Planned for the actual parameters every time (the publisher's pool sets `plan_cache_mode =
+    force_custom_plan`, see `app.py`): after five executions PostgreSQL would otherwise switch the prepared
+    statement to a generic plan, which cannot see which filters are set or how long the range is and scans the
+    period index over every municipality and service of the range (about 5 ms instead of 0.5 ms for a month of
+    one city and service)."""
     return await conn.fetch(
         """SELECT municipality::text, service::text, (extract(epoch FROM period_start) * 1000000)::bigint,
                   metric, dimension, value, key_sum

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -13,7 +12,9 @@ from functools import lru_cache
 from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo
 
-from services.publisher.kpis.definitions import FAMILIES, METRIC_ORDER, STORED_COUNTS, Family, metrics_of
+import asyncpg
+
+from services.publisher.kpis.definitions import DEFINITIONS, FAMILIES, METRIC_ORDER, STORED_COUNTS, Family, metrics_of
 from shared import ckm
 from shared.kpis import DURATION_BUCKETS_S, PROCESSING_BUCKETS_S, Granularity
 from shared.reference import Municipality, municipalities
@@ -74,9 +75,19 @@ def _add(into: dict[Any, Raw], key: Any, value: int, keys: int) -> None:
     into[key] = (value, keys) if old is None else (old[0] + value, old[1] + keys)
 
 
-def _lookup(table: ckm.PerturbationTable | None) -> tuple[list[tuple[tuple[int, ...], tuple[int, ...]]], int]:
+Lookup = tuple[list[tuple[tuple[int, ...], tuple[int, ...]]], int]
+_LOOKUPS: dict[int, tuple[ckm.PerturbationTable, Lookup]] = {}
+
+
+def _lookup(table: ckm.PerturbationTable | None) -> Lookup:
+    """(deviations, thresholds) of each row of the table, and its last row's count; built once per table."""
     t = table or ckm.table()
-    return [(row.deviations, row.thresholds) for row in t.rows], t.n_max
+    got = _LOOKUPS.get(id(t))
+    if got is None or got[0] is not t:
+        if len(_LOOKUPS) > 8:  # tables other than the published one are built by tests only
+            _LOOKUPS.clear()
+        got = _LOOKUPS[id(t)] = (t, ([(row.deviations, row.thresholds) for row in t.rows], t.n_max))
+    return got[1]
 
 
 def perturbed(raw: dict[Any, Raw], table: ckm.PerturbationTable | None = None) -> dict[Any, int]:
@@ -93,105 +104,209 @@ def perturbed(raw: dict[Any, Raw], table: ckm.PerturbationTable | None = None) -
     return out
 
 
-def build_tables(rows: Iterable[Any]) -> list[Table]:
-    """Group stored rows (municipality, service, period_start, metric, dimension, value, key_sum) into tables of
-    perturbed cells: each period's cells, the ratings count, and the range totals, each a cell of its own.
+EpochRow = tuple[str, str, int, str, str, int, int]
+"""(municipality, service, period start in microseconds since 1970-01-01 UTC, metric, dimension, value,
+key_sum): what `repository.kpi_rows` returns."""
 
-    Only counts are published: stored sums of amounts and durations are dropped here. (One pass per table
-    with plain dicts: this is the computed path of every KPI query.)"""
-    grouped: dict[tuple[str, str], list[tuple[Any, str, str, int, int]]] = defaultdict(list)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_FEEDBACK_COUNT: Final = ("feedback_count", "")
+_DERIVED: Final = tuple(d.metric for d in DEFINITIONS if d.kind != "count")
+"""Metrics `_derived` may return (rates, means, percentiles; all with an empty dimension)."""
+
+
+def build_tables(rows: Iterable[EpochRow] | Iterable[asyncpg.Record]) -> list[Table]:
+    """Group stored rows into tables (municipality x service) of perturbed cells: each period's cells, the ratings
+    count, and the range totals, each a cell of its own.
+
+    Only counts are published: stored sums of amounts and durations are dropped here. This is the computed path
+    of every first request of a query (ADR 0052): period starts arrive as epoch microseconds and become
+    datetimes once per distinct start, rows arrive table by table, and every key is built once."""
     counts = STORED_COUNTS
-    for muni, svc, start, metric, dim, value, key_sum in rows:
-        if metric in counts:
-            grouped[(muni, svc)].append((start, metric, dim, value, key_sum))
-    lookup, last = _lookup(None)
-    modulus = ckm.MODULUS
-    tables = []
-    for (muni, svc), items in sorted(grouped.items()):
-        raw: dict[tuple[Any, str, str], Raw] = {}
-        total_v: dict[tuple[str, str], int] = {}
-        total_k: dict[tuple[str, str], int] = {}
-        fb_v: dict[Any, int] = {}
-        fb_k: dict[Any, int] = {}
-        for p, m, d, v, k in items:
-            raw[(p, m, d)] = (v, k)
-            md = (m, d)
-            total_v[md] = total_v.get(md, 0) + v
-            total_k[md] = total_k.get(md, 0) + k
-            if m == "feedback":
-                fb_v[p] = fb_v.get(p, 0) + v
-                fb_k[p] = fb_k.get(p, 0) + k
-        if fb_v:
-            for p, v in fb_v.items():
-                raw[(p, "feedback_count", "")] = (v, fb_k[p])
-            total_v[("feedback_count", "")] = sum(fb_v.values())
-            total_k[("feedback_count", "")] = sum(fb_k.values())
-        for md, v in total_v.items():
-            raw[(TOTAL, md[0], md[1])] = (v, total_k[md])
-        cells: dict[tuple[Any, str, str], int] = {}
-        by_period: dict[Any, dict[tuple[str, str], int]] = {}
-        for c, (v, k) in raw.items():
-            if v <= 0:
-                value = 0
+    starts: dict[int, datetime] = {}
+    # per table: raw cells in row order, totals per (metric, dimension), feedback per period
+    groups: dict[tuple[str, str], tuple[dict[Any, Raw], dict[tuple[str, str], list[int]], dict[Any, list[int]]]] = {}
+    raw: dict[Any, Raw] = {}
+    totals: dict[tuple[str, str], list[int]] = {}
+    feedback: dict[Any, list[int]] = {}
+    cur_m = cur_s = None
+    for muni, svc, us, m, d, v, k in rows:
+        if m not in counts:
+            continue
+        if svc != cur_s or muni != cur_m:
+            cur_m, cur_s = muni, svc
+            group = groups.get((muni, svc))
+            if group is None:
+                group = groups[(muni, svc)] = ({}, {}, {})
+            raw, totals, feedback = group
+        p = starts.get(us)
+        if p is None:
+            p = starts[us] = _EPOCH + timedelta(microseconds=us)
+        md = (m, d)
+        raw[(p, m, d)] = (v, k)
+        t = totals.get(md)
+        if t is None:
+            totals[md] = [v, k]
+        else:
+            t[0] += v
+            t[1] += k
+        if m == "feedback":
+            f = feedback.get(p)
+            if f is None:
+                feedback[p] = [v, k]
             else:
-                devs, bounds = lookup[v if v < last else last]
-                value = v + devs[bisect_right(bounds, k % modulus)]
-            cells[c] = value
-            period = by_period.get(c[0])
-            if period is None:
-                period = by_period[c[0]] = {}
+                f[0] += v
+                f[1] += k
+    tables = []
+    for (muni, svc), (raw, totals, feedback) in sorted(groups.items()):
+        if feedback:
+            fb_v = fb_k = 0
+            for p, (v, k) in feedback.items():
+                raw[(p, "feedback_count", "")] = (v, k)
+                fb_v += v
+                fb_k += k
+            totals[_FEEDBACK_COUNT] = [fb_v, fb_k]
+        for (m, d), (v, k) in totals.items():
+            raw[(TOTAL, m, d)] = (v, k)
+        cells: dict[tuple[Any, str, str], int] = perturbed(raw)
+        by_period: dict[Any, dict[tuple[str, str], int]] = {}
+        period: dict[tuple[str, str], int] = {}
+        last_p: Any = None
+        for c, value in cells.items():
+            p = c[0]
+            if p is not last_p:
+                last_p = p
+                got = by_period.get(p)
+                if got is None:
+                    got = by_period[p] = {}
+                period = got
             period[(c[1], c[2])] = value
         periods = sorted(p for p in by_period if p != TOTAL)
         tables.append(Table(muni, svc, periods, cells, raw, by_period=by_period))
     return tables
 
 
-def percentile(counts: dict[str, int], bounds: tuple[int, ...], q: float) -> float | None:
-    """q-quantile from fixed, non-cumulative buckets, interpolated linearly inside the bucket."""
-    n = sum(counts.values())
+Key = tuple[str, str]
+"""(metric, dimension) of a cell within a period."""
+_STARTED: Final = ("sessions_started", "")
+_SUBMITTED: Final = ("sessions_submitted", "")
+_ABANDONED: Final = ("sessions_abandoned", "")
+_BUCKETS: Final = (("duration", DURATION_BUCKETS_S), ("processing", PROCESSING_BUCKETS_S))
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """What one table's periods share: the order of their published keys and where derived values come from."""
+
+    order: list[tuple[str, str, Key, bool]]
+    """(metric, dimension, key, derived) of every key the table's cells may have, in the order of the cells."""
+    stars: list[tuple[Key, str]]
+    """The table's feedback keys and their dimensions (the stars)."""
+    buckets: list[tuple[str, list[Key], list[tuple[int, Key]]]]
+    """Per histogram: metric name, the table's keys of its buckets, and (bound, key) of each fixed bound."""
+
+
+def _layout(t: Table, metrics: frozenset[str]) -> _Layout:
+    keys: set[Key] = set()
+    for period in t.by_period.values():
+        keys.update(period)
+    return _layout_of(keys, metrics)
+
+
+def _layout_of(keys: Iterable[Key], metrics: frozenset[str]) -> _Layout:
+    keys = set(keys)
+    order = [(m, d, (m, d), False) for m, d in keys if m in metrics]
+    order += [(m, "", (m, ""), True) for m in _DERIVED if m in metrics]
+    order.sort(key=lambda r: (METRIC_ORDER[r[0]], dimension_key(r[1])))
+    stars = sorted((k, k[1]) for k in keys if k[0] == "feedback")
+    buckets = [(name, sorted(k for k in keys if k[0] == f"{name}_le"),
+                [(b, (f"{name}_le", str(b))) for b in bounds]) for name, bounds in _BUCKETS]
+    return _Layout(order, stars, buckets)
+
+
+def _percentile(c: dict[Key, int], bounds: list[tuple[int, Key]], n: int, q: float) -> float | None:
+    """q-quantile from fixed, non-cumulative buckets (n: their sum), interpolated linearly inside the bucket;
+    the open bucket above the last bound gives its lower bound, all that is known."""
     if n <= 0:
         return None
     target, below, lower = q * n, 0, 0
-    for upper in bounds:
-        c = counts.get(str(upper), 0)
-        if c and below + c >= target:
-            return round(lower + (upper - lower) * (target - below) / c, 1)
-        below += c
+    for upper, key in bounds:
+        got = c.get(key, 0)
+        if got and below + got >= target:
+            return round(lower + (upper - lower) * (target - below) / got, 1)
+        below += got
         lower = upper
-    return float(lower)  # the open bucket above the last bound: its lower bound is all we know
+    return float(lower)
 
 
-def _derived(t: Table, p: Any) -> list[tuple[str, str, float | None, bool]]:
-    """(metric, dimension, value, suppressed) of the values computed from one period's perturbed counts."""
-    return derived_values(t.by_period.get(p, {}))
-
-
-def derived_values(c: dict[tuple[str, str], int]) -> list[tuple[str, str, float | None, bool]]:
-    """Rates, mean and percentiles from published (perturbed) counts; never from true ones."""
-    out: list[tuple[str, str, float | None, bool]] = []
-    started = c.get(("sessions_started", ""), 0)
+def _derived(c: dict[Key, int], layout: _Layout) -> dict[str, float | None]:
+    """Rates, mean and percentiles of one period from its published (perturbed) counts, never from true ones; by
+    metric, with lookups of the table's keys instead of a scan."""
+    out: dict[str, float | None] = {}
+    started = c.get(_STARTED, 0)
     if started > 0:
-        for metric, part in (("conversion_rate", "sessions_submitted"), ("abandonment_rate", "sessions_abandoned")):
-            out.append((metric, "", round(c.get((part, ""), 0) / started, 4), False))
-    stars: dict[str, int] = {}
-    buckets: dict[str, dict[str, int]] = {"duration_le": {}, "processing_le": {}}
-    for (m, d), v in c.items():
-        if m == "feedback":
-            stars[d] = v
-        elif m in buckets:
-            buckets[m][d] = v
-    rated = sum(stars.values())
+        out["conversion_rate"] = round(c.get(_SUBMITTED, 0) / started, 4)
+        out["abandonment_rate"] = round(c.get(_ABANDONED, 0) / started, 4)
+    rated = weighted = 0
+    for key, d in layout.stars:
+        v = c.get(key)
+        if v is not None:
+            rated += v
+            if d.isdigit():
+                weighted += int(d) * v
     if rated > 0:
-        mean = sum(int(d) * v for d, v in stars.items() if d.isdigit()) / rated
-        out.append(("mean_stars", "", round(mean, 2), False))
-    for metric, bounds in (("duration", DURATION_BUCKETS_S), ("processing", PROCESSING_BUCKETS_S)):
-        counted = buckets[f"{metric}_le"]
-        if counted:
-            for q, name in ((0.5, "p50"), (0.9, "p90")):
-                out.append((f"{metric}_{name}_s", "", percentile(counted, bounds, q), False))
+        out["mean_stars"] = round(weighted / rated, 2)
+    for name, keys, bounds in layout.buckets:
+        present = [v for v in map(c.get, keys) if v is not None]
+        if present:
+            n = sum(present)
+            out[f"{name}_p50_s"] = _percentile(c, bounds, n, 0.5)
+            out[f"{name}_p90_s"] = _percentile(c, bounds, n, 0.9)
     return out
 
 
+def _table_cells(t: Table, layout: _Layout, period: Any, out: list[Cell]) -> None:
+    label = "" if period == TOTAL else local_iso(period)
+    muni, svc = t.municipality, t.service
+    c = t.by_period.get(period, {})
+    derived = _derived(c, layout)
+    for m, d, key, is_derived in layout.order:
+        if is_derived:
+            if m in derived:
+                out.append((label, muni, svc, m, "", derived[m], False))
+        else:
+            v = c.get(key)
+            if v:
+                out.append((label, muni, svc, m, d, v, False))
+
+
+def table_cells(t: Table, metrics: frozenset[str], period: Any) -> list[Cell]:
+    """Published cells of one period (or TOTAL) of a table, in stable order.
+
+    A count perturbed to 0 is left out like a true 0 (no event): so a missing cell does not tell which it
+    was, and "a missing cell means 0" holds for every reader."""
+    out: list[Cell] = []
+    _table_cells(t, _layout(t, metrics), period, out)
+    return out
+
+
+def kpi_cells(tables: list[Table], families: tuple[Family, ...]) -> list[Cell]:
+    """The published cells of every period, table by table."""
+    metrics = metrics_of(families)
+    out: list[Cell] = []
+    for t in tables:
+        layout = _layout(t, metrics)
+        for p in t.periods:
+            _table_cells(t, layout, p, out)
+    return out
+
+
+def total_cells(tables: list[Table], families: tuple[Family, ...]) -> list[Cell]:
+    """The published range totals, table by table."""
+    metrics = metrics_of(families)
+    out: list[Cell] = []
+    for t in tables:
+        _table_cells(t, _layout(t, metrics), TOTAL, out)
+    return out
 @lru_cache(maxsize=10_000)
 def dimension_key(d: str) -> tuple[int, float, str]:
     if d == "inf":
@@ -211,38 +326,6 @@ Cell = tuple[str, str, str, str, str, float | int | None, bool]
 """(period_start or '', municipality, service, metric, dimension, value, suppressed)."""
 
 
-def table_cells(t: Table, metrics: frozenset[str], period: Any) -> list[Cell]:
-    """Published cells of one period (or TOTAL) of a table, in stable order.
-
-    A count perturbed to 0 is left out like a true 0 (no event): so a missing cell does not tell which it
-    was, and "a missing cell means 0" holds for every reader."""
-    cells: list[Cell] = []
-    label = "" if period == TOTAL else local_iso(period)
-    for (m, d), v in t.by_period.get(period, {}).items():
-        if v and m in metrics:
-            cells.append((label, t.municipality, t.service, m, d, v, False))
-    for m, d, value, hid in _derived(t, period):
-        if m in metrics:
-            cells.append((label, t.municipality, t.service, m, d, value, hid))
-    cells.sort(key=lambda r: (METRIC_ORDER[r[3]], dimension_key(r[4])))
-    return cells
-
-
-def kpi_cells(tables: list[Table], families: tuple[Family, ...]) -> list[Cell]:
-    metrics = metrics_of(families)
-    out: list[Cell] = []
-    for t in tables:
-        for p in t.periods:
-            out.extend(table_cells(t, metrics, p))
-    return out
-
-
-def total_cells(tables: list[Table], families: tuple[Family, ...]) -> list[Cell]:
-    metrics = metrics_of(families)
-    out: list[Cell] = []
-    for t in tables:
-        out.extend(table_cells(t, metrics, TOTAL))
-    return out
 
 
 # --- comparison -------------------------------------------------------------------------------------------
@@ -281,6 +364,7 @@ COMPARED_METRICS: Final = (
     "sessions_started_per_10k", "conversion_rate", "abandonment_rate", "mean_stars", "duration_p50_s",
     "processing_p50_s",
 )
+_COMPARED: Final = frozenset(COMPARED_METRICS)
 
 
 def _pooled(tables: list[Table], population: int) -> dict[str, tuple[float | None, bool]]:
@@ -292,12 +376,13 @@ def _pooled(tables: list[Table], population: int) -> dict[str, tuple[float | Non
             if p == TOTAL:
                 _add(raw, (m, d), v, k)
     cells: dict[tuple[str, str], int] = perturbed(raw)
+    derived = _derived(cells, _layout_of(cells, _COMPARED))
     out: dict[str, tuple[float | None, bool]] = {}
     started = cells.get(("sessions_started", ""), 0)
     if started > 0 and population:
         out["sessions_started_per_10k"] = (round(started * 10_000 / population, 2), False)
-    for metric, _, value, _ in derived_values(cells):
-        if metric in COMPARED_METRICS and value is not None:
+    for metric, value in derived.items():
+        if metric in _COMPARED and value is not None:
             out[metric] = (value, False)
     return out
 

@@ -1,6 +1,7 @@
-"""The computed KPI path of the open-data API (epoch rows, services/publisher/kpis/fastpath.py) against the typed
-path (datetime rows, service.py, the API models) on the real PostgreSQL: the same tables from the same stored
-rows, and for random queries the same JSON items and totals as the typed path builds and KpiPage validates."""
+"""The computed KPI path of the open-data API (epoch rows from PostgreSQL, services/publisher/kpis/service.py)
+against an independent plain computation (tests/kpi_reference.py, datetime rows as PostgreSQL returns them) on
+the real database: the same tables from the same stored rows, and for random queries the same JSON items and
+totals, which KpiPage and TotalsPage validate."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from services.publisher.app import create_app
-from services.publisher.kpis import fastpath, repository, service
+from services.publisher.kpis import repository, service
 from services.publisher.kpis.api import VersionedCache
 from services.publisher.kpis.definitions import FAMILIES, STORED_COUNTS
 from services.publisher.kpis.schemas import KpiPage, TotalsPage
 from services.publisher.settings import PublisherSettings
+from tests import kpi_reference as reference
 from tests.waiting import eventually
 
 FIELDS = ("municipality", "service", "periods", "cells", "raw", "hidden", "by_period")
@@ -107,10 +109,16 @@ def _query(params: dict[str, Any]) -> service.KpiQuery:
                             fams)
 
 
-async def _typed(db: asyncpg.Connection, q: service.KpiQuery) -> list[service.Table]:
+async def _expected(db: asyncpg.Connection, q: service.KpiQuery) -> list[service.Table]:
+    """The reference tables of datetime rows, selected on their own (not through the repository)."""
     start, end = q.bounds()
-    return service.build_tables(await repository.kpi_rows(db, q.period, start, end, list(q.municipalities),
-                                                          list(q.services)))
+    rows = await db.fetch(
+        """SELECT municipality::text, service::text, period_start, metric, dimension, value, key_sum
+           FROM kpi_values
+           WHERE granularity = $1 AND period_start >= $2 AND period_start < $3
+             AND municipality = ANY($4::text[]::char(8)[]) AND service = ANY($5::text[]::char(14)[])""",
+        q.period, start, end, list(q.municipalities), list(q.services))
+    return reference.build_tables(rows)
 
 
 async def test_epoch_rows_give_the_tables_of_datetime_rows(
@@ -120,23 +128,23 @@ async def test_epoch_rows_give_the_tables_of_datetime_rows(
     for params in _queries(munis, svcs, 12):
         q = _query(params)
         start, end = q.bounds()
-        fast = fastpath.build_tables(await repository.kpi_rows_epoch(
+        fast = service.build_tables(await repository.kpi_rows(
             db, q.period, start, end, list(q.municipalities), list(q.services)))
-        typed = await _typed(db, q)
+        typed = await _expected(db, q)
         assert [[getattr(t, f) for f in FIELDS] for t in fast] == [[getattr(t, f) for f in FIELDS] for t in typed]
         assert typed, params
 
 
-async def test_computed_json_equals_the_typed_path_for_random_queries(
+async def test_computed_json_equals_the_reference_for_random_queries(
     db: asyncpg.Connection, stored: tuple[list[str], list[str]], client: tuple[httpx.AsyncClient, Any]
 ) -> None:
     http, _ = client
     munis, svcs = stored
     for params in _queries(munis, svcs, 30):
         q = _query(params)
-        typed = await _typed(db, q)
-        cells = service.kpi_cells(typed, q.families)
-        totals = service.total_cells(typed, q.families)
+        typed = await _expected(db, q)
+        cells = reference.kpi_cells(typed, q.families)
+        totals = reference.total_cells(typed, q.families)
         r = await http.get("/v1/kpis", params={**params, "limit": 10_000})
         assert r.status_code == 200, r.text
         page = KpiPage.model_validate(r.json())

@@ -1,5 +1,5 @@
-"""The computed path with plain tuples (services/publisher/kpis/fastpath.py) against the typed reference in
-services/publisher/service.py: the same tables and the same published cells, cell for cell, for random rows."""
+"""The KPI tables and cells the API and the dashboard publish (services/publisher/kpis/service.py) against an
+independent plain computation (tests/kpi_reference.py): the same tables and cells, cell for cell, for random rows."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
-from services.publisher.kpis import fastpath, service
-from services.publisher.kpis.definitions import DEFINITIONS, FAMILIES, STORED_COUNTS, Family
+from services.publisher.kpis import service
+from services.publisher.kpis.definitions import DEFINITIONS, FAMILIES, STORED_COUNTS, Family, metrics_of
+from shared import ckm
 from shared.kpis import DURATION_BUCKETS_S, PROCESSING_BUCKETS_S
+from tests import kpi_reference as reference
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FIELDS = ("municipality", "service", "periods", "cells", "raw", "hidden", "by_period")
@@ -71,20 +73,23 @@ def fields(tables: list[service.Table]) -> list[list[Any]]:
 
 
 @pytest.mark.parametrize("seed", range(300))
-def test_tables_and_cells_equal_the_typed_path(seed: int) -> None:
+def test_tables_and_cells_equal_the_reference(seed: int) -> None:
     rng = random.Random(seed)
     rows = random_rows(rng)
-    typed = service.build_tables(rows)
-    fast = fastpath.build_tables(epoch_rows(rows))
-    assert fields(fast) == fields(typed)
+    expected = reference.build_tables(rows)
+    tables = service.build_tables(epoch_rows(rows))
+    assert fields(tables) == fields(expected)
     for fams in (FAMILIES, families(rng), families(rng)):
-        assert fastpath.kpi_cells(fast, fams) == service.kpi_cells(typed, fams)
-        assert fastpath.total_cells(fast, fams) == service.total_cells(typed, fams)
+        assert service.kpi_cells(tables, fams) == reference.kpi_cells(expected, fams)
+        assert service.total_cells(tables, fams) == reference.total_cells(expected, fams)
+        metrics = metrics_of(fams)
+        for t, e in zip(tables, expected, strict=True):
+            assert service.table_cells(t, metrics, service.TOTAL) == reference.table_cells(e, metrics, service.TOTAL)
 
 
 def test_period_starts_are_the_datetimes_asyncpg_would_give() -> None:
     rows = [("06413000", "99115005104000", SPRING + timedelta(hours=1), "sessions_started", "", 5, 7)]
-    (table,) = fastpath.build_tables(epoch_rows(rows))
+    (table,) = service.build_tables(epoch_rows(rows))
     (start,) = table.periods
     assert start == SPRING + timedelta(hours=1)
     assert start.tzinfo is UTC
@@ -92,13 +97,35 @@ def test_period_starts_are_the_datetimes_asyncpg_would_give() -> None:
 
 
 def test_every_derived_metric_has_a_place_in_the_order() -> None:
-    """The fast path orders the rates, means and percentiles that `derived_values` returns by a fixed list."""
+    """The published order places the rates, means and percentiles the reference derives by a fixed list."""
     counts = {("sessions_started", ""): 10, ("sessions_submitted", ""): 4, ("sessions_abandoned", ""): 3,
               ("feedback", "5"): 2, ("duration_le", "60"): 3, ("processing_le", "3600"): 1}
-    derived = {m for m, *_ in service.derived_values(counts)}
-    assert derived == set(fastpath._DERIVED)
+    derived = {m for m, *_ in reference.derived_values(counts)}
+    assert derived == set(service._DERIVED)
     assert derived == {d.metric for d in DEFINITIONS if d.kind != "count"}
 
 
 def test_no_rows_no_tables() -> None:
-    assert fastpath.build_tables([]) == []
+    assert service.build_tables([]) == []
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_pooled_comparison_values_equal_the_reference(seed: int) -> None:
+    """A group's compared KPIs: its range totals added (true counts and key sums), perturbed as cells of their
+    own, and the rates, mean and percentiles derived from those, as the reference derives them."""
+    rng = random.Random(seed)
+    tables = service.build_tables(epoch_rows(random_rows(rng)))
+    population = rng.choice((0, 1, 48_000, 760_000))
+    raw: dict[tuple[str, str], tuple[int, int]] = {}
+    for t in tables:
+        for (p, m, d), (v, k) in t.raw.items():
+            if p == service.TOTAL:
+                old = raw.get((m, d), (0, 0))
+                raw[(m, d)] = (old[0] + v, old[1] + k)
+    cells = {c: ckm.perturb(v, k % ckm.MODULUS) if v > 0 else 0 for c, (v, k) in raw.items()}
+    expected = {m: (v, False) for m, _, v, _ in reference.derived_values(cells)
+                if m in service.COMPARED_METRICS and v is not None}
+    started = cells.get(("sessions_started", ""), 0)
+    if started > 0 and population:
+        expected["sessions_started_per_10k"] = (round(started * 10_000 / population, 2), False)
+    assert service._pooled(tables, population) == expected
