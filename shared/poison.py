@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import enum
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import asyncpg
@@ -26,7 +27,7 @@ from asyncpg.exceptions._base import DataError as ClientDataError
 from pydantic import ValidationError
 
 from shared import kafka_records
-from shared.rejections import MAX_ERROR_TEXT, Reason, text
+from shared.rejections import MAX_ERROR_TEXT, Reason, rejected_payload, text
 
 if TYPE_CHECKING:
     from faststream.kafka import KafkaRouter
@@ -134,6 +135,26 @@ class ConsumedRecord(Protocol):
     def value(self) -> bytes | None: ...
     @property
     def key(self) -> bytes | None: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rejection:
+    """A consumed record that is set aside, with the reason for its rejected topic."""
+
+    record: ConsumedRecord
+    reason: Reason
+    errors: list[dict[str, Any]]
+    source: str | None = None
+    event_id: str | None = None
+
+    def payload(self, *, origin: str, consumer: str, max_bytes: int, now: datetime) -> tuple[bytes, bytes]:
+        """(key, value) of its record in the rejected topic: position, key and headers as they came, bounded."""
+        r = self.record
+        return rejected_payload(
+            max_bytes=max_bytes, reason=self.reason, raw=r.value or b"", origin=origin, consumer=consumer,
+            errors=self.errors, platform=self.source, event_id=self.event_id, topic=r.topic, partition=r.partition,
+            offset=r.offset, now=now, key=r.key, headers=headers_of(r), tombstone=r.value is None,
+        )
 
 
 def headers_of(record: Any) -> list[tuple[Any, Any]]:

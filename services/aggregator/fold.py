@@ -36,8 +36,7 @@ from shared.events.usage import (
 )
 from shared.events.workflow import CaseClosed, CaseOpened, CaseParked, DeadlineBreached, WorkflowEvent
 from shared.kpis import DURATION_BUCKETS_S, PROCESSING_BUCKETS_S, bucket_label
-from shared.poison import ConsumedRecord, declared, validation_errors
-from shared.rejections import Reason
+from shared.poison import ConsumedRecord, Rejection, declared, validation_errors
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -56,17 +55,6 @@ class Record:
 
 RecordLike = ConsumedRecord
 """What the aggregator reads of a consumed record (aiokafka's ConsumerRecord as it is, or `Record`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """A record that is not counted, with the reason for the rejected topic."""
-
-    record: RecordLike
-    reason: Reason
-    errors: list[dict[str, Any]]
-    source: str | None = None
-    event_id: str | None = None
 
 
 def _out_of_window(r: RecordLike, event: Any, oldest: float, horizon: timedelta,

@@ -32,7 +32,6 @@ from services.aggregator.fold import (
     HourlyDeltas,
     Prepared,
     RecordLike,
-    Rejection,
     count_hourly,
     daily_counts,
     fold_hourly,
@@ -44,8 +43,7 @@ from services.aggregator.fold import (
 )
 from services.aggregator.metrics import AggregatorMetrics
 from services.aggregator.unit_of_work import Begin, UnitOfWork
-from shared.poison import Publish, declared, error_detail, headers_of, isolate, reason_of
-from shared.rejections import rejected_payload
+from shared.poison import Publish, Rejection, declared, error_detail, isolate, reason_of
 
 log = logging.getLogger(__name__)
 
@@ -211,13 +209,7 @@ async def _record_ids(stream: Stream, uow: UnitOfWork, prepared: Prepared) -> _C
 
 
 def _rejected_record(stream: Stream, r: Rejection, now: datetime) -> tuple[bytes, bytes]:
-    rec = r.record
-    return rejected_payload(
-        max_bytes=stream.rejected_max_bytes,
-        reason=r.reason, raw=rec.value or b"", origin="aggregator", consumer=stream.consumer, errors=r.errors,
-        platform=r.source, event_id=r.event_id, topic=rec.topic, partition=rec.partition, offset=rec.offset,
-        now=now, key=rec.key, headers=headers_of(rec), tombstone=rec.value is None,
-    )
+    return r.payload(origin="aggregator", consumer=stream.consumer, max_bytes=stream.rejected_max_bytes, now=now)
 
 
 async def reject_record(stream: Stream, record: RecordLike, exc: BaseException, *, begin: Begin,

@@ -31,9 +31,9 @@ from shared.events import ApplicationEvent, application_event_adapter
 from shared.poison import (
     ConsumedRecord,
     Publish,
+    Rejection,
     declared,
     error_detail,
-    headers_of,
     isolate,
     no_decode,
     raw_batch_parser,
@@ -41,22 +41,11 @@ from shared.poison import (
     rejected_publisher,
     validation_errors,
 )
-from shared.rejections import REASONS, Reason, rejected_payload
+from shared.rejections import REASONS
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "workflow/application"
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A consumed record that is set aside, with the reason for the rejected topic."""
-
-    record: ConsumedRecord
-    reason: Reason
-    errors: list[dict[str, Any]]
-    source: str | None = None
-    event_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -66,7 +55,7 @@ class Parsed:
     events: list[ApplicationEvent] = field(default_factory=list)
     records: dict[int, ConsumedRecord] = field(default_factory=dict)
     """`id()` of each event -> its record (to reject it with its position if applying it fails)."""
-    rejected: list[Rejected] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
 
 
 def parse(records: Sequence[ConsumedRecord]) -> Parsed:
@@ -74,7 +63,7 @@ def parse(records: Sequence[ConsumedRecord]) -> Parsed:
     out = Parsed()
     for r in records:
         if r.value is None:
-            out.rejected.append(Rejected(r, "tombstone", [{"type": "tombstone", "loc": [],
+            out.rejected.append(Rejection(r, "tombstone", [{"type": "tombstone", "loc": [],
                                                            "msg": "the record has no value"}]))
             continue
         try:
@@ -82,21 +71,15 @@ def parse(records: Sequence[ConsumedRecord]) -> Parsed:
         except ValidationError as exc:
             reason, errors = validation_errors(exc)
             source, event_id = declared(r.value)
-            out.rejected.append(Rejected(r, reason, errors, source, event_id))
+            out.rejected.append(Rejection(r, reason, errors, source, event_id))
             continue
         out.events.append(event)
         out.records[id(event)] = r
     return out
 
 
-def encode(rejected: Rejected, max_bytes: int) -> tuple[bytes, bytes]:
-    r = rejected.record
-    return rejected_payload(
-        max_bytes=max_bytes, reason=rejected.reason, raw=r.value or b"", origin="workflow", consumer=CONSUMER,
-        errors=rejected.errors, platform=rejected.source, event_id=rejected.event_id, topic=r.topic,
-        partition=r.partition, offset=r.offset, now=datetime.now(UTC), key=r.key, headers=headers_of(r),
-        tombstone=r.value is None,
-    )
+def encode(rejected: Rejection, max_bytes: int) -> tuple[bytes, bytes]:
+    return rejected.payload(origin="workflow", consumer=CONSUMER, max_bytes=max_bytes, now=datetime.now(UTC))
 
 
 def lanes(events: list[ApplicationEvent], count: int) -> list[list[ApplicationEvent]]:
@@ -170,7 +153,7 @@ async def apply_batch(units: Lanes, engine: Engine, records: Sequence[ConsumedRe
     engine.metrics.batch_size.observe(len(records))
     parsed = parse(records)
 
-    async def send(rejected: Rejected) -> None:
+    async def send(rejected: Rejection) -> None:
         if publish is None:
             log.warning("application event rejected", extra={"reason": rejected.reason})
         else:
@@ -182,7 +165,7 @@ async def apply_batch(units: Lanes, engine: Engine, records: Sequence[ConsumedRe
         log.error("application event rejected after it failed alone", extra={
             "topic": record.topic, "partition": record.partition, "offset": record.offset,
             "error": type(exc).__name__})
-        await send(Rejected(record, reason_of(exc), error_detail(exc), event.source, str(event.id)))
+        await send(Rejection(record, reason_of(exc), error_detail(exc), event.source, str(event.id)))
 
     await asyncio.gather(*(send(r) for r in parsed.rejected))
     await asyncio.gather(*(apply_lane(units, engine, lane, lane_concurrency, reject)

@@ -28,6 +28,7 @@ from services.workflow.settings import WorkflowSettings
 from shared.kafka import make_producer
 from shared.poison import error_detail, isolate, reason_of
 from shared.rejections import DEFAULT_MAX_RECORD_BYTES, Reason, rejected_payload
+from shared.runner import poll
 
 log = logging.getLogger(__name__)
 
@@ -142,16 +143,8 @@ async def run_relay(pool: asyncpg.Pool, producer: AIOKafkaProducer, batch: int, 
                     metrics: WorkflowMetrics | None = None, rejected_topic: str | None = None,
                     max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
     """Loop until cancelled; a failure is logged and retried (rows stay unpublished, so nothing is lost)."""
-    while True:
-        try:
-            published = await relay_once(pool, producer, batch, metrics, rejected_topic, max_bytes)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("outbox relay failed; will retry")
-            published = 0
-        if published < batch:
-            await asyncio.sleep(interval_s)
+    await poll(lambda: relay_once(pool, producer, batch, metrics, rejected_topic, max_bytes), batch=batch,
+               interval_s=interval_s, what="outbox relay")
 
 
 async def serve(settings: WorkflowSettings) -> None:

@@ -13,6 +13,7 @@ from services.workflow.metrics import WorkflowMetrics
 from services.workflow.model import CaseState
 from services.workflow.service import Engine
 from services.workflow.unit_of_work import PostgresUnitOfWork
+from shared.runner import poll
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +36,7 @@ async def fire_due_once(pool: asyncpg.Pool, engine: Engine, limit: int) -> int:
 
 async def run_timers(pool: asyncpg.Pool, engine: Engine, batch: int, interval_s: float) -> None:
     """Poll the due table until cancelled; drains quickly when many timers are due."""
-    while True:
-        try:
-            fired = await fire_due_once(pool, engine, batch)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("timer poll failed; will retry")
-            fired = 0
-        if fired < batch:
-            await asyncio.sleep(interval_s)
+    await poll(lambda: fire_due_once(pool, engine, batch), batch=batch, interval_s=interval_s, what="timer poll")
 
 
 async def refresh_metrics(pool: asyncpg.Pool, metrics: WorkflowMetrics, interval_s: float) -> None:
