@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from fastapi import FastAPI, Request
@@ -27,13 +27,15 @@ from services.ingest.tracker import repository as tracker_repository
 from services.ingest.tracker.api import router as tracker_router
 from services.ingest.tracker.service import ClientLimiter, SiteToken, SiteTokens, TrackerRuntime
 from shared.apidocs import install_api_docs
-from shared.db import create_pool
+from shared.db import Conn, create_pool
 from shared.events import usage_event_adapter
 from shared.http import ProblemError, install_problem_handlers
 from shared.http_metrics import install_http_metrics
 from shared.kafka import make_producer
 from shared.observability import install_asyncapi, install_ops
 from shared.openapi import install_unique_operation_ids
+
+T = TypeVar("T")
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
@@ -59,23 +61,21 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             await pool.close()
             raise
 
-        async def lookup(key_hash: str) -> ApiKey | None:
+        async def from_key_store(what: str, read: Callable[[Conn], Awaitable[T]]) -> T:
+            """A read of the credentials; 503 with Retry-After while the database cannot answer."""
             try:
                 async with pool.acquire(timeout=5) as conn:
-                    return await repository.find_active_key(conn, key_hash)
+                    return await read(conn)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                raise refusal(503, "key_store_unavailable",
-                                   f"API keys cannot be checked: {type(exc).__name__}",
-                                   {"Retry-After": str(settings.retry_after_s)}) from exc
+                raise refusal(503, "key_store_unavailable", f"{what} cannot be checked: {type(exc).__name__}",
+                              {"Retry-After": str(settings.retry_after_s)}) from exc
+
+        async def lookup(key_hash: str) -> ApiKey | None:
+            return await from_key_store("API keys", lambda conn: repository.find_active_key(conn, key_hash))
 
         async def find_site_token(token: str) -> SiteToken | None:
-            try:
-                async with pool.acquire(timeout=5) as conn:
-                    return await tracker_repository.find_active_site_token(conn, token)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                raise refusal(503, "key_store_unavailable",
-                                   f"site tokens cannot be checked: {type(exc).__name__}",
-                                   {"Retry-After": str(settings.retry_after_s)}) from exc
+            return await from_key_store(
+                "site tokens", lambda conn: tracker_repository.find_active_site_token(conn, token))
 
         async def member_origins() -> list[str]:
             async with pool.acquire(timeout=5) as conn:

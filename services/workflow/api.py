@@ -207,22 +207,27 @@ async def list_cases(request: Request, who: Clerk, conn: Connection, state: str 
     return [await _case_view(conn, _engine(request), c) for c in cases]
 
 
+OperatorStep = Callable[[Engine], Callable[..., Awaitable[Case]]]
+
+
+async def _operator_step(step: OperatorStep, case_id: UUID, body: OperatorAction, request: Request,
+                         who: Principal, conn: Conn) -> CaseOut:
+    engine = _engine(request)
+    case = await step(engine)(PostgresUnitOfWork(conn), case_id, f"operator:{who.actor}", body.reason,
+                              set(who.municipalities))
+    return await _case_view(conn, engine, case)
+
+
 @router.post("/v1/cases/{case_id}/retry", summary="Operator: run a parked step again")
 async def retry_case(case_id: UUID, body: OperatorAction, request: Request, who: Operator,
                      conn: Transaction) -> CaseOut:
-    engine = _engine(request)
-    case = await engine.operator_retry(PostgresUnitOfWork(conn), case_id, f"operator:{who.actor}", body.reason,
-                                        set(who.municipalities))
-    return await _case_view(conn, engine, case)
+    return await _operator_step(lambda e: e.operator_retry, case_id, body, request, who, conn)
 
 
 @router.post("/v1/cases/{case_id}/skip", summary="Operator: skip a parked step with a reason")
 async def skip_step(case_id: UUID, body: OperatorAction, request: Request, who: Operator,
                     conn: Transaction) -> CaseOut:
-    engine = _engine(request)
-    case = await engine.operator_skip(PostgresUnitOfWork(conn), case_id, f"operator:{who.actor}", body.reason,
-                                       set(who.municipalities))
-    return await _case_view(conn, engine, case)
+    return await _operator_step(lambda e: e.operator_skip, case_id, body, request, who, conn)
 
 
 # --- clerk tasks --------------------------------------------------------------------------------------

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs, urlencode
 from uuid import UUID
 
@@ -24,14 +25,17 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from services.workflow import labels, repository, sessions
 from services.workflow.auth import AuthError, Principal
 from services.workflow.definitions import Definition, HumanStep
+from services.workflow.model import Task
 from services.workflow.oidc import OidcError
 from services.workflow.service import Engine, NotFound, WorkflowError
 from services.workflow.sessions import LOGIN_COOKIE, SESSION_COOKIE
 from services.workflow.unit_of_work import PostgresUnitOfWork
+from shared.db import Conn
 from shared.events.text import refused_character
 from shared.reference import municipalities
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 views = APIRouter(include_in_schema=False)
 BASE = "/sachbearbeitung"
 PAGE_SIZE = 20
@@ -385,6 +389,18 @@ async def _action_guard(request: Request, authorization: str | None, task_id: st
 WORKFLOW_CONFLICT = "Die Aufgabe ist nicht mehr offen: sie wurde inzwischen übernommen oder erledigt."
 
 
+async def _on_task(request: Request, viewer: Viewer,
+                   act: Callable[[Conn], Awaitable[T]]) -> T | HTMLResponse:
+    """Run a task action in a transaction of its own; a task that is gone or no longer open gets its page."""
+    try:
+        async with request.app.state.pool.acquire() as conn, conn.transaction():
+            return await act(conn)
+    except NotFound:
+        return _render("fehler.html", status=404, viewer=viewer, fehler=NOT_FOUND)
+    except WorkflowError:
+        return _render("fehler.html", status=409, viewer=viewer, fehler=WORKFLOW_CONFLICT)
+
+
 @views.post(f"{BASE}/aufgaben/{{task_id}}/uebernehmen")
 async def claim(task_id: str, request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
     guarded = await _action_guard(request, authorization, task_id)
@@ -392,14 +408,11 @@ async def claim(task_id: str, request: Request, authorization: Annotated[str | N
         return guarded
     viewer, form, task_uuid = guarded.viewer, guarded.form, guarded.task_id
     engine: Engine = request.app.state.engine
-    try:
-        async with request.app.state.pool.acquire() as conn, conn.transaction():
-            task = await engine.claim_task(PostgresUnitOfWork(conn), task_uuid, viewer.principal.actor,
-                                           set(viewer.principal.municipalities))
-    except NotFound:
-        return _render("fehler.html", status=404, viewer=viewer, fehler=NOT_FOUND)
-    except WorkflowError:
-        return _render("fehler.html", status=409, viewer=viewer, fehler=WORKFLOW_CONFLICT)
+    who = viewer.principal
+    task = await _on_task(request, viewer, lambda conn: engine.claim_task(
+        PostgresUnitOfWork(conn), task_uuid, who.actor, set(who.municipalities)))
+    if isinstance(task, HTMLResponse):
+        return task
     back = form.get("ziel")
     if back and sessions.safe_return_path(back) == back and back.startswith(f"{BASE}?"):
         return RedirectResponse(f"{back}&hinweis=uebernommen", status_code=303)
@@ -418,14 +431,11 @@ async def complete(task_id: str, request: Request, authorization: Annotated[str 
         return _render("fehler.html", status=422, viewer=viewer, fehler=BAD_REASON)
     if decision not in labels.DECISIONS:
         return _render("fehler.html", status=422, viewer=viewer, fehler="Bitte wählen Sie eine Entscheidung.")
-    try:
-        async with request.app.state.pool.acquire() as conn, conn.transaction():
-            await engine.complete_task(PostgresUnitOfWork(conn), task_uuid, decision, viewer.principal.actor,
-                                       set(viewer.principal.municipalities), reason or None)
-    except NotFound:
-        return _render("fehler.html", status=404, viewer=viewer, fehler=NOT_FOUND)
-    except WorkflowError:
-        return _render("fehler.html", status=409, viewer=viewer, fehler=WORKFLOW_CONFLICT)
+    who = viewer.principal
+    done = await _on_task(request, viewer, lambda conn: engine.complete_task(
+        PostgresUnitOfWork(conn), task_uuid, decision, who.actor, set(who.municipalities), reason or None))
+    if isinstance(done, HTMLResponse):
+        return done
     return RedirectResponse(f"{BASE}?hinweis=erledigt", status_code=303)
 
 
@@ -440,20 +450,21 @@ async def reassign(task_id: str, request: Request, authorization: Annotated[str 
     reason = _reason(form)
     if reason is None:
         return _render("fehler.html", status=422, viewer=viewer, fehler=BAD_REASON)
-    try:
-        async with request.app.state.pool.acquire() as conn, conn.transaction():
-            task = await repository.get_task(conn, task_uuid)
-            case = await repository.get_case(conn, task.case_id) if task else None
-            if task is None or case is None:
-                raise NotFound("task")
-            definition = _definition(engine, case.definition, case.definition_version)
-            if form.get("queue") not in _queue_choices(definition, task.step, case.municipality) or not reason:
-                return _render("fehler.html", status=422, viewer=viewer,
-                               fehler="Bitte wählen Sie eine Warteschlange und geben Sie eine Begründung an.")
-            await engine.reassign_task(PostgresUnitOfWork(conn), task_uuid, viewer.principal.actor,
-                                       set(viewer.principal.municipalities), form["queue"], None, reason)
-    except NotFound:
-        return _render("fehler.html", status=404, viewer=viewer, fehler=NOT_FOUND)
-    except WorkflowError:
-        return _render("fehler.html", status=409, viewer=viewer, fehler=WORKFLOW_CONFLICT)
+    who = viewer.principal
+
+    async def move(conn: Conn) -> Task | HTMLResponse:
+        task = await repository.get_task(conn, task_uuid)
+        case = await repository.get_case(conn, task.case_id) if task else None
+        if task is None or case is None:
+            raise NotFound("task")
+        definition = _definition(engine, case.definition, case.definition_version)
+        if form.get("queue") not in _queue_choices(definition, task.step, case.municipality) or not reason:
+            return _render("fehler.html", status=422, viewer=viewer,
+                           fehler="Bitte wählen Sie eine Warteschlange und geben Sie eine Begründung an.")
+        return await engine.reassign_task(PostgresUnitOfWork(conn), task_uuid, who.actor, set(who.municipalities),
+                                          form["queue"], None, reason)
+
+    task = await _on_task(request, viewer, move)
+    if isinstance(task, HTMLResponse):
+        return task
     return RedirectResponse(f"{BASE}/vorgaenge/{task.case_id}?hinweis=umverteilt", status_code=303)
