@@ -26,12 +26,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from bench.load import Load, LoadConfig, LoadResult, create_api_key
-from bench.probes import aggregator_lag, counted
 from kp.cluster import KafkaCluster
 from kp.local import LocalStack, ServiceProcess
 from kp.pgreplica import PostgresPair
 from services.workflow.adapters import FileSystemEAkte
 from shared.kafka import APPLICATION_EVENTS, USAGE_EVENTS, make_producer
+from tests import exactly
 from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -178,30 +178,11 @@ def load_for(cs: ClusterStack, key: str, ags: str, *, rate: float, seconds: floa
 
 
 async def wait_accepted(load: Load, at_least: int, timeout: float = 60.0) -> None:
-    async def accepted() -> int:
-        return len(load.result.accepted_ids)
-
-    await eventually(accepted, lambda n: n >= at_least, timeout=timeout)
+    await exactly.wait_accepted(load, at_least, timeout)
 
 
-async def assert_exact(cs: ClusterStack, ags: str, result: LoadResult) -> None:
-    """Every event sent was accepted (after retries), and the KPIs count each accepted event exactly once."""
-    assert result.gave_up_batches == 0, result.summary()
-    assert result.rejected == 0, result.rejected_reasons
-    assert len(result.accepted_ids) == result.sent_events
-    accepted = len(result.accepted_ids)
-
-    async def now_counted() -> int:
-        return await counted(cs.database_url, ags)
-
-    await eventually(now_counted, lambda n: n >= accepted, timeout=120, interval=0.25)
-
-    async def lag() -> int:
-        return await aggregator_lag(cs.bootstrap, cs.database_url)
-
-    await eventually(lag, lambda n: n == 0, timeout=90, interval=0.25)
-    # Drained: nothing more can arrive, so the count must be exact, not just large enough.
-    assert await now_counted() == accepted
+async def assert_exact(stack: ClusterStack, ags: str, result: LoadResult) -> None:
+    await exactly.assert_exact(stack, ags, result, count_timeout=120, lag_timeout=90)
 
 
 DOCS = ["wohnungsgeberbestaetigung", "ausweisdokument"]

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 from bench.load import Load, LoadConfig, LoadResult
 from bench.probes import aggregator_lag, counted, end_offsets
 from shared.kafka import USAGE_EVENTS, USAGE_REJECTED
+from tests import exactly
 from tests.faults.conftest import WOHNSITZ, FaultStack, read_partition
 from tests.ingest_keys import read_topic
 from tests.waiting import eventually
@@ -25,30 +26,11 @@ def load_for(fs: FaultStack, key: str, ags: str, *, rate: float, seconds: float,
 
 
 async def wait_accepted(load: Load, at_least: int, timeout: float = 30.0) -> None:
-    async def accepted() -> int:
-        return len(load.result.accepted_ids)
-
-    await eventually(accepted, lambda n: n >= at_least, timeout=timeout)
+    await exactly.wait_accepted(load, at_least, timeout)
 
 
-async def assert_exact(fs: FaultStack, ags: str, result: LoadResult) -> None:
-    """Every event sent was accepted (after retries), and the KPIs count each accepted event exactly once."""
-    assert result.gave_up_batches == 0, result.summary()
-    assert result.rejected == 0, result.rejected_reasons
-    assert len(result.accepted_ids) == result.sent_events
-    accepted = len(result.accepted_ids)
-
-    async def now_counted() -> int:
-        return await counted(fs.database_url, ags)
-
-    await eventually(now_counted, lambda n: n >= accepted, timeout=90, interval=0.25)
-
-    async def lag() -> int:
-        return await aggregator_lag(fs.bootstrap, fs.database_url)
-
-    await eventually(lag, lambda n: n == 0, timeout=60, interval=0.25)
-    # Drained: nothing more can arrive, so the count must be exact, not just large enough.
-    assert await now_counted() == accepted
+async def assert_exact(stack: FaultStack, ags: str, result: LoadResult) -> None:
+    await exactly.assert_exact(stack, ags, result, count_timeout=90, lag_timeout=60)
 
 
 class TestIngestKilled:

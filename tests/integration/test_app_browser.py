@@ -3,31 +3,19 @@ the last viewed city readable offline, accessibility (axe-core)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
-import pytest
 from playwright.async_api import Browser
 
-from kp.local import LocalStack, ServiceProcess
-from tests.browser import AXE, launch, local_context, require_browser
+from kp.local import ServiceProcess
+from tests.browser import AXE, local_context, require_browser
 
 MARBURG = ("06534014", "Marburg")
 
 require_browser()
 
 
-@pytest.fixture(scope="module")
-def publisher(stack: LocalStack) -> Iterator[ServiceProcess]:
-    with stack.running("publisher", public_url=True) as sp:
-        yield sp
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with launch() as b:
-        yield b
 
 
 async def _axe(page: Any) -> list[dict[str, Any]]:

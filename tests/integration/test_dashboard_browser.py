@@ -6,7 +6,7 @@ for two member cities under a LeiKa-like key of its own, so the page shows only 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,10 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page
 
-from kp.local import LocalStack, ServiceProcess
+from kp.local import ServiceProcess
 from shared import ckm
 from shared.reference import municipalities
-from tests.browser import ARTIFACTS, AXE, launch, local_context, require_browser
+from tests.browser import ARTIFACTS, AXE, local_context, require_browser
 from tests.integration.test_dashboard import unchanged_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,16 +31,6 @@ USAGE = {"sessions_started": "Gestartet", "sessions_submitted": "Abgeschlossen",
 require_browser()
 
 
-@pytest.fixture(scope="module")
-def publisher(stack: LocalStack) -> Iterator[ServiceProcess]:
-    with stack.running("publisher", public_url=True) as sp:
-        yield sp
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with launch() as b:
-        yield b
 
 
 @pytest.fixture

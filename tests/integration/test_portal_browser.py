@@ -6,7 +6,6 @@ keyword of its own and searches for it, so other tests' datasets never show.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
@@ -14,9 +13,9 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page
 
-from kp.local import LocalStack, ServiceProcess
+from kp.local import ServiceProcess
 from services.publisher.portal import service
-from tests.browser import ARTIFACTS, AXE, launch, local_context, require_browser
+from tests.browser import ARTIFACTS, AXE, local_context, require_browser
 from tests.factories import MARBURG, OFFENBACH, portal_dataset
 
 CSV = b"standort,stellplaetze,gebuehr_euro\nMarktplatz,120,1.50\nBahnhof,340,1.00\nHafen,80,2.00\n"
@@ -24,16 +23,6 @@ CSV = b"standort,stellplaetze,gebuehr_euro\nMarktplatz,120,1.50\nBahnhof,340,1.0
 require_browser()
 
 
-@pytest.fixture(scope="module")
-def publisher(stack: LocalStack) -> Iterator[ServiceProcess]:
-    with stack.running("publisher", public_url=True) as sp:
-        yield sp
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with launch() as b:
-        yield b
 
 
 async def _page(browser: Browser, width: int, height: int) -> tuple[Page, list[str]]:

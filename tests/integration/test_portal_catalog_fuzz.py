@@ -7,17 +7,15 @@ import asyncio
 import copy
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rdflib import Graph, URIRef
 
-from kp.local import LocalStack, ServiceProcess
+from kp.local import ServiceProcess
 from services.publisher.portal import service
 from tests.dcat_shapes import SHAPES_DIR, assert_conforms
 from tests.factories import OFFENBACH, portal_dataset
@@ -38,11 +36,6 @@ ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=60)
 VALUES = st.one_of(ANY_TEXT, ANY_TEXT.map(lambda t: "https://example.org/" + t),
                    ANY_TEXT.map(lambda t: "https://services.arcgis.com/x/query?where={\"" + t))
 
-
-@pytest.fixture(scope="module")
-def publisher(stack: LocalStack) -> Iterator[ServiceProcess]:
-    with stack.running("publisher", public_url=True) as proc:
-        yield proc
 
 
 async def _key(database_url: str, label: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -10,18 +9,13 @@ import ckanapi
 import httpx
 import pytest
 
-from kp.local import LocalStack, ServiceProcess
+from kp.local import ServiceProcess
 from services.publisher.portal import service
 from tests.factories import MARBURG, OFFENBACH, portal_dataset
 
 THEME = "http://publications.europa.eu/resource/authority/data-theme/"
 CSV = b"jahr,parkplaetze\n2023,410\n2024,455\n"
 
-
-@pytest.fixture(scope="module")
-def publisher(stack: LocalStack) -> Iterator[ServiceProcess]:
-    with stack.running("publisher", public_url=True) as sp:
-        yield sp
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,11 +16,6 @@ from tests.factories import MARBURG, OFFENBACH, portal_dataset
 
 runner = CliRunner()
 
-
-@pytest.fixture(scope="module")
-def publisher(stack: LocalStack) -> Iterator[ServiceProcess]:
-    with stack.running("publisher", public_url=True) as sp:
-        yield sp
 
 
 @pytest.fixture

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import asyncpg
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from kp.local import LocalStack, ServiceProcess
+from kp.local import ServiceProcess
 from services.publisher.portal import service
 from tests.factories import OFFENBACH
-
-
-@pytest.fixture(scope="module")
-def publisher(stack: LocalStack) -> Iterator[ServiceProcess]:
-    with stack.running("publisher", public_url=True) as proc:
-        yield proc
 
 
 async def _key(database_url: str) -> str:

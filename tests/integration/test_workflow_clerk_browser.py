@@ -21,7 +21,7 @@ from playwright.async_api import Browser, Page
 
 from kp.keycloak import KeycloakNode, demo_users
 from kp.local import LocalStack, ServiceProcess
-from tests.browser import ARTIFACTS, AXE, assert_only_local_hosts, launch, require_browser
+from tests.browser import ARTIFACTS, AXE, assert_only_local_hosts, require_browser
 from tests.integration.test_workflow_support import WfEnv, case_of, submitted, wf_env
 from tests.waiting import eventually
 
@@ -52,11 +52,6 @@ def workflow(stack: LocalStack, keycloak: KeycloakNode, wf_env: WfEnv) -> Iterat
     with stack.running("workflow", {**wf_env.env(), **keycloak.workflow_env(), "KP_ENVIRONMENT": "dev"}) as sp:
         yield sp
 
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with launch() as b:
-        yield b
 
 
 class Visit:
